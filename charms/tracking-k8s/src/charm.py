@@ -1,0 +1,430 @@
+#!/usr/bin/env python3
+"""Juju glue for the MLflow Tracking Server: observe, reconcile, collect status, actions."""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+import ops
+
+import mlflow_server
+from mlflow_server import MLflowAPI, MLflowAPIError, ServerSettings
+from mlops_charms import databags, pebble, secrets
+from mlops_charms.ingress import IngressRequirer
+from mlops_charms.postgresql import PostgreSQLRequirer
+from mlops_charms.s3 import S3Requirer
+from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
+
+logger = logging.getLogger(__name__)
+
+CONTAINER = "mlflow"
+STORAGE = "mlflow-data"
+TRACKING_ENDPOINT = "mlops-tracking"
+SERVER_SECRET = "mlflow-server"  # noqa: S105 - a label: admin password, Flask secret key
+CONSUMER_SECRET = "mlops-tracking-{relation_id}"  # noqa: S105 - a secret label
+CONSUMER_USER = "relation-{relation_id}-{app}"
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
+ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """The charm's config options, validated."""
+
+    port: int = 5000
+    workers: int = 1
+    enable_job_execution: bool = False
+    default_experiment: str = "Default"
+    default_permission: str = "READ"
+    allowed_hosts: str = ""
+
+    def __post_init__(self):
+        if not 1024 <= self.port <= 65535:
+            raise ValueError("port: must be between 1024 and 65535")
+        if not 1 <= self.workers <= 16:
+            raise ValueError("workers: must be between 1 and 16")
+        if not self.default_experiment.strip():
+            raise ValueError("default-experiment: must not be empty")
+        if self.default_permission not in mlflow_server.PERMISSIONS:
+            raise ValueError(
+                f"default-permission: must be one of {', '.join(mlflow_server.PERMISSIONS)}"
+            )
+        if any(not host or " " in host for host in self.extra_hosts):
+            raise ValueError("allowed-hosts: must be comma-separated host names without spaces")
+
+    @property
+    def extra_hosts(self) -> tuple[str, ...]:
+        if not self.allowed_hosts.strip():
+            return ()
+        return tuple(host.strip() for host in self.allowed_hosts.split(","))
+
+
+@dataclass(frozen=True)
+class CreateUserParams:
+    """Parameters of the create-user action."""
+
+    username: str
+    permission: str = "EDIT"
+
+    def __post_init__(self):
+        if not USERNAME_PATTERN.match(self.username):
+            raise ValueError("username must be 1-64 letters, digits, '.', '_', '-' or '@'")
+        if self.username == mlflow_server.ADMIN_USERNAME or self.username.startswith("relation-"):
+            raise ValueError(f"username {self.username!r} is reserved for the charm")
+        if self.permission not in ("READ", "EDIT", "MANAGE", "ADMIN"):
+            raise ValueError("permission must be READ, EDIT, MANAGE or ADMIN")
+
+
+@dataclass(frozen=True)
+class PromoteModelParams:
+    """Parameters of the promote-model action."""
+
+    model: str
+    version: int
+    alias: str = "champion"
+
+    def __post_init__(self):
+        if not self.model.strip():
+            raise ValueError("model must not be empty")
+        if self.version < 1:
+            raise ValueError("version must be a positive integer")
+        if not ALIAS_PATTERN.match(self.alias) or self.alias.lower() == "latest":
+            raise ValueError("alias must be letters, digits, '_' or '-', and not 'latest'")
+        if re.fullmatch(r"v\d+", self.alias):
+            raise ValueError(f"alias {self.alias!r} is reserved for version references")
+
+
+class TrackingCharm(ops.CharmBase):
+    """Runs MLflow under Pebble and offers it to the stack over ``mlops_tracking``."""
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.container = self.unit.get_container(CONTAINER)
+        self.database = PostgreSQLRequirer(self, "database", database_name="mlflow")
+        self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
+        self.ingress = IngressRequirer(self, "ingress", port=TrackingConfig.port)
+        for event in (
+            self.on.config_changed,
+            self.on.upgrade_charm,
+            self.on.leader_elected,
+            self.on.update_status,
+            self.on[CONTAINER].pebble_ready,
+            self.on[CONTAINER].pebble_check_failed,
+            self.on[CONTAINER].pebble_check_recovered,
+            self.on[STORAGE].storage_attached,
+            self.on[TRACKING_ENDPOINT].relation_joined,
+            self.on[TRACKING_ENDPOINT].relation_changed,
+            self.on.ingress_relation_joined,
+            self.on.ingress_relation_changed,
+            self.on.ingress_relation_broken,
+            *self.database.events,
+            *self.s3.events,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on[TRACKING_ENDPOINT].relation_broken, self._on_consumer_gone)
+        framework.observe(self.on.collect_unit_status, self._on_collect_status)
+        framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
+        framework.observe(self.on.create_user_action, self._on_create_user)
+        framework.observe(self.on.promote_model_action, self._on_promote_model)
+
+    # --- goal state -------------------------------------------------------------------------
+
+    @property
+    def _data_dir(self) -> str:
+        return self.meta.containers[CONTAINER].mounts[STORAGE].location
+
+    @property
+    def _internal_url(self) -> str:
+        return f"{self._service_host}:{self._config().port}"
+
+    @property
+    def _service_host(self) -> str:
+        return f"http://{self.app.name}.{self.model.name}.svc.cluster.local"
+
+    def _config(self) -> TrackingConfig:
+        return self.load_config(TrackingConfig)
+
+    def _config_problem(self) -> str | None:
+        try:
+            self._config()
+        except ValueError as error:
+            return f"invalid config: {error}"
+        return None
+
+    def _server_secret(self) -> dict[str, str] | None:
+        return secrets.ensure_app_secret(
+            self,
+            SERVER_SECRET,
+            lambda: {
+                "admin-password": secrets.generate_password(),
+                "flask-secret-key": secrets.generate_password(48),
+            },
+        )
+
+    def _settings(self, config: TrackingConfig, server_secret: dict[str, str]) -> ServerSettings:
+        database = self.database.connection()
+        artifacts = self.s3.connection()
+        ingress_host = (
+            urllib.parse.urlsplit(self.ingress.url).hostname if self.ingress.url else None
+        )
+        hosts = (
+            self.app.name,
+            f"{self.app.name}.{self.model.name}",
+            f"{self.app.name}.{self.model.name}.svc",
+            f"{self.app.name}.{self.model.name}.svc.cluster.local",
+            *((ingress_host,) if ingress_host else ()),
+            *config.extra_hosts,
+        )
+        return ServerSettings(
+            data_dir=self._data_dir,
+            port=config.port,
+            workers=config.workers,
+            job_execution=config.enable_job_execution,
+            default_permission=config.default_permission,
+            admin_password=server_secret["admin-password"],
+            flask_secret_key=server_secret["flask-secret-key"],
+            allowed_hosts=tuple(f"{host}{suffix}" for host in hosts for suffix in ("", ":*")),
+            database=mlflow_server.PostgreSQLBackend(
+                url=database.sqlalchemy_url(), password=database.password
+            )
+            if database
+            else None,
+            artifacts=mlflow_server.S3Artifacts(
+                destination=artifacts.url(),
+                endpoint=artifacts.endpoint,
+                region=artifacts.region,
+                access_key=artifacts.access_key,
+                secret_key=artifacts.secret_key,
+            )
+            if artifacts
+            else None,
+        )
+
+    def _admin_api(self, config: TrackingConfig, server_secret: dict[str, str]) -> MLflowAPI:
+        return MLflowAPI(
+            f"http://localhost:{config.port}",
+            mlflow_server.ADMIN_USERNAME,
+            server_secret["admin-password"],
+        )
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    def _reconcile(self, _event: ops.EventBase) -> None:
+        """Bring the workload, the ports and the relations to the goal state."""
+        if self._config_problem() or not self.container.can_connect():
+            return
+        config = self._config()
+        self.unit.set_ports(config.port)
+        self.ingress.publish(port=config.port)
+        server_secret = self._server_secret()
+        if server_secret is None or self.database.status() or self.s3.status():
+            # Keep the server on its current stores until the new ones are complete.
+            return
+        settings = self._settings(config, server_secret)
+        files_changed = [
+            pebble.push_if_changed(self.container, path, content)
+            for path, content in mlflow_server.files(settings).items()
+        ]
+        pebble.apply_layer(
+            self.container, "mlflow", mlflow_server.layer(settings), restart=any(files_changed)
+        )
+        if self.unit.is_leader():
+            self._provide_tracking(config, server_secret)
+
+    def _provide_tracking(self, config: TrackingConfig, server_secret: dict[str, str]) -> None:
+        """Give every consumer its own MLflow user and publish where and how to log."""
+        relations = self.model.relations[TRACKING_ENDPOINT]
+        if not relations:
+            return
+        api = self._admin_api(config, server_secret)
+        if not api.is_healthy():
+            return  # retried on update-status or when the ready check recovers
+        for relation in relations:
+            request, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
+            if problem or request is None:
+                continue
+            experiment = request.experiment or config.default_experiment
+            try:
+                credentials = self._consumer_credentials(relation)
+                if api.get_user(credentials["username"]) is None:
+                    api.create_user(credentials["username"], credentials["password"])
+                experiment_id = api.ensure_experiment(experiment)
+                api.grant_experiment_permission(experiment_id, credentials["username"], "EDIT")
+            except MLflowAPIError as error:
+                logger.warning("could not provision %s: %s", relation.app.name, error)
+                continue
+            databags.save_app_data(
+                relation,
+                self.app,
+                TrackingProviderData(
+                    tracking_uri=self._internal_url,
+                    external_tracking_uri=self.ingress.url,
+                    credentials_secret_id=self._consumer_secret_id(relation),
+                    default_experiment=experiment,
+                ),
+            )
+
+    def _consumer_credentials(self, relation: ops.Relation) -> dict[str, str]:
+        username = CONSUMER_USER.format(relation_id=relation.id, app=relation.app.name)
+        content = secrets.ensure_app_secret(
+            self,
+            CONSUMER_SECRET.format(relation_id=relation.id),
+            lambda: {"username": username, "password": secrets.generate_password()},
+        )
+        assert content is not None  # the leader always gets (or creates) the secret
+        self.model.get_secret(label=CONSUMER_SECRET.format(relation_id=relation.id)).grant(
+            relation
+        )
+        return content
+
+    def _consumer_secret_id(self, relation: ops.Relation) -> str | None:
+        secret = self.model.get_secret(label=CONSUMER_SECRET.format(relation_id=relation.id))
+        return secret.get_info().id
+
+    def _on_consumer_gone(self, event: ops.RelationBrokenEvent) -> None:
+        """Remove a departed consumer's MLflow user and secret, then reconcile the rest."""
+        if self.unit.is_leader() and not self._config_problem():
+            label = CONSUMER_SECRET.format(relation_id=event.relation.id)
+            content = secrets.read_app_secret(self.model, label)
+            server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+            if content and server_secret:
+                try:
+                    self._admin_api(self._config(), server_secret).delete_user(content["username"])
+                except MLflowAPIError as error:
+                    logger.warning("could not delete %s: %s", content["username"], error)
+            secrets.remove_app_secret(self.model, label)
+        self._reconcile(event)
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        config_problem = self._config_problem()
+        if config_problem:
+            event.add_status(ops.BlockedStatus(config_problem))
+            return
+        if not self.container.can_connect():
+            event.add_status(ops.WaitingStatus("waiting for Pebble in the mlflow container"))
+            return
+        for status in self._relation_statuses():
+            event.add_status(status)
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.add_status(
+                ops.WaitingStatus("waiting for the leader to create the admin secret")
+            )
+            return
+        if not self.unit.is_leader() and self.database.connection() is None:
+            event.add_status(
+                ops.BlockedStatus("scale-out needs the database relation: SQLite is per unit")
+            )
+        if not self._admin_api(self._config(), server_secret).is_healthy():
+            event.add_status(ops.WaitingStatus("waiting for MLflow to become ready"))
+        event.add_status(ops.ActiveStatus(f"serving at {self.ingress.url or self._internal_url}"))
+
+    def _relation_statuses(self) -> list[ops.StatusBase]:
+        """What each relation is waiting for or what is wrong with its remote data."""
+        statuses = [
+            status
+            for status in (self.database.unit_status(), self.s3.unit_status())
+            if status is not None
+        ]
+        if self.ingress.problem:
+            statuses.append(ops.BlockedStatus(f"ingress: {self.ingress.problem}"))
+        for relation in self.model.relations[TRACKING_ENDPOINT]:
+            _, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
+            if problem:
+                statuses.append(ops.BlockedStatus(f"{TRACKING_ENDPOINT}: {problem}"))
+        return statuses
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _ready_admin_api(self, event: ops.ActionEvent) -> MLflowAPI | None:
+        """An admin client for a healthy server, or None after failing ``event`` saying why."""
+        config_problem = self._config_problem()
+        if config_problem:
+            event.fail(f"cannot run while blocked: {config_problem}")
+            return None
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.fail("the admin secret does not exist yet: wait for the leader")
+            return None
+        api = self._admin_api(self._config(), server_secret)
+        if not api.is_healthy():
+            event.fail("the MLflow server is not ready: check `juju status`")
+            return None
+        return api
+
+    def _on_get_admin_credentials(self, event: ops.ActionEvent) -> None:
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.fail("the admin secret does not exist yet: wait for the leader")
+            return
+        url = self._internal_url if not self._config_problem() else None
+        event.set_results(
+            {
+                "username": mlflow_server.ADMIN_USERNAME,
+                "password": server_secret["admin-password"],
+                **({"url": self.ingress.url or url} if url else {}),
+            }
+        )
+
+    def _on_create_user(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(CreateUserParams, errors="fail")
+        api = self._ready_admin_api(event)
+        if api is None:
+            return
+        config = self._config()
+        try:
+            if api.get_user(params.username) is not None:
+                event.fail(f"user {params.username!r} already exists")
+                return
+            password = secrets.generate_password()
+            api.create_user(params.username, password)
+            if params.permission == "ADMIN":
+                api.set_admin(params.username, True)
+            else:
+                experiment_id = api.ensure_experiment(config.default_experiment)
+                api.grant_experiment_permission(experiment_id, params.username, params.permission)
+        except MLflowAPIError as error:
+            event.fail(str(error))
+            return
+        event.set_results(
+            {
+                "username": params.username,
+                "password": password,
+                "permission": params.permission,
+                "experiment": config.default_experiment if params.permission != "ADMIN" else "",
+            }
+        )
+
+    def _on_promote_model(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(PromoteModelParams, errors="fail")
+        api = self._ready_admin_api(event)
+        if api is None:
+            return
+        version = str(params.version)
+        try:
+            model_version = api.get_model_version(params.model, version)
+            if model_version is None:
+                event.fail(f"model {params.model!r} has no version {version}")
+                return
+            api.set_model_alias(params.model, params.alias, version)
+        except MLflowAPIError as error:
+            event.fail(str(error))
+            return
+        event.set_results(
+            {
+                "model": params.model,
+                "version": version,
+                "alias": params.alias,
+                "run-id": model_version.get("run_id", ""),
+                "source": model_version.get("source", ""),
+            }
+        )
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(TrackingCharm)

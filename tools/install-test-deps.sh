@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install everything the default test run (`tox`) needs on a fresh Debian 12 machine, as root:
+# Debian packages (PostgreSQL server, git), tox, and Pebble built from its pinned Go module.
+set -euo pipefail
+
+PEBBLE_VERSION=v1.26.0
+TOX_VERSION=4.32.0
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends postgresql-15 git ca-certificates >/dev/null
+
+python3 -m pip install -q "tox==${TOX_VERSION}"
+
+if ! command -v pebble >/dev/null || [ "$(pebble version --client 2>/dev/null)" != "${PEBBLE_VERSION}" ]; then
+    # `go install pebble@tag` needs the module's version list, which the proxy here refuses;
+    # building the tagged module from a throw-away module needs only that tag.
+    build_dir=$(mktemp -d)
+    (
+        cd "$build_dir"
+        go mod init pebble-build >/dev/null 2>&1
+        go get "github.com/canonical/pebble/cmd/pebble@${PEBBLE_VERSION}" >/dev/null 2>&1
+        go build -o /usr/local/bin/pebble github.com/canonical/pebble/cmd/pebble
+    )
+    rm -rf "$build_dir"
+fi
+pebble version --client
