@@ -1,0 +1,207 @@
+"""The actions: get-admin-credentials, create-user and promote-model, succeeding and failing."""
+
+from __future__ import annotations
+
+import pytest
+from ops import testing
+from tracking_testing import ADMIN_PASSWORD, INGRESS_URL, INTERNAL_URL, ingress_relation
+
+
+def run_action(ctx, state: testing.State, name: str, **params) -> dict:
+    ctx.run(ctx.on.action(name, params=params), state)
+    assert ctx.action_results is not None
+    return ctx.action_results
+
+
+def failure(ctx, state: testing.State, name: str, **params) -> str:
+    """The message the action fails with."""
+    with pytest.raises(testing.ActionFailed) as failed:
+        ctx.run(ctx.on.action(name, params=params), state)
+    return failed.value.message
+
+
+# --- get-admin-credentials ---------------------------------------------------------------
+
+
+def test_get_admin_credentials_returns_the_admin_secret_and_url(ctx, make_state):
+    results = run_action(ctx, make_state(), "get-admin-credentials")
+    assert results == {"username": "admin", "password": ADMIN_PASSWORD, "url": INTERNAL_URL}
+
+
+def test_get_admin_credentials_gives_the_ingress_url_when_there_is_ingress(ctx, make_state):
+    state = make_state(relations={ingress_relation()})
+    assert run_action(ctx, state, "get-admin-credentials")["url"] == INGRESS_URL
+
+
+def test_get_admin_credentials_works_on_a_non_leader(ctx, make_state):
+    results = run_action(ctx, make_state(leader=False), "get-admin-credentials")
+    assert results["password"] == ADMIN_PASSWORD
+
+
+def test_get_admin_credentials_fails_before_the_leader_creates_the_secret(ctx, make_state):
+    state = make_state(leader=False, admin_secret_exists=False)
+    assert failure(ctx, state, "get-admin-credentials") == (
+        "the admin secret does not exist yet: wait for the leader"
+    )
+
+
+def test_get_admin_credentials_leaves_out_the_url_while_config_is_invalid(ctx, make_state):
+    results = run_action(ctx, make_state(config={"port": 80}), "get-admin-credentials")
+    assert results == {"username": "admin", "password": ADMIN_PASSWORD}
+
+
+# --- create-user -------------------------------------------------------------------------
+
+
+def test_create_user_creates_the_user_with_the_password_it_returns(ctx, make_state, mlflow):
+    results = run_action(ctx, make_state(), "create-user", username="ada", permission="EDIT")
+    assert results["username"] == "ada"
+    assert len(results["password"]) >= 32
+    assert mlflow.users["ada"]["password"] == results["password"]
+
+
+def test_create_user_grants_the_permission_on_the_default_experiment(ctx, make_state, mlflow):
+    state = make_state(config={"default-experiment": "shared"})
+    results = run_action(ctx, state, "create-user", username="ada", permission="READ")
+    assert (results["permission"], results["experiment"]) == ("READ", "shared")
+    assert mlflow.permissions[mlflow.experiments["shared"], "ada"] == "READ"
+
+
+def test_create_user_grants_edit_when_no_permission_is_given(ctx, make_state, mlflow):
+    run_action(ctx, make_state(), "create-user", username="ada")
+    assert mlflow.permissions[mlflow.experiments["Default"], "ada"] == "EDIT"
+
+
+def test_create_admin_user_makes_an_mlflow_administrator(ctx, make_state, mlflow):
+    results = run_action(ctx, make_state(), "create-user", username="ada", permission="ADMIN")
+    assert mlflow.users["ada"]["is_admin"] is True
+    assert mlflow.called("grant_experiment_permission") == []
+    assert results["experiment"] == ""
+
+
+def test_create_user_fails_for_an_existing_user(ctx, make_state, mlflow):
+    mlflow.users["ada"] = {"username": "ada", "password": "old"}
+    assert failure(ctx, make_state(), "create-user", username="ada") == "user 'ada' already exists"
+    assert mlflow.users["ada"]["password"] == "old"
+
+
+BAD_CREATE_USER_PARAMS = {
+    "space in username": {"username": "ada lovelace"},
+    "empty username": {"username": ""},
+    "long username": {"username": "a" * 65},
+    "the admin": {"username": "admin"},
+    "a consumer's name": {"username": "relation-3-trainer"},
+    "unknown permission": {"username": "ada", "permission": "OWNER"},
+}
+
+
+@pytest.mark.parametrize(
+    "params", BAD_CREATE_USER_PARAMS.values(), ids=BAD_CREATE_USER_PARAMS.keys()
+)
+def test_create_user_with_bad_params_fails_in_one_line_before_any_call(
+    ctx, make_state, mlflow, params
+):
+    message = failure(ctx, make_state(), "create-user", **params)
+    assert message.startswith("Error in action parameters: ")
+    assert "\n" not in message
+    assert mlflow.calls == []
+
+
+def test_create_user_fails_while_the_server_is_not_ready(ctx, make_state, mlflow):
+    mlflow.healthy = False
+    assert failure(ctx, make_state(), "create-user", username="ada") == (
+        "the MLflow server is not ready: check `juju status`"
+    )
+
+
+def test_create_user_fails_while_the_config_is_invalid(ctx, make_state, mlflow):
+    state = make_state(config={"workers": 0})
+    assert failure(ctx, state, "create-user", username="ada") == (
+        "cannot run while blocked: invalid config: workers: must be between 1 and 16"
+    )
+
+
+def test_create_user_fails_before_the_admin_secret_exists(ctx, make_state):
+    state = make_state(leader=False, admin_secret_exists=False)
+    assert failure(ctx, state, "create-user", username="ada") == (
+        "the admin secret does not exist yet: wait for the leader"
+    )
+
+
+def test_create_user_reports_a_refusing_server_in_one_line(ctx, make_state, mlflow):
+    mlflow.fail("create_user", "database is locked")
+    assert failure(ctx, make_state(), "create-user", username="ada") == (
+        "MLflow refused the request (500): database is locked"
+    )
+
+
+# --- promote-model -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(mlflow):
+    """A registry holding version 3 of fraud-detector."""
+    mlflow.add_model_version("fraud-detector", "3", run_id="4f1c")
+    return mlflow
+
+
+def test_promote_model_points_the_alias_at_the_version(ctx, make_state, registry):
+    run_action(
+        ctx, make_state(), "promote-model", model="fraud-detector", version=3, alias="challenger"
+    )
+    assert registry.aliases["fraud-detector", "challenger"] == "3"
+
+
+def test_promote_model_returns_the_promoted_version(ctx, make_state, registry):
+    results = run_action(
+        ctx, make_state(), "promote-model", model="fraud-detector", version=3, alias="prod"
+    )
+    assert results == {
+        "model": "fraud-detector",
+        "version": "3",
+        "alias": "prod",
+        "run-id": "4f1c",
+        "source": "models:/m-4f1c",
+    }
+
+
+def test_promote_model_sets_champion_when_no_alias_is_given(ctx, make_state, registry):
+    run_action(ctx, make_state(), "promote-model", model="fraud-detector", version=3)
+    assert registry.aliases["fraud-detector", "champion"] == "3"
+
+
+def test_promote_model_fails_for_a_missing_version(ctx, make_state, registry):
+    message = failure(ctx, make_state(), "promote-model", model="fraud-detector", version=7)
+    assert message == "model 'fraud-detector' has no version 7"
+    assert registry.aliases == {}
+
+
+BAD_PROMOTE_PARAMS = {
+    "blank model": {"model": "  ", "version": 3},
+    "version zero": {"model": "fraud-detector", "version": 0},
+    "alias latest": {"model": "fraud-detector", "version": 3, "alias": "latest"},
+    "alias like a version": {"model": "fraud-detector", "version": 3, "alias": "v2"},
+    "alias with a space": {"model": "fraud-detector", "version": 3, "alias": "the best"},
+}
+
+
+@pytest.mark.parametrize("params", BAD_PROMOTE_PARAMS.values(), ids=BAD_PROMOTE_PARAMS.keys())
+def test_promote_model_with_bad_params_fails_in_one_line_before_any_call(
+    ctx, make_state, registry, params
+):
+    message = failure(ctx, make_state(), "promote-model", **params)
+    assert message.startswith("Error in action parameters: ")
+    assert "\n" not in message
+    assert registry.calls == []
+
+
+def test_promote_model_fails_while_the_server_is_not_ready(ctx, make_state, registry):
+    registry.healthy = False
+    message = failure(ctx, make_state(), "promote-model", model="fraud-detector", version=3)
+    assert message == "the MLflow server is not ready: check `juju status`"
+
+
+def test_promote_model_reports_a_refusing_server_in_one_line(ctx, make_state, registry):
+    registry.fail("set_model_alias", "PERMISSION_DENIED", status=403)
+    message = failure(ctx, make_state(), "promote-model", model="fraud-detector", version=3)
+    assert message == "MLflow refused the request (403): PERMISSION_DENIED"
