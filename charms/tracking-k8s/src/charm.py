@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import ops
 
 import mlflow_server
-from mlflow_server import MLflowAPI, MLflowAPIError, ServerSettings
+from mlflow_server import MLflowAPI, ServerSettings
 from mlops_charms import databags, pebble, secrets
 from mlops_charms.ingress import IngressRequirer
 from mlops_charms.postgresql import PostgreSQLRequirer
+from mlops_charms.rest import RESTError
 from mlops_charms.s3 import S3Requirer
 from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
 
@@ -253,7 +254,7 @@ class TrackingCharm(ops.CharmBase):
                     api.create_user(credentials["username"], credentials["password"])
                 experiment_id = api.ensure_experiment(experiment)
                 api.grant_experiment_permission(experiment_id, credentials["username"], "EDIT")
-            except MLflowAPIError as error:
+            except RESTError as error:
                 logger.warning("could not provision %s: %s", relation.app.name, error)
                 continue
             databags.save_app_data(
@@ -293,7 +294,7 @@ class TrackingCharm(ops.CharmBase):
             if content and server_secret:
                 try:
                     self._admin_api(self._config(), server_secret).delete_user(content["username"])
-                except MLflowAPIError as error:
+                except RESTError as error:
                     logger.warning("could not delete %s: %s", content["username"], error)
             secrets.remove_app_secret(self.model, label)
         self._reconcile(event)
@@ -388,7 +389,7 @@ class TrackingCharm(ops.CharmBase):
             else:
                 experiment_id = api.ensure_experiment(config.default_experiment)
                 api.grant_experiment_permission(experiment_id, params.username, params.permission)
-        except MLflowAPIError as error:
+        except RESTError as error:
             event.fail(str(error))
             return
         event.set_results(
@@ -412,7 +413,7 @@ class TrackingCharm(ops.CharmBase):
                 event.fail(f"model {params.model!r} has no version {version}")
                 return
             api.set_model_alias(params.model, params.alias, version)
-        except MLflowAPIError as error:
+        except RESTError as error:
             event.fail(str(error))
             return
         event.set_results(

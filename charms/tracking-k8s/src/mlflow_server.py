@@ -5,19 +5,17 @@ this module turns those into the Pebble layer and the files the server reads, an
 running server over its REST API (stdlib ``urllib`` only: hooks stay fast).
 
 Secrets never appear in the Pebble plan: the service's command sources ``secrets.env`` (mode
-0600) before it execs MLflow, so ``pebble plan`` and the process list show no password.
+0600) before it execs MLflow (see ``mlops_charms.workload``).
 """
 
 from __future__ import annotations
 
 import base64
-import json
-import shlex
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from mlops_charms import workload
+from mlops_charms.rest import JSONClient, RESTError
 
 if TYPE_CHECKING:
     from ops.pebble import LayerDict
@@ -137,28 +135,18 @@ def layer(settings: ServerSettings) -> LayerDict:
             environment["MLFLOW_S3_ENDPOINT_URL"] = settings.artifacts.endpoint
         if settings.artifacts.region:
             environment["AWS_DEFAULT_REGION"] = settings.artifacts.region
-    secrets_env = shlex.quote(settings.secrets_env_path)
-    launch = f". {secrets_env} && exec {shlex.join(server_command(settings))}"
     return {
         "summary": "MLflow Tracking Server",
         "services": {
-            SERVICE: {
-                "override": "replace",
-                "summary": "MLflow Tracking Server with basic auth",
-                "command": shlex.join(["/bin/sh", "-c", launch]),
-                "startup": "enabled",
-                "environment": environment,
-            }
+            SERVICE: workload.service_sourcing_secrets(
+                summary="MLflow Tracking Server with basic auth",
+                secrets_env_path=settings.secrets_env_path,
+                command=server_command(settings),
+                environment=environment,
+            )
         },
         "checks": {
-            READY_CHECK: {
-                "override": "replace",
-                "level": "ready",
-                "period": "10s",
-                "timeout": "3s",
-                "threshold": 3,
-                "http": {"url": f"http://localhost:{settings.port}/health"},
-            }
+            READY_CHECK: workload.http_ready_check(f"http://localhost:{settings.port}/health")
         },
     }
 
@@ -185,45 +173,30 @@ def files(settings: ServerSettings) -> dict[str, str]:
     if settings.artifacts:
         secret_env["AWS_ACCESS_KEY_ID"] = settings.artifacts.access_key
         secret_env["AWS_SECRET_ACCESS_KEY"] = settings.artifacts.secret_key
-    secrets_env = "".join(
-        f"export {name}={shlex.quote(value)}\n" for name, value in secret_env.items()
-    )
-    return {settings.auth_config_path: auth_config, settings.secrets_env_path: secrets_env}
-
-
-class MLflowAPIError(Exception):
-    """The server refused a request or could not be reached; the message is one line."""
-
-    def __init__(self, message: str, status: int | None = None, code: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
+    return {
+        settings.auth_config_path: auth_config,
+        settings.secrets_env_path: workload.secrets_env(secret_env),
+    }
 
 
 class MLflowAPI:
-    """A small client for the REST endpoints the charm needs, authenticated as one user."""
+    """The REST endpoints the charm needs, authenticated as one MLflow user."""
 
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 10.0):
-        self._base_url = base_url.rstrip("/")
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
-        self._timeout = timeout
+        self._client = JSONClient(
+            base_url, {"Authorization": f"Basic {token}"}, service="MLflow", timeout=timeout
+        )
 
     def is_healthy(self) -> bool:
         """Whether ``/health`` answers OK."""
-        try:
-            with urllib.request.urlopen(  # noqa: S310 - the URL is the charm's own http server
-                f"{self._base_url}/health", timeout=self._timeout
-            ) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return self._client.is_healthy("/health")
 
     def get_user(self, username: str) -> dict | None:
         """The user, or None if it does not exist."""
         try:
             return self._call("GET", "/api/2.0/mlflow/users/get", {"username": username})["user"]
-        except MLflowAPIError as error:
+        except RESTError as error:
             if error.code == "RESOURCE_DOES_NOT_EXIST" or error.status == 404:
                 return None
             raise
@@ -257,7 +230,7 @@ class MLflowAPI:
                 "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
             )
             return found["experiment"]["experiment_id"]
-        except MLflowAPIError as error:
+        except RESTError as error:
             if error.code != "RESOURCE_DOES_NOT_EXIST":
                 raise
         return self._call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})[
@@ -276,7 +249,7 @@ class MLflowAPI:
         }
         try:
             self._call("POST", "/api/3.0/mlflow/users/permissions/grant", grant)
-        except MLflowAPIError as error:
+        except RESTError as error:
             if error.code != "RESOURCE_ALREADY_EXISTS":
                 raise
             # A grant cannot be updated in place: replace it.
@@ -290,7 +263,7 @@ class MLflowAPI:
             return self._call(
                 "GET", "/api/2.0/mlflow/model-versions/get", {"name": name, "version": version}
             )["model_version"]
-        except MLflowAPIError as error:
+        except RESTError as error:
             if error.code == "RESOURCE_DOES_NOT_EXIST" or error.status == 404:
                 return None
             raise
@@ -303,34 +276,4 @@ class MLflowAPI:
         )
 
     def _call(self, method: str, path: str, body: dict) -> dict:
-        url = f"{self._base_url}{path}"
-        data = None
-        if method == "GET":
-            url = f"{url}?{urllib.parse.urlencode(body)}"
-        else:
-            data = json.dumps(body).encode()
-        # The base URL is the charm's own http://localhost server, never user input.
-        request = urllib.request.Request(  # noqa: S310
-            url, data=data, method=method, headers=self._headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                payload = response.read()
-        except urllib.error.HTTPError as error:
-            raise _api_error(error) from None
-        except (urllib.error.URLError, OSError) as error:
-            raise MLflowAPIError(f"MLflow server unreachable: {error}") from None
-        return json.loads(payload) if payload else {}
-
-
-def _api_error(error: urllib.error.HTTPError) -> MLflowAPIError:
-    body = error.read().decode(errors="replace")
-    try:
-        parsed = json.loads(body)
-        code, message = parsed.get("error_code"), parsed.get("message", body)
-    except (json.JSONDecodeError, AttributeError):
-        code, message = None, body or error.reason
-    first_line = str(message).strip().splitlines()[0] if str(message).strip() else ""
-    return MLflowAPIError(
-        f"MLflow refused the request ({error.code}): {first_line}", status=error.code, code=code
-    )
+        return self._client.call(method, path, body)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ops import testing
 
-from mlflow_server import MLflowAPIError
+from mlops_charms.rest import RESTError
 
 MODEL = "mlops"
 APP = "tracking-k8s"
@@ -200,7 +200,7 @@ class FakeMLflow:
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: list[tuple] = field(default_factory=list)
     clients: list[tuple[str, str, str]] = field(default_factory=list)
-    failures: dict[str, MLflowAPIError] = field(default_factory=dict)
+    failures: dict[str, RESTError] = field(default_factory=dict)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def client(self, base_url: str, username: str, password: str, timeout: float = 10.0):
@@ -210,7 +210,7 @@ class FakeMLflow:
 
     def fail(self, method: str, message: str = "boom", status: int = 500) -> None:
         """Make ``method`` raise as a refusing server would."""
-        self.failures[method] = MLflowAPIError(
+        self.failures[method] = RESTError(
             f"MLflow refused the request ({status}): {message}", status=status
         )
 
@@ -248,7 +248,7 @@ class FakeMLflowAPI:
     def create_user(self, username: str, password: str) -> None:
         self._record("create_user", username, password)
         if username in self._server.users:
-            raise MLflowAPIError(
+            raise RESTError(
                 "MLflow refused the request (400): user exists", 400, "RESOURCE_ALREADY_EXISTS"
             )
         self._server.users[username] = {"username": username, "password": password}
@@ -264,7 +264,7 @@ class FakeMLflowAPI:
     def delete_user(self, username: str) -> None:
         self._record("delete_user", username)
         if self._server.users.pop(username, None) is None:
-            raise MLflowAPIError(
+            raise RESTError(
                 "MLflow refused the request (404): no such user", 404, "RESOURCE_DOES_NOT_EXIST"
             )
 
