@@ -387,11 +387,13 @@ async def test_removing_the_database_returns_to_sqlite(
     await ops_test.juju("remove-relation", f"{APP}:database", f"{POSTGRESQL}:database", check=True)
     application = model.applications[APP]
     await model.block_until(
-        lambda: not any(
-            endpoint.name == "database"
-            for relation in application.relations
-            for endpoint in relation.endpoints
-            if endpoint.application_name == APP
+        lambda: (
+            not any(
+                endpoint.name == "database"
+                for relation in application.relations
+                for endpoint in relation.endpoints
+                if endpoint.application_name == APP
+            )
         ),
         timeout=5 * 60,
     )

@@ -19,9 +19,20 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from ops import pebble
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip a test whose program is not installed, or fail it where every workload must run.
+
+    CI sets MLOPS_REQUIRE_WORKLOADS=1, so a broken install cannot pass as a skipped test.
+    """
+    if os.environ.get("MLOPS_REQUIRE_WORKLOADS"):
+        pytest.fail(f"required workload missing: {reason}")
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -53,7 +64,7 @@ def run_pebble(tmp_path: Path) -> Iterator[PebbleDaemon]:
     """A real Pebble daemon whose services find this interpreter's tools on PATH."""
     binary = os.environ.get("PEBBLE_BIN") or shutil.which("pebble")
     if not binary:
-        pytest.skip("pebble is not installed (tools/install-test-deps.sh builds it)")
+        missing("pebble is not installed (tools/install-test-deps.sh builds it)")
     pebble_dir = tmp_path / "pebble"
     pebble_dir.mkdir()
     log_path = tmp_path / "pebble.log"
@@ -143,7 +154,7 @@ def run_postgresql() -> Iterator[PostgreSQLServer]:
     """A PostgreSQL server from Debian's package: ``initdb`` + ``pg_ctl`` on a free port."""
     bindir = _postgres_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql-15)")
+        missing("PostgreSQL server binaries not installed (apt-get install postgresql-15)")
     run_as: list[str] = []
     # Not under pytest's tmp dir: that is private to root, and the server may not be root.
     with tempfile.TemporaryDirectory(prefix="mlops-postgresql-") as base_name:

@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""Juju glue for Label Studio: observe, reconcile, collect status, actions.
+
+The labelling work itself (importing a version, exporting annotations, consistency reports,
+re-labelling) is ``mlops-workload labelling`` run in the workload container through Pebble
+exec; the hook only starts it, waits for its JSON answer and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import ops
+
+import label_studio
+from label_studio import PostgreSQLDatabase, RegistryAccess, ServerSettings
+from mlops_charms import databags, pebble, secrets
+from mlops_charms.dataset import DatasetProviderData, DatasetRequirerData
+from mlops_charms.postgresql import PostgreSQLRequirer
+from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
+
+logger = logging.getLogger(__name__)
+
+CONTAINER = "label-studio"
+STORAGE = "labelling-data"
+DATASET_ENDPOINT = "mlops-dataset"
+RELABEL_ENDPOINT = "mlops-relabel"
+SERVER_SECRET = "label-studio-server"  # noqa: S105 - a label: admin password, token, key
+PRESETS = ("text-classification", "image-classification", "named-entities")
+VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
+# Imports and exports of big versions take minutes; the exec is bounded all the same.
+ACTION_TIMEOUT = 1800.0
+RELABEL_TIMEOUT = 120.0
+
+
+@dataclass(frozen=True)
+class LabellingConfig:
+    """The charm's config options, validated."""
+
+    port: int = 8080
+    workers: int = 1
+    overlap: int = 1
+    consistency_threshold: float = 0.5
+    relabel_project: str = ""
+
+    def __post_init__(self):
+        if not 1024 <= self.port <= 65535:
+            raise ValueError("port: must be between 1024 and 65535")
+        if not 1 <= self.workers <= 16:
+            raise ValueError("workers: must be between 1 and 16")
+        if not 1 <= self.overlap <= 10:
+            raise ValueError("overlap: must be between 1 and 10")
+        if not 0.0 <= self.consistency_threshold <= 1.0:
+            raise ValueError("consistency-threshold: must be between 0 and 1")
+        if self.relabel_project and not _is_project_title(self.relabel_project):
+            raise ValueError("relabel-project: must be 1-100 characters without line breaks")
+
+
+def _is_project_title(title: str) -> bool:
+    return 0 < len(title) <= 100 and title == title.strip() and "\n" not in title
+
+
+def _check_project(project: str) -> None:
+    if not _is_project_title(project):
+        raise ValueError("project must be 1-100 characters, no surrounding spaces or line breaks")
+
+
+@dataclass(frozen=True)
+class ImportVersionParams:
+    """Parameters of the import-version action."""
+
+    version: str
+    project: str
+    preset: str | None = None
+    labels: str = ""
+    label_config: str = ""
+    overlap: int | None = None
+
+    def __post_init__(self):
+        if not VERSION_PATTERN.match(self.version):
+            raise ValueError(f"version must be a version name such as v3, not {self.version!r}")
+        _check_project(self.project)
+        if bool(self.preset) == bool(self.label_config.strip()):
+            raise ValueError("give exactly one of preset and label-config")
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}")
+        if self.preset and not self.label_list:
+            raise ValueError("labels: give the preset's labels, comma-separated")
+        if self.label_config and not re.search(r'value="\$(text|image)"', self.label_config):
+            raise ValueError("label-config must read $text or $image")
+        if self.overlap is not None and not 1 <= self.overlap <= 10:
+            raise ValueError("overlap must be between 1 and 10")
+
+    @property
+    def label_list(self) -> list[str]:
+        return [label.strip() for label in self.labels.split(",") if label.strip()]
+
+
+@dataclass(frozen=True)
+class ExportAnnotationsParams:
+    """Parameters of the export-annotations action."""
+
+    project: str
+    message: str = ""
+
+    def __post_init__(self):
+        _check_project(self.project)
+        if "\n" in self.message or len(self.message) > 500:
+            raise ValueError("message must be one line of at most 500 characters")
+
+
+@dataclass(frozen=True)
+class ConsistencyReportParams:
+    """Parameters of the consistency-report action."""
+
+    project: str
+    threshold: float | None = None
+    requeue: bool = False
+
+    def __post_init__(self):
+        _check_project(self.project)
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+
+
+class RegistryAnswer(NamedTuple):
+    """The data registry's access for this app, or why there is none."""
+
+    access: RegistryAccess | None
+    problem: ops.StatusBase | None
+
+
+class WorkloadError(Exception):
+    """A labelling command failed; the message is its one-line reason."""
+
+
+class LabellingCharm(ops.CharmBase):
+    """Runs Label Studio under Pebble and feeds it from the stack's data registry."""
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.container = self.unit.get_container(CONTAINER)
+        self.database = PostgreSQLRequirer(self, "database", database_name="label_studio")
+        for event in (
+            self.on.config_changed,
+            self.on.upgrade_charm,
+            self.on.leader_elected,
+            self.on.update_status,
+            self.on[CONTAINER].pebble_ready,
+            self.on[CONTAINER].pebble_check_failed,
+            self.on[CONTAINER].pebble_check_recovered,
+            self.on[STORAGE].storage_attached,
+            self.on[DATASET_ENDPOINT].relation_created,
+            self.on[DATASET_ENDPOINT].relation_changed,
+            self.on[DATASET_ENDPOINT].relation_broken,
+            self.on[RELABEL_ENDPOINT].relation_changed,
+            self.on.secret_changed,
+            *self.database.events,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on.collect_unit_status, self._on_collect_status)
+        framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
+        framework.observe(self.on.import_version_action, self._on_import_version)
+        framework.observe(self.on.export_annotations_action, self._on_export_annotations)
+        framework.observe(self.on.consistency_report_action, self._on_consistency_report)
+
+    # --- goal state -------------------------------------------------------------------------
+
+    @property
+    def _data_dir(self) -> str:
+        return self.meta.containers[CONTAINER].mounts[STORAGE].location
+
+    @property
+    def _internal_url(self) -> str:
+        host = f"{self.app.name}.{self.model.name}.svc.cluster.local"
+        return f"http://{host}:{self._config().port}"
+
+    def _config(self) -> LabellingConfig:
+        return self.load_config(LabellingConfig)
+
+    def _config_problem(self) -> str | None:
+        try:
+            self._config()
+        except ValueError as error:
+            return f"invalid config: {error}"
+        return None
+
+    def _server_secret(self) -> dict[str, str] | None:
+        return secrets.ensure_app_secret(
+            self,
+            SERVER_SECRET,
+            lambda: {
+                "admin-password": secrets.generate_password(),
+                "admin-token": secrets.generate_password(40),
+                "secret-key": secrets.generate_password(50),
+            },
+        )
+
+    def _settings(self, config: LabellingConfig, server_secret: dict[str, str]) -> ServerSettings:
+        connection = self.database.connection()
+        return ServerSettings(
+            data_dir=self._data_dir,
+            port=config.port,
+            processes=config.workers,
+            admin_password=server_secret["admin-password"],
+            admin_token=server_secret["admin-token"],
+            secret_key=server_secret["secret-key"],
+            database=PostgreSQLDatabase(
+                host=connection.host,
+                port=connection.port,
+                name=connection.database,
+                user=connection.username,
+                password=connection.password,
+            )
+            if connection
+            else None,
+        )
+
+    def _registry(self) -> RegistryAnswer:
+        """The registry's write access from ``mlops-dataset``, or the status saying why not."""
+        relation = self.model.get_relation(DATASET_ENDPOINT)
+        if relation is None:
+            return RegistryAnswer(None, None)
+        data, problem = databags.load_remote_app_data(relation, DatasetProviderData)
+        if problem:
+            return RegistryAnswer(None, ops.BlockedStatus(f"{DATASET_ENDPOINT}: {problem}"))
+        if data is None or not data.registry_url or not data.credentials_secret_id:
+            return RegistryAnswer(None, ops.WaitingStatus("waiting for the data registry"))
+        if data.access != "write":
+            return RegistryAnswer(
+                None,
+                ops.BlockedStatus(f"{DATASET_ENDPOINT}: the registry granted no write access"),
+            )
+        try:
+            content = self.model.get_secret(id=data.credentials_secret_id).get_content(
+                refresh=True
+            )
+        except (ops.SecretNotFoundError, ops.ModelError):
+            return RegistryAnswer(
+                None, ops.BlockedStatus(f"{DATASET_ENDPOINT}: credentials secret not readable")
+            )
+        if not content.get("username") or not content.get("password"):
+            return RegistryAnswer(
+                None, ops.BlockedStatus(f"{DATASET_ENDPOINT}: credentials lack a git user")
+            )
+        return RegistryAnswer(
+            RegistryAccess(
+                git_url=data.registry_url,
+                username=content["username"],
+                password=content["password"],
+                dvc_endpoint=data.remote_endpoint,
+                s3_access_key=content.get("access-key", ""),
+                s3_secret_key=content.get("secret-key", ""),
+                s3_region=data.remote_region,
+            ),
+            None,
+        )
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    def _reconcile(self, _event: ops.EventBase) -> None:
+        """Bring the workload, the ports and the relations to the goal state."""
+        if self.unit.is_leader():
+            self._request_write_access()
+        if self._config_problem() or not self.container.can_connect():
+            return
+        config = self._config()
+        self.unit.set_ports(config.port)
+        server_secret = self._server_secret()
+        if server_secret is None or self.database.status():
+            # Keep the server on its current database until the new one is complete.
+            return
+        settings = self._settings(config, server_secret)
+        files_changed = [
+            pebble.push_if_changed(self.container, path, content)
+            for path, content in label_studio.files(settings).items()
+        ]
+        pebble.apply_layer(
+            self.container,
+            "label-studio",
+            label_studio.layer(settings),
+            restart=any(files_changed),
+        )
+        if self.unit.is_leader():
+            self._queue_relabel_batches(config, settings)
+
+    def _request_write_access(self) -> None:
+        for relation in self.model.relations[DATASET_ENDPOINT]:
+            databags.save_app_data(relation, self.app, DatasetRequirerData(access="write"))
+
+    def _queue_relabel_batches(self, config: LabellingConfig, settings: ServerSettings) -> None:
+        """Queue every new ``mlops-relabel`` batch into its project's re-label sibling."""
+        relation = self.model.get_relation(RELABEL_ENDPOINT)
+        if relation is None:
+            return
+        data, problem = databags.load_remote_app_data(relation, RelabelProviderData)
+        if problem or data is None or not data.batches:
+            return
+        if not label_studio.is_healthy(settings):
+            return  # retried on update-status or when the ready check recovers
+        own = relation.load(RelabelRequirerData, self.app) if relation.data[self.app] else None
+        queued = list((own.queued if own else None) or [])
+        for batch in data.batches:
+            if not _batch_is_complete(batch) or batch.batch_id in queued:
+                continue
+            project = batch.project or config.relabel_project
+            if not project:
+                continue
+            try:
+                self._run_labelling(
+                    settings,
+                    None,
+                    "relabel",
+                    "--project",
+                    project,
+                    "--items",
+                    json.dumps(batch.items),
+                    "--reason",
+                    _relabel_reason(batch),
+                    "--batch",
+                    str(batch.batch_id),
+                    timeout=RELABEL_TIMEOUT,
+                )
+            except WorkloadError as error:
+                logger.warning("could not queue relabel batch %s: %s", batch.batch_id, error)
+                continue
+            queued.append(str(batch.batch_id))
+        databags.save_app_data(relation, self.app, RelabelRequirerData(queued=queued or None))
+
+    # --- the workload's commands ------------------------------------------------------------
+
+    def _run_labelling(
+        self,
+        settings: ServerSettings,
+        registry: RegistryAccess | None,
+        command: str,
+        *args: str,
+        timeout: float = ACTION_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Run ``mlops-workload labelling`` in the workload container; return its JSON."""
+        process = self.container.exec(
+            label_studio.labelling_command(settings, command, *args),
+            environment=label_studio.workload_environment(settings, registry),
+            working_dir=settings.data_dir,
+            timeout=timeout,
+        )
+        try:
+            stdout, _ = process.wait_output()
+        except ops.pebble.ExecError as error:
+            raise WorkloadError(_one_line(str(error.stderr or ""), command)) from None
+        except ops.pebble.TimeoutError:
+            raise WorkloadError(f"{command} did not finish in {timeout:.0f} s") from None
+        except ops.pebble.ChangeError as error:
+            raise WorkloadError(_one_line(str(error.err), command)) from None
+        try:
+            return json.loads(stdout)
+        except json.JSONDecodeError:
+            raise WorkloadError(f"{command} gave no JSON result") from None
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        config_problem = self._config_problem()
+        if config_problem:
+            event.add_status(ops.BlockedStatus(config_problem))
+            return
+        if not self.container.can_connect():
+            event.add_status(ops.WaitingStatus("waiting for Pebble in the label-studio container"))
+            return
+        database = self.database.unit_status()
+        if database:
+            event.add_status(database)
+        registry = self._registry()
+        if registry.problem:
+            event.add_status(registry.problem)
+        relabel = self._relabel_status()
+        if relabel:
+            event.add_status(relabel)
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.add_status(
+                ops.WaitingStatus("waiting for the leader to create the admin secret")
+            )
+            return
+        if not self.unit.is_leader() and self.database.connection() is None:
+            event.add_status(
+                ops.BlockedStatus("scale-out needs the database relation: SQLite is per unit")
+            )
+        settings = self._settings(self._config(), server_secret)
+        if not label_studio.is_healthy(settings):
+            event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
+        suffix = "" if registry.access else "; no data registry related"
+        event.add_status(ops.ActiveStatus(f"serving at {self._internal_url}{suffix}"))
+
+    def _relabel_status(self) -> ops.StatusBase | None:
+        relation = self.model.get_relation(RELABEL_ENDPOINT)
+        if relation is None:
+            return None
+        data, problem = databags.load_remote_app_data(relation, RelabelProviderData)
+        if problem:
+            return ops.BlockedStatus(f"{RELABEL_ENDPOINT}: {problem}")
+        batches = (data.batches if data else None) or []
+        incomplete = [b for b in batches if not _batch_is_complete(b)]
+        if incomplete:
+            return ops.BlockedStatus(f"{RELABEL_ENDPOINT}: a batch lacks batch_id or items")
+        if any(not b.project for b in batches) and not self._config().relabel_project:
+            return ops.BlockedStatus(
+                f"{RELABEL_ENDPOINT}: a batch names no project: set relabel-project"
+            )
+        if not self.unit.is_leader():
+            return None  # only the leader queues batches and may read what it acknowledged
+        own = relation.load(RelabelRequirerData, self.app) if relation.data[self.app] else None
+        waiting = {b.batch_id for b in batches} - set((own.queued if own else None) or [])
+        if waiting:
+            return ops.WaitingStatus(f"{RELABEL_ENDPOINT}: {len(waiting)} batches to queue")
+        return None
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _ready_settings(self, event: ops.ActionEvent) -> ServerSettings | None:
+        """Settings of a healthy server, or None after failing ``event`` saying why."""
+        config_problem = self._config_problem()
+        if config_problem:
+            event.fail(f"cannot run while blocked: {config_problem}")
+            return None
+        if not self.container.can_connect():
+            event.fail("the label-studio container is not ready yet")
+            return None
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.fail("the admin secret does not exist yet: wait for the leader")
+            return None
+        settings = self._settings(self._config(), server_secret)
+        if not label_studio.is_healthy(settings):
+            event.fail("Label Studio is not ready: check `juju status`")
+            return None
+        return settings
+
+    def _ready_registry(self, event: ops.ActionEvent) -> RegistryAccess | None:
+        registry = self._registry()
+        if registry.access is None:
+            if registry.problem is None:
+                event.fail(f"no data registry: relate {DATASET_ENDPOINT} to data-versioning-k8s")
+            else:
+                event.fail(f"the data registry is not usable: {registry.problem.message}")
+        return registry.access
+
+    def _on_get_admin_credentials(self, event: ops.ActionEvent) -> None:
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret is None:
+            event.fail("the admin secret does not exist yet: wait for the leader")
+            return
+        results = {
+            "username": label_studio.ADMIN_USERNAME,
+            "password": server_secret["admin-password"],
+            "api-token": server_secret["admin-token"],
+        }
+        if not self._config_problem():
+            results["url"] = self._internal_url
+        event.set_results(results)
+
+    def _on_import_version(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(ImportVersionParams, errors="fail")
+        settings = self._ready_settings(event)
+        registry = self._ready_registry(event) if settings else None
+        if settings is None or registry is None:
+            return
+        config_args = (
+            ("--preset", str(params.preset), "--labels", ",".join(params.label_list))
+            if params.preset
+            else ("--label-config", params.label_config)
+        )
+        overlap = params.overlap or self._config().overlap
+        try:
+            result = self._run_labelling(
+                settings,
+                registry,
+                "import-version",
+                "--project",
+                params.project,
+                "--version",
+                params.version,
+                *config_args,
+                "--overlap",
+                str(overlap),
+            )
+        except WorkloadError as error:
+            event.fail(str(error))
+            return
+        event.set_results(_results(result))
+
+    def _on_export_annotations(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(ExportAnnotationsParams, errors="fail")
+        settings = self._ready_settings(event)
+        registry = self._ready_registry(event) if settings else None
+        if settings is None or registry is None:
+            return
+        args = ["--project", params.project]
+        if params.message:
+            args += ["--message", params.message]
+        try:
+            result = self._run_labelling(settings, registry, "export-annotations", *args)
+        except WorkloadError as error:
+            event.fail(str(error))
+            return
+        event.set_results(_results(result))
+
+    def _on_consistency_report(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(ConsistencyReportParams, errors="fail")
+        settings = self._ready_settings(event)
+        if settings is None:
+            return
+        threshold = (
+            params.threshold
+            if params.threshold is not None
+            else self._config().consistency_threshold
+        )
+        args = ["--project", params.project, "--threshold", str(threshold)]
+        if params.requeue:
+            args.append("--requeue")
+        try:
+            result = self._run_labelling(settings, None, "consistency-report", *args)
+        except WorkloadError as error:
+            event.fail(str(error))
+            return
+        event.set_results(_results(result))
+
+
+def _batch_is_complete(batch: RelabelBatch) -> bool:
+    return bool(batch.batch_id and batch.items)
+
+
+def _relabel_reason(batch: RelabelBatch) -> str:
+    reason = batch.reason or "sent back by error analysis"
+    return f"{reason} (run {batch.run_id})" if batch.run_id else reason
+
+
+def _one_line(stderr: str, command: str) -> str:
+    """The workload's one-line failure (``error: why``), or a generic one."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return f"{command} failed"
+    return lines[-1].removeprefix("error: ")[:300]
+
+
+def _results(result: dict[str, Any]) -> dict[str, Any]:
+    """A workload result as action results: hyphenated keys, lists as JSON text."""
+    converted: dict[str, Any] = {}
+    for key, value in result.items():
+        name = key.replace("_", "-")
+        if isinstance(value, dict):
+            converted[name] = _results(value)
+        elif isinstance(value, list):
+            converted[name] = json.dumps(value)
+            converted[f"{name}-count"] = str(len(value))
+        else:
+            converted[name] = "" if value is None else str(value)
+    return converted
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(LabellingCharm)

@@ -1,0 +1,238 @@
+"""The Label Studio workload: its Pebble layer, secret file, health and the work it execs.
+
+Nothing here knows about Juju. The charm turns config, relations and secrets into
+``ServerSettings``; this module turns those into the Pebble layer and the files the server
+reads, tells whether the server is healthy, and builds the ``mlops-workload labelling``
+commands (and their environment) that the charm runs in the container through Pebble exec.
+
+The server is run the way the upstream image's ``label-studio-uwsgi`` entrypoint runs it:
+``label-studio init`` (migrations and the admin user, idempotent) and then uWSGI serving
+``core.wsgi``. Secrets never appear in the Pebble plan: the service's command sources
+``secrets.env`` (mode 0600) before it execs (see ``mlops_charms.workload``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mlops_charms import workload
+from mlops_charms.rest import JSONClient
+
+if TYPE_CHECKING:
+    from ops.pebble import LayerDict
+
+SERVICE = "label-studio"
+READY_CHECK = "label-studio-ready"
+ADMIN_USERNAME = "admin@labelling.mlops.invalid"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Where the workload's programs are (the rock's paths by default, rocks/labelling)."""
+
+    label_studio: str = "/opt/label-studio/bin/label-studio"
+    uwsgi: str = "/opt/label-studio/bin/uwsgi"
+    # Label Studio's Django project: uWSGI imports ``core.wsgi`` from here.
+    app_dir: str = "/opt/label-studio/lib/python3.12/site-packages/label_studio"
+    mlops_workload: str = "/opt/mlops/bin/mlops-workload"
+
+
+@dataclass(frozen=True)
+class PostgreSQLDatabase:
+    """Label Studio's PostgreSQL database; the password travels in ``secrets.env``."""
+
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the server's layer and files are derived from."""
+
+    data_dir: str
+    port: int
+    admin_password: str = field(repr=False)
+    admin_token: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    processes: int = 1
+    threads: int = 4
+    database: PostgreSQLDatabase | None = None
+    bind_address: str = "0.0.0.0"  # noqa: S104 - the server is reached through the pod's service
+    binaries: Binaries = field(default_factory=Binaries)
+
+    @property
+    def secrets_env_path(self) -> str:
+        return f"{self.data_dir}/secrets/secrets.env"
+
+    @property
+    def media_root(self) -> str:
+        """Where imported dataset versions' media live; Label Studio serves them from here."""
+        return f"{self.data_dir}/media-root"
+
+    @property
+    def workspace_path(self) -> str:
+        """The persistent working clone of the data registry used by imports and exports."""
+        return f"{self.data_dir}/registry-workspace"
+
+    @property
+    def local_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def server_command(settings: ServerSettings) -> list[str]:
+    """The uWSGI command line (no secrets in it); options follow upstream's uwsgi.ini."""
+    return [
+        settings.binaries.uwsgi,
+        "--master",
+        "--http",
+        f"{settings.bind_address}:{settings.port}",
+        "--chdir",
+        settings.binaries.app_dir,
+        "--module",
+        "core.wsgi:application",
+        "--processes",
+        str(settings.processes),
+        "--threads",
+        str(settings.threads),
+        "--need-app",
+        "--lazy-apps",
+        "--single-interpreter",
+        "--enable-threads",
+        "--die-on-term",
+        "--vacuum",
+        "--buffer-size",
+        "65535",
+        "--http-timeout",
+        "300",
+        "--harakiri",
+        "120",
+        "--post-buffering",
+        "4096",
+        "--ignore-sigpipe",
+        "--ignore-write-errors",
+        "--disable-write-exception",
+        "--disable-logging",
+        "--log-5xx",
+    ]
+
+
+def environment(settings: ServerSettings) -> dict[str, str]:
+    """The server's environment, without secrets."""
+    env = {
+        "DJANGO_SETTINGS_MODULE": "core.settings.label_studio",
+        "LABEL_STUDIO_BASE_DATA_DIR": settings.data_dir,
+        "LABEL_STUDIO_USERNAME": ADMIN_USERNAME,
+        # The admin's fixed token works only as a legacy token.
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        # Otherwise the server asks PyPI for the latest version on every start.
+        "LATEST_VERSION_CHECK": "false",
+        "LOCAL_FILES_SERVING_ENABLED": "true",
+        "LOCAL_FILES_DOCUMENT_ROOT": settings.media_root,
+        "APP_WEBSERVER": "uwsgi",
+    }
+    if settings.database:
+        env.update(
+            {
+                "DJANGO_DB": "default",
+                "POSTGRE_HOST": settings.database.host,
+                "POSTGRE_PORT": str(settings.database.port),
+                "POSTGRE_NAME": settings.database.name,
+                "POSTGRE_USER": settings.database.user,
+            }
+        )
+    return env
+
+
+def layer(settings: ServerSettings) -> LayerDict:
+    """The Pebble layer that runs Label Studio and checks its health."""
+    return {
+        "summary": "Label Studio",
+        "services": {
+            SERVICE: workload.service_sourcing_secrets(
+                summary="Label Studio (label-studio init, then uWSGI)",
+                secrets_env_path=settings.secrets_env_path,
+                # init applies migrations and creates the admin once; it is idempotent.
+                before=(
+                    ("mkdir", "-p", settings.media_root),
+                    (settings.binaries.label_studio, "init", "--quiet"),
+                ),
+                command=server_command(settings),
+                environment=environment(settings),
+            )
+        },
+        "checks": {READY_CHECK: workload.http_ready_check(f"{settings.local_url}/health")},
+    }
+
+
+def files(settings: ServerSettings) -> dict[str, str]:
+    """The files the server reads, by path: all of them mode 0600."""
+    secret_env = {
+        "LABEL_STUDIO_PASSWORD": settings.admin_password,
+        "LABEL_STUDIO_USER_TOKEN": settings.admin_token,
+        # Shared by every unit, so sessions survive a reschedule or a scale-out.
+        "SECRET_KEY": settings.secret_key,
+    }
+    if settings.database:
+        secret_env["POSTGRE_PASSWORD"] = settings.database.password
+    return {settings.secrets_env_path: workload.secrets_env(secret_env)}
+
+
+def is_healthy(settings: ServerSettings, timeout: float = 5.0) -> bool:
+    """Whether Label Studio's ``/health`` answers OK."""
+    return JSONClient(settings.local_url, {}, service="Label Studio", timeout=timeout).is_healthy()
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How the workload reaches the data registry, with write access (from ``mlops_dataset``)."""
+
+    git_url: str
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    dvc_endpoint: str | None = None
+    s3_access_key: str = field(default="", repr=False)
+    s3_secret_key: str = field(default="", repr=False)
+    s3_region: str | None = None
+
+
+def workload_environment(
+    settings: ServerSettings, registry: RegistryAccess | None
+) -> dict[str, str]:
+    """The environment of ``mlops-workload labelling`` runs, credentials included.
+
+    Where Label Studio (and the registry, when the command needs it) are; it goes to the
+    exec, never to the plan.
+    """
+    env = {
+        "HOME": settings.data_dir,
+        "DVC_NO_ANALYTICS": "1",
+        "LABEL_STUDIO_URL": settings.local_url,
+        "LABEL_STUDIO_API_KEY": settings.admin_token,
+        "MLOPS_LABELLING_MEDIA_ROOT": settings.media_root,
+    }
+    if registry is None:
+        return env
+    env.update(
+        {
+            "MLOPS_REGISTRY_WORKSPACE": settings.workspace_path,
+            "MLOPS_REGISTRY_URL": registry.git_url,
+            "MLOPS_REGISTRY_USERNAME": registry.username,
+            "MLOPS_REGISTRY_PASSWORD": registry.password,
+            "AWS_ACCESS_KEY_ID": registry.s3_access_key,
+            "AWS_SECRET_ACCESS_KEY": registry.s3_secret_key,
+        }
+    )
+    if registry.dvc_endpoint:
+        env["MLOPS_DVC_ENDPOINT_URL"] = registry.dvc_endpoint
+    if registry.s3_region:
+        env["AWS_DEFAULT_REGION"] = registry.s3_region
+    return env
+
+
+def labelling_command(settings: ServerSettings, command: str, *args: str) -> list[str]:
+    """The ``mlops-workload labelling <command>`` command line the charm execs."""
+    return [settings.binaries.mlops_workload, "labelling", command, *args]

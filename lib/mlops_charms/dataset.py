@@ -1,0 +1,75 @@
+"""The ``mlops_dataset`` interface: a DVC data registry offered to the stack.
+
+Provider (data-versioning) application databag:
+    registry_url           the registry's git URL (smart HTTP, basic auth)
+    remote_url             the DVC remote, ``s3://bucket[/path]`` (the registry's default remote)
+    remote_endpoint        the S3 endpoint this requirer uses (read-only or read-write)
+    remote_region          the S3 region, when the remote has one
+    access                 ``read`` or ``write``: what the credentials allow
+    credentials_secret_id  a Juju secret granted to the requirer: ``username``, ``password``
+                           (git) and ``access-key``, ``secret-key`` (S3)
+    latest_version         the newest valid version, ``vN``
+    pinned_version         the version consumers are told to use, ``vN`` (absent: latest)
+
+Requirer application databag:
+    access                 ``read`` (default) or ``write`` (labelling exports versions)
+
+Every field is optional on the wire and JSON-encoded (``Relation.save``/``load``). Reading
+never raises: a bad databag becomes a one-line problem for the caller's status.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import pydantic
+
+VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
+SECRET_FIELDS = ("username", "password", "access-key", "secret-key")
+
+
+def _version(value: str | None) -> str | None:
+    if value is not None and not VERSION_PATTERN.match(value):
+        raise ValueError("must be a version name such as v3")
+    return value
+
+
+class DatasetProviderData(pydantic.BaseModel):
+    """What the data-versioning charm publishes to each consumer."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    registry_url: str | None = None
+    remote_url: str | None = None
+    remote_endpoint: str | None = None
+    remote_region: str | None = None
+    access: Literal["read", "write"] | None = None
+    credentials_secret_id: str | None = None
+    latest_version: str | None = None
+    pinned_version: str | None = None
+
+    @pydantic.field_validator("latest_version", "pinned_version")
+    @classmethod
+    def _is_a_version(cls, value: str | None) -> str | None:
+        return _version(value)
+
+    @pydantic.field_validator("remote_url")
+    @classmethod
+    def _is_s3(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("s3://"):
+            raise ValueError("must be an s3:// URL")
+        return value
+
+    @property
+    def version_to_use(self) -> str | None:
+        """The version a consumer should use: the pinned one, else the latest."""
+        return self.pinned_version or self.latest_version
+
+
+class DatasetRequirerData(pydantic.BaseModel):
+    """What a dataset consumer asks for."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    access: Literal["read", "write"] | None = None

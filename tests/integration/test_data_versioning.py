@@ -1,0 +1,119 @@
+"""data-versioning-k8s on MicroK8s: deploy with tracking-k8s, cut and inspect versions by actions.
+
+The tests run in order and share one model (pytest-operator makes one per module). Data for
+a version is written into the registry container with ``juju ssh --container``; versions are
+then cut, listed, compared, pinned and rolled back through the charm's actions, and the git
+server is checked from outside the cluster at the unit's address.
+
+Environment overrides:
+
+- ``MLOPS_REGISTRY_IMAGE``: the ``registry-image`` resource (default: the rock pushed to the
+  MicroK8s registry, ``localhost:32000/data-registry:0.1.0``);
+- ``MLOPS_MLFLOW_IMAGE``: tracking-k8s's image, as in test_tracking.py;
+- ``MLOPS_CHARM_DATA_VERSIONING_K8S``/``MLOPS_CHARM_TRACKING_K8S``: packed charms to deploy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import urllib.error
+import urllib.request
+
+import pytest
+from pytest_operator.plugin import OpsTest
+
+APP = "data-versioning-k8s"
+UNIT = f"{APP}/0"
+CONTAINER = "registry"
+TRACKING = "tracking-k8s"
+REGISTRY_IMAGE = os.environ.get("MLOPS_REGISTRY_IMAGE", "localhost:32000/data-registry:0.1.0")
+MLFLOW_IMAGE = os.environ.get("MLOPS_MLFLOW_IMAGE", "localhost:32000/mlflow:3.17.2")
+INCOMING = "/var/lib/registry/incoming/batch"
+DEPLOY_TIMEOUT_S = 20 * 60
+
+
+async def _write_source(ops_test: OpsTest, files: dict[str, str]) -> None:
+    """Write the files of a dataset into the registry container, as the service user."""
+    script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}"]
+    for name, content in files.items():
+        script.append(f"printf %s {shlex.quote(content)} > {INCOMING}/{name}")
+    script.append("chown -R _daemon_:_daemon_ /var/lib/registry/incoming")
+    await ops_test.juju(
+        "ssh",
+        "--container",
+        CONTAINER,
+        UNIT,
+        "sh",
+        "-c",
+        shlex.quote(" && ".join(script)),
+        check=True,
+        fail_msg="writing the source files failed",
+    )
+
+
+@pytest.mark.abort_on_fail
+async def test_build_and_deploy_with_tracking(ops_test: OpsTest, charm_builder):
+    """Deploy the registry beside tracking-k8s; both reach active/idle on their own."""
+    assert ops_test.model is not None
+    registry_charm = await charm_builder(APP)
+    tracking_charm = await charm_builder(TRACKING)
+    await ops_test.model.deploy(
+        registry_charm, application_name=APP, resources={"registry-image": REGISTRY_IMAGE}
+    )
+    await ops_test.model.deploy(
+        tracking_charm, application_name=TRACKING, resources={"mlflow-image": MLFLOW_IMAGE}
+    )
+    await ops_test.model.wait_for_idle(
+        apps=[APP, TRACKING], status="active", raise_on_blocked=True, timeout=DEPLOY_TIMEOUT_S
+    )
+    assert ops_test.model.units[UNIT].workload_status_message == "no versions yet"
+
+
+async def test_create_and_list_versions(ops_test: OpsTest, run_action):
+    await _write_source(ops_test, {"a.txt": "alpha", "b.txt": "beta"})
+    first = await run_action(UNIT, "create-version", source=INCOMING, message="first")
+    assert first.results["version"] == "v1"
+    assert int(first.results["files"]) == 2
+    await _write_source(ops_test, {"a.txt": "alpha", "b.txt": "beta, relabelled", "c.txt": "c"})
+    second = await run_action(UNIT, "create-version", source=INCOMING)
+    assert second.results["version"] == "v2"
+    assert second.results["parent"] == "v1"
+    listed = await run_action(UNIT, "list-versions")
+    names = [v["version"] for v in json.loads(listed.results["versions"])]
+    assert names == ["v1", "v2"]
+
+
+async def test_identical_data_makes_no_version(ops_test: OpsTest, run_action):
+    failed = await run_action(UNIT, "create-version", source=INCOMING, expect_failure=True)
+    assert "identical to v2" in failed.message
+
+
+async def test_diff_versions(run_action):
+    diff = await run_action(UNIT, "diff-versions", **{"from": "v1", "to": "v2"})
+    assert json.loads(diff.results["added"]) == ["data/c.txt"]
+    assert json.loads(diff.results["modified"]) == ["data/b.txt"]
+    assert int(diff.results["modified-bytes"]) == len("beta, relabelled")
+
+
+async def test_pin_and_rollback(ops_test: OpsTest, run_action):
+    assert ops_test.model is not None
+    await run_action(UNIT, "pin-version", version="v1")
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)
+    assert "pinned v1" in ops_test.model.units[UNIT].workload_status_message
+    rolled = await run_action(UNIT, "rollback", to="v1")
+    assert rolled.results["version"] == "v3"
+    assert rolled.results["source"] == "rollback"
+    failed = await run_action(UNIT, "rollback", to="v0", expect_failure=True)
+    assert "version name" in failed.message
+
+
+async def test_git_server_refuses_anonymous_clients(unit_address):
+    address = await unit_address(UNIT)
+    url = f"http://{address}:8080/registry.git/info/refs?service=git-upload-pack"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code == 401
+    with urllib.request.urlopen(f"http://{address}:8080/healthz", timeout=30) as response:
+        assert response.status == 200

@@ -1,0 +1,233 @@
+"""A real Label Studio for the workload tests: Pebble runs the labelling charm's own layer.
+
+An ``ops.testing`` run of the charm (leader, storage mounted on a temporary folder) produces
+the layer and pushes the secret file; a real Pebble runs that layer. Only the programs' paths
+differ from the rock's: the layer's rock paths are replaced by this machine's.
+
+Label Studio comes from its own virtual environment (``LABEL_STUDIO_VENV``, default
+/opt/venv-labelling: label-studio 1.23.2 and uWSGI, whose dependencies clash with DVC's);
+``mlops-workload`` comes from this interpreter's environment, as in the rock where both are
+installed side by side. Labelling commands run through ``pebble exec`` as the charm runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops import pebble
+from ops.pebble import LayerDict
+
+from tests.workload.processes import PebbleDaemon, free_port, missing, run_pebble
+
+CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "labelling-k8s" / "src"
+if str(CHARM_SRC) not in sys.path:
+    sys.path.insert(0, str(CHARM_SRC))
+
+import label_studio  # noqa: E402
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def binaries() -> label_studio.Binaries:
+    """Label Studio's programs in its venv; skips when it is not installed."""
+    venv = Path(os.environ.get("LABEL_STUDIO_VENV", "/opt/venv-labelling"))
+    apps = sorted(venv.glob("lib/python3*/site-packages/label_studio"))
+    wanted = {
+        "label-studio": venv / "bin" / "label-studio",
+        "uwsgi": venv / "bin" / "uwsgi",
+        "mlops-workload": VENV_BIN / "mlops-workload",
+    }
+    for name, path in wanted.items():
+        if not path.exists():
+            missing(f"{name} is not installed at {path} (see the labelling test requirements)")
+    if not apps:
+        missing(f"label_studio is not installed in {venv}")
+    return label_studio.Binaries(
+        label_studio=str(wanted["label-studio"]),
+        uwsgi=str(wanted["uwsgi"]),
+        app_dir=str(apps[0]),
+        mlops_workload=str(wanted["mlops-workload"]),
+    )
+
+
+@dataclass(frozen=True)
+class Exec:
+    """What one ``mlops-workload labelling`` run gave back."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class RunningLabelStudio:
+    """Label Studio as started by Pebble, and how to talk to it."""
+
+    settings: label_studio.ServerSettings
+    daemon: PebbleDaemon
+    first_start_seconds: float
+
+    @property
+    def url(self) -> str:
+        return self.settings.local_url
+
+    def api(self, method: str, path: str, body=None, token: str | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        headers["Authorization"] = f"Token {token or self.settings.admin_token}"
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers=headers,
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            payload = response.read()
+        return json.loads(payload) if payload else None
+
+    def get_bytes(self, path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"{self.url}{path}", headers={"Authorization": f"Token {self.settings.admin_token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, b""
+
+    def labelling(self, registry: label_studio.RegistryAccess, command: str, *args: str) -> Exec:
+        """Run ``mlops-workload labelling <command>`` through Pebble exec, as the charm does."""
+        process = self.daemon.client.exec(
+            label_studio.labelling_command(self.settings, command, *args),
+            environment=label_studio.workload_environment(self.settings, registry),
+            working_dir=self.settings.data_dir,
+            timeout=600,
+        )
+        try:
+            stdout, stderr = process.wait_output()
+        except pebble.ExecError as error:
+            return Exec(error.exit_code, str(error.stdout or ""), str(error.stderr or ""))
+        return Exec(0, stdout, stderr or "")
+
+    def service_rss_kib(self) -> int:
+        """Resident memory of the server's processes (uWSGI master and workers), KiB."""
+        marker = f"{self.settings.bind_address}:{self.settings.port}".encode()
+        total = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if marker not in (proc / "cmdline").read_bytes():
+                    continue
+                status = (proc / "status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+
+def start(daemon: PebbleDaemon, layer: LayerDict) -> float:
+    """Hand ``layer`` to the real Pebble; return seconds until the ready check is up."""
+    started = time.monotonic()
+    daemon.client.add_layer("label-studio", layer, combine=True)
+    daemon.client.replan_services()
+    daemon.wait_for_check(label_studio.READY_CHECK, timeout=240)
+    return time.monotonic() - started
+
+
+CHARM_ROOT = CHARM_SRC.parent
+
+
+def _load_charm():  # unannotated: the type checker then sees the module itself
+    """The labelling charm's module, by path: other charms' ``charm`` modules share the name."""
+    name = "labelling_k8s_charm"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, CHARM_SRC / "charm.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def charm_layer(
+    data_dir: Path, port: int, relations=(), secrets=()
+) -> tuple[LayerDict, dict[str, str]]:
+    """The layer an ops.testing run of the charm plans, and the admin secret it created."""
+    import yaml
+    from ops import testing
+
+    charm = _load_charm()
+    raw = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
+    raw["containers"]["label-studio"]["mounts"][0]["location"] = str(data_dir)
+    meta = {key: raw[key] for key in ("name", "containers", "resources", "storage", "requires")}
+    context = testing.Context(
+        charm.LabellingCharm, meta=meta, config=raw["config"], actions=raw["actions"]
+    )
+    container = testing.Container(
+        "label-studio",
+        can_connect=True,
+        mounts={"data": testing.Mount(location=str(data_dir), source=data_dir)},
+    )
+    state = testing.State(
+        leader=True,
+        config={"port": port},
+        containers={container},
+        storages={testing.Storage("labelling-data")},
+        relations=set(relations),
+        secrets=set(secrets),
+    )
+    out = context.run(context.on.config_changed(), state)
+    (secret,) = [s for s in out.secrets if s.label == "label-studio-server"]
+    layer = out.get_container("label-studio").layers["label-studio"].to_dict()
+    return layer, dict(secret.tracked_content)
+
+
+def localize(layer: LayerDict, local: label_studio.Binaries) -> LayerDict:
+    """The layer with the rock's program paths replaced by this machine's."""
+    rock = label_studio.Binaries()
+    text = json.dumps(layer)
+    for name in ("label_studio", "uwsgi", "app_dir", "mlops_workload"):
+        text = text.replace(getattr(rock, name), getattr(local, name))
+    return json.loads(text)
+
+
+@contextlib.contextmanager
+def run_label_studio(base: Path, relations=(), secrets=()) -> Iterator[RunningLabelStudio]:
+    """Label Studio under a real Pebble, from the charm's layer; stopped on exit.
+
+    ``relations`` and ``secrets`` go into the charm's state (the database relation, say).
+    """
+    data_dir = base / "label-studio-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    local = binaries()
+    port = free_port()
+    layer, secret = charm_layer(data_dir, port, relations, secrets)
+    # The same settings the charm used, to reach the server and exec as the charm does.
+    settings = label_studio.ServerSettings(
+        data_dir=str(data_dir),
+        port=port,
+        admin_password=secret["admin-password"],
+        admin_token=secret["admin-token"],
+        secret_key=secret["secret-key"],
+        binaries=local,
+    )
+    with run_pebble(base) as daemon:
+        seconds = start(daemon, localize(layer, local))
+        yield RunningLabelStudio(settings, daemon, seconds)

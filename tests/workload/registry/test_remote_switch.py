@@ -1,0 +1,159 @@
+"""Moving the DVC remote to external S3: the versions cut before keep their data.
+
+The "external" S3 is a second real ``rclone serve s3`` over its own folder, started by the
+test. The registry is switched as the charm switches it: new files, the bootstrap script
+(which copies the embedded objects over before committing the new remote), the new layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops import pebble
+
+from tests.workload.processes import free_port
+from tests.workload.registry.harness import (
+    VENV_BIN,
+    RunningRegistry,
+    chown_tree,
+    dvc,
+    git,
+    make_files,
+    read_tree,
+    registry,
+    write_files,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@dataclasses.dataclass(frozen=True)
+class ExternalS3:
+    endpoint: str
+    root: Path
+    consumer: registry.Credential
+
+
+@pytest.fixture(scope="module")
+def external_s3(running_registry: RunningRegistry) -> Iterator[ExternalS3]:
+    root = running_registry.base / "external-s3"
+    (root / "team-bucket").mkdir(parents=True)
+    key = registry.Credential("external-key", secrets.token_urlsafe(24), write=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "rclone"),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{key.username},{key.password}",
+            "--dir-cache-time",
+            "1s",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield ExternalS3(f"http://127.0.0.1:{port}", root, key)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _pull(
+    running: RunningRegistry,
+    user: registry.Credential,
+    keys: registry.Credential,
+    rev: str,
+    dest: Path,
+) -> dict[str, bytes]:
+    git("clone", "--quiet", running.url_for(user), str(dest))
+    git("checkout", "--quiet", rev, cwd=dest)
+    # As a consumer configures its clone from the relation data: each commit carries the
+    # remote of its time, the relation names the current one.
+    settings = running.settings
+    for key, value in (
+        ("url", settings.remote_url()),
+        ("endpointurl", settings.remote_endpoint(write=False) or ""),
+    ):
+        configured = dvc("remote", "modify", "--local", "storage", key, value, cwd=dest, user=keys)
+        assert configured.returncode == 0, configured.stderr
+    result = dvc("pull", "--quiet", cwd=dest, user=keys)
+    assert result.returncode == 0, result.stderr
+    return read_tree(dest / "data")
+
+
+def test_switch_to_external_s3_keeps_every_version_pullable(
+    running_registry: RunningRegistry, external_s3: ExternalS3, tmp_path: Path
+):
+    source = running_registry.source_dir("before-switch")
+    v1 = make_files(source, 6, 700, "before")
+    chown_tree(source)
+    first = running_registry.workload("create-version", "--source", str(source))
+    assert first.exit_code == 0, first.stderr
+    old = first.json["version"]
+
+    remote = registry.ExternalRemote(
+        bucket="team-bucket",
+        path="/registry/",
+        endpoint=external_s3.endpoint,
+        region=None,
+        access_key=external_s3.consumer.s3_access_key,
+        secret_key=external_s3.consumer.s3_secret_key,
+    )
+    settings = dataclasses.replace(running_registry.settings, external_remote=remote)
+    running_registry.settings = settings
+    write_files(
+        settings, (Path(settings.state_dir).stat().st_uid, Path(settings.state_dir).stat().st_gid)
+    )
+    switched = running_registry.exec_as_service(
+        registry.bootstrap_command(settings),
+        {
+            "HOME": settings.state_dir,
+            "AWS_ACCESS_KEY_ID": remote.access_key,
+            "AWS_SECRET_ACCESS_KEY": remote.secret_key,
+        },
+    )
+    assert switched.exit_code == 0, switched.stderr
+    assert "changed" in switched.stdout
+    running_registry.client.add_layer("registry", registry.layer(settings), combine=True)
+    running_registry.client.replan_services()
+    running_registry.client.stop_services(registry.stopped_services(settings))
+
+    services = {s.name: s for s in running_registry.client.get_services()}
+    assert not services[registry.S3_SERVICE].is_running()
+    assert not services[registry.S3_READ_ONLY_SERVICE].is_running()
+    assert services[registry.GIT_SERVICE].current == pebble.ServiceStatus.ACTIVE
+    # The version cut before the switch is pulled from the external bucket.
+    pulled = _pull(
+        running_registry, running_registry.reader, external_s3.consumer, old, tmp_path / "old"
+    )
+    assert pulled == v1
+    # New versions go to the external bucket.
+    (source / "part-0/item-0000.bin").write_bytes(b"after the switch")
+    chown_tree(source)
+    second = running_registry.workload("create-version", "--source", str(source))
+    assert second.exit_code == 0, second.stderr
+    pulled = _pull(
+        running_registry,
+        running_registry.reader,
+        external_s3.consumer,
+        second.json["version"],
+        tmp_path / "new",
+    )
+    assert pulled["part-0/item-0000.bin"] == b"after the switch"
+    validated = running_registry.workload("validate-version", old)
+    assert validated.exit_code == 0, validated.stderr
+    assert validated.json["valid"] is True
+    diff = running_registry.workload("diff-versions", old, second.json["version"])
+    assert diff.json["modified"] == ["data/part-0/item-0000.bin"]
+    manifests = list((external_s3.root / "team-bucket" / "registry").rglob("*.dir"))
+    assert len(manifests) >= 2

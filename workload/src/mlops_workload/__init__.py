@@ -1,0 +1,5 @@
+"""The MLOps stack's workload code: dataset versions in a DVC data registry.
+
+It runs inside the workload containers and jobs (``mlops-workload`` CLI), never in
+a charm hook: charms call it through Pebble exec and read its JSON output.
+"""
