@@ -56,15 +56,10 @@ class PostgreSQLConnection:
     password: str = field(repr=False)
 
     def sqlalchemy_url(self) -> str:
-        """SQLAlchemy URL without the password: libpq finds it in the pgpass file."""
+        """SQLAlchemy URL without the password, which the workload gets separately (PGPASSWORD)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         user = quote(self.username, safe="")
         return f"postgresql+psycopg2://{user}@{host}:{self.port}/{quote(self.database, safe='')}"
-
-    def pgpass_line(self) -> str:
-        r"""One libpq password-file line (no newline), ':' and '\' escaped in every field."""
-        fields = (self.host, str(self.port), self.database, self.username, self.password)
-        return ":".join(value.replace("\\", "\\\\").replace(":", "\\:") for value in fields)
 
 
 class _Answer(NamedTuple):

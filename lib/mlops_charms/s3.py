@@ -53,14 +53,6 @@ class S3Connection:
         key = "/".join(s.strip("/") for s in (self.path, *parts) if s.strip("/"))
         return f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
 
-    def aws_credentials_file(self) -> str:
-        """Content of a boto3 shared-credentials file, so keys stay out of env and plans."""
-        return (
-            "[default]\n"
-            f"aws_access_key_id = {self.access_key}\n"
-            f"aws_secret_access_key = {self.secret_key}\n"
-        )
-
 
 class _Answer(NamedTuple):
     connection: S3Connection | None

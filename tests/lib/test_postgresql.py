@@ -315,11 +315,6 @@ def test_sqlalchemy_url_quotes_user_and_brackets_ipv6():
     )
 
 
-def test_pgpass_line_escapes_colons_and_backslashes():
-    connection = PostgreSQLConnection("fd00::5", 5432, "mlflow", "relation_id_4", r"p:a\ss")
-    assert connection.pgpass_line() == r"fd00\:\:5:5432:mlflow:relation_id_4:p\:a\\ss"
-
-
 def test_repr_hides_the_password():
     connection = PostgreSQLConnection(PRIMARY, 5432, "mlflow", "relation_id_4", "Xk3v9qTz")
     assert "Xk3v9qTz" not in repr(connection)

@@ -291,13 +291,6 @@ def test_url_joins_bucket_path_and_parts(path, parts, url):
     assert connection.url(*parts) == url
 
 
-def test_aws_credentials_file_is_a_default_profile():
-    connection = S3Connection(None, "mlflow-artifacts", "", None, "AK", "S/K")
-    assert connection.aws_credentials_file() == (
-        "[default]\naws_access_key_id = AK\naws_secret_access_key = S/K\n"
-    )
-
-
 def test_repr_hides_the_keys():
     connection = S3Connection(ENDPOINT, "mlflow-artifacts", "", None, "AKIAEXAMPLE", "s3cr3t")
     assert "AKIAEXAMPLE" not in repr(connection)
