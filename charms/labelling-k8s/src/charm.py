@@ -18,7 +18,7 @@ import ops
 
 import label_studio
 from label_studio import PostgreSQLDatabase, RegistryAccess, ServerSettings
-from mlops_charms import databags, pebble, secrets
+from mlops_charms import databags, pebble, secrets, sidecar
 from mlops_charms.dataset import DatasetProviderData, DatasetRequirerData
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
@@ -172,22 +172,18 @@ class LabellingCharm(ops.CharmBase):
 
     @property
     def _data_dir(self) -> str:
-        return self.meta.containers[CONTAINER].mounts[STORAGE].location
+        return sidecar.mount_location(self, CONTAINER, STORAGE)
 
     @property
     def _internal_url(self) -> str:
-        host = f"{self.app.name}.{self.model.name}.svc.cluster.local"
+        host = sidecar.service_host(self)
         return f"http://{host}:{self._config().port}"
 
     def _config(self) -> LabellingConfig:
         return self.load_config(LabellingConfig)
 
     def _config_problem(self) -> str | None:
-        try:
-            self._config()
-        except ValueError as error:
-            return f"invalid config: {error}"
-        return None
+        return sidecar.config_problem(self, LabellingConfig)
 
     def _server_secret(self) -> dict[str, str] | None:
         return secrets.ensure_app_secret(

@@ -12,7 +12,7 @@ import ops
 
 import mlflow_server
 from mlflow_server import MLflowAPI, ServerSettings
-from mlops_charms import databags, pebble, secrets
+from mlops_charms import databags, pebble, secrets, sidecar
 from mlops_charms.ingress import IngressRequirer
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.rest import RESTError
@@ -135,25 +135,17 @@ class TrackingCharm(ops.CharmBase):
 
     @property
     def _data_dir(self) -> str:
-        return self.meta.containers[CONTAINER].mounts[STORAGE].location
+        return sidecar.mount_location(self, CONTAINER, STORAGE)
 
     @property
     def _internal_url(self) -> str:
-        return f"{self._service_host}:{self._config().port}"
-
-    @property
-    def _service_host(self) -> str:
-        return f"http://{self.app.name}.{self.model.name}.svc.cluster.local"
+        return f"http://{sidecar.service_host(self)}:{self._config().port}"
 
     def _config(self) -> TrackingConfig:
         return self.load_config(TrackingConfig)
 
     def _config_problem(self) -> str | None:
-        try:
-            self._config()
-        except ValueError as error:
-            return f"invalid config: {error}"
-        return None
+        return sidecar.config_problem(self, TrackingConfig)
 
     def _server_secret(self) -> dict[str, str] | None:
         return secrets.ensure_app_secret(
@@ -175,7 +167,7 @@ class TrackingCharm(ops.CharmBase):
             self.app.name,
             f"{self.app.name}.{self.model.name}",
             f"{self.app.name}.{self.model.name}.svc",
-            f"{self.app.name}.{self.model.name}.svc.cluster.local",
+            sidecar.service_host(self),
             *((ingress_host,) if ingress_host else ()),
             *config.extra_hosts,
         )
