@@ -49,10 +49,19 @@ class RegistryConfig:
     bucket: str = "dvc"
     public_host: str = ""
     approach: str = ""
+    git_port: int = 8080
+    s3_port: int = 9000
 
     def __post_init__(self):
         if not BUCKET_PATTERN.match(self.bucket):
             raise ValueError("bucket: must be 3-63 lowercase letters, digits or '-'")
+        # The services run as an unprivileged user: no port below 1024.
+        if not 1024 <= self.git_port <= 65535:
+            raise ValueError("git-port: must be between 1024 and 65535")
+        if not 1024 <= self.s3_port <= 65533:
+            raise ValueError("s3-port: must be between 1024 and 65533")
+        if self.s3_port <= self.git_port <= self.s3_port + 2:
+            raise ValueError("git-port: must not be s3-port, s3-port + 1 or s3-port + 2")
         if self.public_host and not HOST_PATTERN.match(self.public_host):
             raise ValueError("public-host: must be a host name")
         if self.approach not in APPROACHES:
@@ -225,6 +234,10 @@ class DataVersioningCharm(ops.CharmBase):
             state_dir=self._state_dir,
             public_host=self._public_host(config),
             users=(writer, *(c for c in consumers if c is not None)),
+            git_port=config.git_port,
+            s3_port=config.s3_port,
+            s3_read_only_port=config.s3_port + 1,
+            s3_read_only_backend_port=config.s3_port + 2,
             bucket=config.bucket,
             external_remote=self._external_remote(),
             service_user=SERVICE_USER,

@@ -339,7 +339,8 @@ def files(settings: RegistrySettings) -> dict[str, tuple[str, int]]:
 
 def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> str:
     port = settings.s3_read_only_backend_port if read_only else settings.s3_port
-    addr = f"127.0.0.1:{port}" if read_only else _listen(settings, port)
+    # rclone wants host:port; ":port" is every interface (a bare port is refused).
+    addr = f"127.0.0.1:{port}" if read_only else f"{settings.bind_address}:{port}"
     args = [
         settings.binaries.rclone,
         "serve",

@@ -80,10 +80,10 @@ def stack() -> Iterator[Stack]:
         created = registry.workload("create-version", "--source", str(source))
         assert created.exit_code == 0, created.stderr
         access = label_studio.RegistryAccess(
-            git_url=registry.settings.git_url,
+            git_url=registry.labelling.registry_url,
             username=registry.labelling.username,
             password=registry.labelling.password,
-            dvc_endpoint=registry.settings.remote_endpoint(write=True),
+            dvc_endpoint=registry.labelling.remote_endpoint,
             s3_access_key=registry.labelling.s3_access_key,
             s3_secret_key=registry.labelling.s3_secret_key,
         )

@@ -17,7 +17,9 @@ import pytest
 from ops import pebble
 
 from tests.workload.registry.harness import (
+    Consumer,
     RunningRegistry,
+    User,
     chown_tree,
     dvc,
     git,
@@ -40,12 +42,16 @@ class Versions:
     v2_result: dict
 
 
-def clone(running: RunningRegistry, user: registry.Credential, dest: Path) -> Path:
+def clone(running: RunningRegistry, user: Consumer, dest: Path) -> Path:
+    """Clone as a consumer does: the URLs its relation names, the keys its secret holds."""
     git("clone", "--quiet", running.url_for(user), str(dest))
+    for key, value in (("url", user.remote_url), ("endpointurl", user.remote_endpoint)):
+        configured = dvc("remote", "modify", "--local", "storage", key, value, cwd=dest, user=user)
+        assert configured.returncode == 0, configured.stderr
     return dest
 
 
-def pull(checkout: Path, user: registry.Credential, rev: str) -> dict[str, bytes]:
+def pull(checkout: Path, user: User, rev: str) -> dict[str, bytes]:
     git("checkout", "--quiet", rev, cwd=checkout)
     result = dvc("pull", "--quiet", cwd=checkout, user=user)
     assert result.returncode == 0, result.stderr
@@ -168,8 +174,9 @@ def test_read_only_user_cannot_write_to_the_dvc_remote(
     assert added.returncode == 0, added.stderr
     pushed = dvc("push", "--quiet", cwd=reader_checkout, user=running_registry.reader)
     assert pushed.returncode != 0
-    # Nor with the read-write endpoint: it does not know a reader's keys.
-    endpoint = running_registry.settings.remote_endpoint(write=True) or ""
+    # Nor with the read-write endpoint (as published to a writer): it does not know a
+    # reader's keys.
+    endpoint = running_registry.labelling.remote_endpoint
     dvc(
         "remote",
         "modify",
@@ -299,7 +306,7 @@ def _user_push(running: RunningRegistry, checkout: Path, tag: str, *, dvc_push: 
             "--local",
             "storage",
             "endpointurl",
-            running.settings.remote_endpoint(write=True) or "",
+            user.remote_endpoint,
         ]
         assert dvc(*remote, cwd=checkout, user=user).returncode == 0
         pushed = dvc("push", "--quiet", cwd=checkout, user=user)
@@ -355,6 +362,16 @@ def test_user_tag_without_dvc_push_is_not_valid(versions, running_registry, tmp_
     assert validated.exit_code == 0, validated.stderr
     assert validated.json["valid"] is False
     assert validated.json["missing_count"] >= 1
+
+
+def test_each_consumer_gets_its_own_credentials_and_endpoint(running_registry):
+    reader, labelling = running_registry.reader, running_registry.labelling
+    settings = running_registry.settings
+    assert (reader.access, labelling.access) == ("read", "write")
+    assert reader.registry_url == labelling.registry_url == settings.git_url
+    assert reader.remote_endpoint.endswith(f":{settings.s3_read_only_port}")
+    assert labelling.remote_endpoint.endswith(f":{settings.s3_port}")
+    assert reader.username != labelling.username and reader.password != labelling.password
 
 
 def test_health_url_and_checks_are_up(running_registry):

@@ -1,8 +1,10 @@
 """Moving the DVC remote to external S3: the versions cut before keep their data.
 
 The "external" S3 is a second real ``rclone serve s3`` over its own folder, started by the
-test. The registry is switched as the charm switches it: new files, the bootstrap script
-(which copies the embedded objects over before committing the new remote), the new layer.
+test. The charm switches the registry: an ``ops.testing`` run of it on ``s3-credentials``
+(s3-integrator's answer, keys in a Juju secret) pushes new files and asks for the bootstrap
+(which copies the embedded objects over before committing the new remote), which the real
+Pebble runs, with the charm's new layer. Consumers then use what the charm publishes.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ops import pebble
+from ops import pebble, testing
 
 from tests.workload.processes import free_port
 from tests.workload.registry.harness import (
     VENV_BIN,
+    Consumer,
     RunningRegistry,
     chown_tree,
     dvc,
@@ -26,7 +29,6 @@ from tests.workload.registry.harness import (
     make_files,
     read_tree,
     registry,
-    write_files,
 )
 
 pytestmark = pytest.mark.slow
@@ -68,27 +70,42 @@ def external_s3(running_registry: RunningRegistry) -> Iterator[ExternalS3]:
         process.wait(timeout=10)
 
 
-def _pull(
-    running: RunningRegistry,
-    user: registry.Credential,
-    keys: registry.Credential,
-    rev: str,
-    dest: Path,
-) -> dict[str, bytes]:
+def _pull(running: RunningRegistry, user: Consumer, rev: str, dest: Path) -> dict[str, bytes]:
     git("clone", "--quiet", running.url_for(user), str(dest))
     git("checkout", "--quiet", rev, cwd=dest)
     # As a consumer configures its clone from the relation data: each commit carries the
     # remote of its time, the relation names the current one.
-    settings = running.settings
-    for key, value in (
-        ("url", settings.remote_url()),
-        ("endpointurl", settings.remote_endpoint(write=False) or ""),
-    ):
-        configured = dvc("remote", "modify", "--local", "storage", key, value, cwd=dest, user=keys)
+    for key, value in (("url", user.remote_url), ("endpointurl", user.remote_endpoint)):
+        configured = dvc("remote", "modify", "--local", "storage", key, value, cwd=dest, user=user)
         assert configured.returncode == 0, configured.stderr
-    result = dvc("pull", "--quiet", cwd=dest, user=keys)
+    result = dvc("pull", "--quiet", cwd=dest, user=user)
     assert result.returncode == 0, result.stderr
     return read_tree(dest / "data")
+
+
+def _s3_integrator(external: ExternalS3) -> tuple[testing.Relation, testing.Secret]:
+    """s3-integrator's answer on ``s3-credentials`` (version 1: the keys in a secret)."""
+    keys = testing.Secret(
+        {
+            "access-key": external.consumer.s3_access_key,
+            "secret-key": external.consumer.s3_secret_key,
+        }
+    )
+    relation = testing.Relation(
+        "s3-credentials",
+        interface="s3",
+        remote_app_name="s3-integrator",
+        remote_app_data={
+            "version": "1",
+            "secret-extra": keys.id,
+            "bucket": "team-bucket",
+            "path": "/registry/",
+            "endpoint": external.endpoint,
+            "s3-uri-style": "path",
+        },
+        remote_units_data={0: {}},
+    )
+    return relation, keys
 
 
 def test_switch_to_external_s3_keeps_every_version_pullable(
@@ -101,41 +118,31 @@ def test_switch_to_external_s3_keeps_every_version_pullable(
     assert first.exit_code == 0, first.stderr
     old = first.json["version"]
 
-    remote = registry.ExternalRemote(
-        bucket="team-bucket",
-        path="/registry/",
-        endpoint=external_s3.endpoint,
-        region=None,
-        access_key=external_s3.consumer.s3_access_key,
-        secret_key=external_s3.consumer.s3_secret_key,
+    relation, keys = _s3_integrator(external_s3)
+    state = dataclasses.replace(
+        running_registry.state,
+        relations={*running_registry.state.relations, relation},
+        secrets={*running_registry.state.secrets, keys},
     )
-    settings = dataclasses.replace(running_registry.settings, external_remote=remote)
-    running_registry.settings = settings
-    write_files(
-        settings, (Path(settings.state_dir).stat().st_uid, Path(settings.state_dir).stat().st_gid)
+    out = running_registry.run_charm(running_registry.context.on.relation_changed(relation), state)
+    assert isinstance(out.unit_status, testing.ActiveStatus), out.unit_status
+    reader = running_registry.reader
+    assert (reader.remote_url, reader.remote_endpoint) == (
+        "s3://team-bucket/registry",
+        external_s3.endpoint,
     )
-    switched = running_registry.exec_as_service(
-        registry.bootstrap_command(settings),
-        {
-            "HOME": settings.state_dir,
-            "AWS_ACCESS_KEY_ID": remote.access_key,
-            "AWS_SECRET_ACCESS_KEY": remote.secret_key,
-        },
+    assert (reader.s3_access_key, reader.s3_secret_key) == (
+        external_s3.consumer.s3_access_key,
+        external_s3.consumer.s3_secret_key,
     )
-    assert switched.exit_code == 0, switched.stderr
-    assert "changed" in switched.stdout
-    running_registry.client.add_layer("registry", registry.layer(settings), combine=True)
-    running_registry.client.replan_services()
-    running_registry.client.stop_services(registry.stopped_services(settings))
-
+    # The charm asked for the bootstrap that copied the objects and committed the new remote.
+    assert "changed" in running_registry.bootstraps[-1].stdout
     services = {s.name: s for s in running_registry.client.get_services()}
     assert not services[registry.S3_SERVICE].is_running()
     assert not services[registry.S3_READ_ONLY_SERVICE].is_running()
     assert services[registry.GIT_SERVICE].current == pebble.ServiceStatus.ACTIVE
     # The version cut before the switch is pulled from the external bucket.
-    pulled = _pull(
-        running_registry, running_registry.reader, external_s3.consumer, old, tmp_path / "old"
-    )
+    pulled = _pull(running_registry, running_registry.reader, old, tmp_path / "old")
     assert pulled == v1
     # New versions go to the external bucket.
     (source / "part-0/item-0000.bin").write_bytes(b"after the switch")
@@ -145,7 +152,6 @@ def test_switch_to_external_s3_keeps_every_version_pullable(
     pulled = _pull(
         running_registry,
         running_registry.reader,
-        external_s3.consumer,
         second.json["version"],
         tmp_path / "new",
     )

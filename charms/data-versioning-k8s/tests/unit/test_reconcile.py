@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from ops import testing
 from registry_testing import dataset_exec, versions_output
 
@@ -124,6 +125,32 @@ def test_ports_are_opened(ctx, make_state):
     state = make_state()
     out = ctx.run(ctx.on.pebble_ready(state.get_container("registry")), state)
     assert {p.port for p in out.opened_ports} == {8080, 9000, 9001}
+
+
+def test_ports_come_from_config(ctx, make_state, data_dir: Path):
+    state = make_state(config={"git-port": 18080, "s3-port": 19000})
+    out = ctx.run(ctx.on.pebble_ready(state.get_container("registry")), state)
+    assert {p.port for p in out.opened_ports} == {18080, 19000, 19001}
+    plan = out.get_container("registry").plan
+    assert plan.checks["git-http-ready"].to_dict()["http"]["url"].endswith(":18080/healthz")
+    assert "--addr :19000" in plan.services["s3"].command
+    assert "--addr 127.0.0.1:19002" in plan.services["s3-read-only"].command
+    conf = (data_dir / "conf" / "httpd.conf").read_text()
+    assert "Listen 18080" in conf and "Listen 19001" in conf
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"git-port": 80}, "git-port: must be between 1024 and 65535"),
+        ({"s3-port": 65534}, "s3-port: must be between 1024 and 65533"),
+        ({"git-port": 9002}, "git-port: must not be s3-port, s3-port + 1 or s3-port + 2"),
+    ],
+)
+def test_bad_ports_block(ctx, make_state, config, problem):
+    out = ctx.run(ctx.on.config_changed(), make_state(config=config))
+    assert out.unit_status == testing.BlockedStatus(f"invalid config: {problem}")
+    assert out.get_container("registry").plan.services == {}
 
 
 def test_hook_records_notices_for_the_charm(ctx, make_state, data_dir: Path):
