@@ -13,7 +13,7 @@ import ops
 import pydantic
 
 import registry
-from mlops_charms import databags, pebble, secrets
+from mlops_charms import databags, pebble, secrets, sidecar
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.s3 import S3Requirer
 from registry import Credential, ExternalRemote, RegistrySettings
@@ -177,20 +177,16 @@ class DataVersioningCharm(ops.CharmBase):
 
     @property
     def _state_dir(self) -> str:
-        return self.meta.containers[CONTAINER].mounts[STORAGE].location
+        return sidecar.mount_location(self, CONTAINER, STORAGE)
 
     def _config(self) -> RegistryConfig:
         return self.load_config(RegistryConfig)
 
     def _config_problem(self) -> str | None:
-        try:
-            self._config()
-        except ValueError as error:
-            return f"invalid config: {error}"
-        return None
+        return sidecar.config_problem(self, RegistryConfig)
 
     def _public_host(self, config: RegistryConfig) -> str:
-        return config.public_host or f"{self.app.name}.{self.model.name}.svc.cluster.local"
+        return config.public_host or sidecar.service_host(self)
 
     def _writer(self) -> Credential | None:
         content = secrets.ensure_app_secret(
