@@ -22,3 +22,23 @@ def config_problem(charm: ops.CharmBase, config_class: type) -> str | None:
     except ValueError as error:
         return f"invalid config: {error}"
     return None
+
+
+def workload_events(
+    charm: ops.CharmBase, container: str, storage: str
+) -> tuple[ops.BoundEvent, ...]:
+    """The events after which a sidecar charm's workload may need reconciling.
+
+    Config, upgrade, leadership, the periodic update-status, the workload container's Pebble
+    becoming ready or its checks changing, and its storage attaching.
+    """
+    return (
+        charm.on.config_changed,
+        charm.on.upgrade_charm,
+        charm.on.leader_elected,
+        charm.on.update_status,
+        charm.on[container].pebble_ready,
+        charm.on[container].pebble_check_failed,
+        charm.on[container].pebble_check_recovered,
+        charm.on[storage].storage_attached,
+    )

@@ -148,12 +148,7 @@ class DataVersioningCharm(ops.CharmBase):
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name=self._requested_bucket())
         self._problem: str | None = None
         for event in (
-            self.on.config_changed,
-            self.on.upgrade_charm,
-            self.on.leader_elected,
-            self.on.update_status,
-            self.on[CONTAINER].pebble_ready,
-            self.on[STORAGE].storage_attached,
+            *sidecar.workload_events(self, CONTAINER, STORAGE),
             self.on[DATASET_ENDPOINT].relation_joined,
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[PEERS].relation_changed,

@@ -146,14 +146,7 @@ class LabellingCharm(ops.CharmBase):
         self.container = self.unit.get_container(CONTAINER)
         self.database = PostgreSQLRequirer(self, "database", database_name="label_studio")
         for event in (
-            self.on.config_changed,
-            self.on.upgrade_charm,
-            self.on.leader_elected,
-            self.on.update_status,
-            self.on[CONTAINER].pebble_ready,
-            self.on[CONTAINER].pebble_check_failed,
-            self.on[CONTAINER].pebble_check_recovered,
-            self.on[STORAGE].storage_attached,
+            *sidecar.workload_events(self, CONTAINER, STORAGE),
             self.on[DATASET_ENDPOINT].relation_created,
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[DATASET_ENDPOINT].relation_broken,

@@ -108,14 +108,7 @@ class TrackingCharm(ops.CharmBase):
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
         self.ingress = IngressRequirer(self, "ingress", port=TrackingConfig.port)
         for event in (
-            self.on.config_changed,
-            self.on.upgrade_charm,
-            self.on.leader_elected,
-            self.on.update_status,
-            self.on[CONTAINER].pebble_ready,
-            self.on[CONTAINER].pebble_check_failed,
-            self.on[CONTAINER].pebble_check_recovered,
-            self.on[STORAGE].storage_attached,
+            *sidecar.workload_events(self, CONTAINER, STORAGE),
             self.on[TRACKING_ENDPOINT].relation_joined,
             self.on[TRACKING_ENDPOINT].relation_changed,
             self.on.ingress_relation_joined,

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import ops
 import pytest
 from labelling_testing import DATA_DIR, MODEL, server_secret
 from ops import testing
 
 import charm
+from tests.charm_testing import record_service_changes
 
 
 @pytest.fixture(autouse=True)
@@ -90,13 +90,4 @@ def make_state(make_container: ContainerFactory) -> StateFactory:
 @pytest.fixture
 def pebble_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the ``ops.Container`` methods called that change running services."""
-    calls: list[str] = []
-    for name in ("replan", "restart", "start", "stop"):
-        original = getattr(ops.Container, name)
-
-        def spy(self, *args, _name=name, _original=original, **kwargs):
-            calls.append(_name)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(ops.Container, name, spy)
-    return calls
+    return record_service_changes(monkeypatch)
