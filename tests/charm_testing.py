@@ -1,6 +1,11 @@
-"""Helpers shared by the charms' ops.testing unit tests."""
+"""Helpers shared by the tests that run the charms through ops.testing."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import ops
 import pytest
@@ -22,3 +27,14 @@ def record_service_changes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         monkeypatch.setattr(ops.Container, name, spy)
     return calls
+
+
+def load_charm_module(charm_src: Path, module_name: str) -> ModuleType:
+    """A charm's ``src/charm.py`` under ``module_name``: every charm's module is ``charm``."""
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, charm_src / "charm.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]

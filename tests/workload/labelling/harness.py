@@ -13,7 +13,6 @@ installed side by side. Labelling commands run through ``pebble exec`` as the ch
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import sys
@@ -28,6 +27,7 @@ from typing import Any
 from ops import pebble
 from ops.pebble import LayerDict
 
+from tests.charm_testing import load_charm_module
 from tests.workload.processes import PebbleDaemon, free_port, missing, run_pebble
 
 CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "labelling-k8s" / "src"
@@ -154,18 +154,6 @@ def start(daemon: PebbleDaemon, layer: LayerDict) -> float:
 CHARM_ROOT = CHARM_SRC.parent
 
 
-def _load_charm():  # unannotated: the type checker then sees the module itself
-    """The labelling charm's module, by path: other charms' ``charm`` modules share the name."""
-    name = "labelling_k8s_charm"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CHARM_SRC / "charm.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def charm_layer(
     data_dir: Path, port: int, relations=(), secrets=()
 ) -> tuple[LayerDict, dict[str, str]]:
@@ -173,7 +161,7 @@ def charm_layer(
     import yaml
     from ops import testing
 
-    charm = _load_charm()
+    charm = load_charm_module(CHARM_SRC, "labelling_k8s_charm")
     raw = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
     raw["containers"]["label-studio"]["mounts"][0]["location"] = str(data_dir)
     meta = {key: raw[key] for key in ("name", "containers", "resources", "storage", "requires")}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import pwd
@@ -38,6 +37,7 @@ import yaml
 from ops import pebble, testing
 
 from mlops_charms.dataset import DatasetProviderData
+from tests.charm_testing import load_charm_module
 from tests.workload.processes import PebbleDaemon, free_port, missing, run_pebble
 
 CHARM_ROOT = Path(__file__).resolve().parents[3] / "charms" / "data-versioning-k8s"
@@ -52,19 +52,7 @@ VENV_BIN = Path(sys.executable).parent
 SERVICE_USER = "www-data"
 
 
-def _load_charm():  # unannotated: the type checker then sees the module itself
-    """The data-versioning charm module, by path: every charm has a module ``charm``."""
-    name = "data_versioning_k8s_charm"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CHARM_SRC / "charm.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-charm = _load_charm()
+charm = load_charm_module(CHARM_SRC, "data_versioning_k8s_charm")
 
 
 @dataclass(frozen=True)
