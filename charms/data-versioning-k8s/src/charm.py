@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -78,14 +79,16 @@ class CreateVersionParams:
     """Parameters of the create-version action."""
 
     source: str
+    data_dir: str  # the registry's storage in the container, from the charm, not a parameter
     source_kind: str = "upload"
     message: str = ""
 
     def __post_init__(self):
         if not (self.source.startswith("/") or self.source.startswith("s3://")):
             raise ValueError("source must be an absolute path or an s3://bucket/prefix URL")
-        if self.source.startswith("/") and not self.source.startswith("/var/lib/registry/"):
-            raise ValueError("source must be under /var/lib/registry/ in the registry container")
+        inside = posixpath.normpath(self.source).startswith(self.data_dir.rstrip("/") + "/")
+        if self.source.startswith("/") and not inside:
+            raise ValueError(f"source must be under {self.data_dir}/ in the registry container")
         if self.source_kind not in ("upload", "labelling-export", "augmentation"):
             raise ValueError("source-kind must be upload, labelling-export or augmentation")
         if "\n" in self.message:
@@ -557,7 +560,7 @@ class DataVersioningCharm(ops.CharmBase):
             return None
 
     def _on_create_version(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(CreateVersionParams, errors="fail")
+        params = event.load_params(CreateVersionParams, data_dir=self._state_dir, errors="fail")
         approach = self._config().approach if not self._config_problem() else ""
         args = ["--source", params.source, "--source-kind", params.source_kind]
         args += ["--message", params.message] if params.message else []

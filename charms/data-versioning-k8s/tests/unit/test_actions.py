@@ -218,3 +218,9 @@ def test_actions_refuse_while_config_is_bad(ctx, make_state):
     with pytest.raises(testing.ActionFailed) as failed:
         ctx.run(ctx.on.action("list-versions"), make_state(config={"bucket": "X"}))
     assert failed.value.message.startswith("cannot run while blocked: invalid config: bucket")
+
+
+def test_create_version_refuses_a_path_that_climbs_out_of_the_storage(ctx, make_state):
+    source = "/var/lib/registry/incoming/../../../etc"
+    with pytest.raises(testing.ActionFailed, match="source must be under /var/lib/registry/"):
+        ctx.run(ctx.on.action("create-version", params={"source": source}), make_state())
