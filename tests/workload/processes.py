@@ -8,6 +8,7 @@ them all (tools/install-test-deps.sh).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -33,6 +34,29 @@ def missing(reason: str) -> NoReturn:
     if os.environ.get("MLOPS_REQUIRE_WORKLOADS"):
         pytest.fail(f"required workload missing: {reason}")
     pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """What one command run through Pebble exec gave back."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.stdout)
+
+
+def run_exec(client: pebble.Client, command: list[str], **options) -> ExecResult:
+    """Run ``command`` through Pebble exec (``options`` go to ``Client.exec``) and collect it."""
+    process = client.exec(command, **options)
+    try:
+        stdout, stderr = process.wait_output()
+    except pebble.ExecError as error:
+        return ExecResult(error.exit_code, str(error.stdout or ""), str(error.stderr or ""))
+    return ExecResult(0, stdout, stderr or "")
 
 
 def free_port() -> int:

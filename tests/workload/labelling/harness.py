@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops import pebble
 from ops.pebble import LayerDict
 
 from tests.charm_testing import load_charm_module
-from tests.workload.processes import PebbleDaemon, free_port, missing, run_pebble
+from tests.workload.processes import (
+    ExecResult,
+    PebbleDaemon,
+    free_port,
+    missing,
+    run_exec,
+    run_pebble,
+)
 
 CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "labelling-k8s" / "src"
 if str(CHARM_SRC) not in sys.path:
@@ -59,19 +65,6 @@ def binaries() -> label_studio.Binaries:
         app_dir=str(apps[0]),
         mlops_workload=str(wanted["mlops-workload"]),
     )
-
-
-@dataclass(frozen=True)
-class Exec:
-    """What one ``mlops-workload labelling`` run gave back."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.stdout)
 
 
 @dataclass
@@ -109,19 +102,17 @@ class RunningLabelStudio:
         except urllib.error.HTTPError as error:
             return error.code, b""
 
-    def labelling(self, registry: label_studio.RegistryAccess, command: str, *args: str) -> Exec:
+    def labelling(
+        self, registry: label_studio.RegistryAccess, command: str, *args: str
+    ) -> ExecResult:
         """Run ``mlops-workload labelling <command>`` through Pebble exec, as the charm does."""
-        process = self.daemon.client.exec(
+        return run_exec(
+            self.daemon.client,
             label_studio.labelling_command(self.settings, command, *args),
             environment=label_studio.workload_environment(self.settings, registry),
             working_dir=self.settings.data_dir,
             timeout=600,
         )
-        try:
-            stdout, stderr = process.wait_output()
-        except pebble.ExecError as error:
-            return Exec(error.exit_code, str(error.stdout or ""), str(error.stderr or ""))
-        return Exec(0, stdout, stderr or "")
 
     def service_rss_kib(self) -> int:
         """Resident memory of the server's processes (uWSGI master and workers), KiB."""

@@ -38,7 +38,14 @@ from ops import pebble, testing
 
 from mlops_charms.dataset import DatasetProviderData
 from tests.charm_testing import load_charm_module
-from tests.workload.processes import PebbleDaemon, free_port, missing, run_pebble
+from tests.workload.processes import (
+    ExecResult,
+    PebbleDaemon,
+    free_port,
+    missing,
+    run_exec,
+    run_pebble,
+)
 
 CHARM_ROOT = Path(__file__).resolve().parents[3] / "charms" / "data-versioning-k8s"
 CHARM_SRC = CHARM_ROOT / "src"
@@ -53,19 +60,6 @@ SERVICE_USER = "www-data"
 
 
 charm = load_charm_module(CHARM_SRC, "data_versioning_k8s_charm")
-
-
-@dataclass(frozen=True)
-class WorkloadResult:
-    """What one ``mlops-workload`` run gave back."""
-
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.stdout)
 
 
 @dataclass(frozen=True)
@@ -354,15 +348,16 @@ class RunningRegistry:
     state: testing.State
     relations: dict[str, testing.Relation]
     localize: Localizer
-    bootstraps: list[WorkloadResult] = dataclasses.field(default_factory=list)
+    bootstraps: list[ExecResult] = dataclasses.field(default_factory=list)
 
     @property
     def client(self) -> pebble.Client:
         return self.daemon.client
 
-    def exec_as_service(self, command: list[str], environment: dict[str, str]) -> WorkloadResult:
+    def exec_as_service(self, command: list[str], environment: dict[str, str]) -> ExecResult:
         """Run a command in the "container" as the service user, via Pebble exec."""
-        process = self.client.exec(
+        return run_exec(
+            self.client,
             command,
             environment=environment,
             user=self.settings.service_user,
@@ -370,13 +365,8 @@ class RunningRegistry:
             working_dir=self.settings.state_dir,
             timeout=300,
         )
-        try:
-            stdout, stderr = process.wait_output()
-        except pebble.ExecError as exc:
-            return WorkloadResult(exc.exit_code, str(exc.stdout or ""), str(exc.stderr or ""))
-        return WorkloadResult(0, stdout, stderr or "")
 
-    def workload(self, command: str, *args: str) -> WorkloadResult:
+    def workload(self, command: str, *args: str) -> ExecResult:
         """Run ``mlops-workload dataset <command>`` as the charm does."""
         return self.exec_as_service(
             registry.dataset_command(self.settings, command, *args),
