@@ -96,21 +96,24 @@ def stack() -> Iterator[Stack]:
                 yield Stack(registry, running, access, v1)
 
 
+IMPORT_REVIEWS_V1 = (
+    "import-version",
+    "--project",
+    "reviews",
+    "--version",
+    "v1",
+    "--preset",
+    "text-classification",
+    "--labels",
+    "positive,negative",
+    "--overlap",
+    "2",
+)
+
+
 @pytest.fixture(scope="module")
 def reviews(stack: Stack) -> dict:
-    result = stack.labelling(
-        "import-version",
-        "--project",
-        "reviews",
-        "--version",
-        "v1",
-        "--preset",
-        "text-classification",
-        "--labels",
-        "positive,negative",
-        "--overlap",
-        "2",
-    )
+    result = stack.labelling(*IMPORT_REVIEWS_V1)
     assert result.exit_code == 0, result.stderr
     return result.json
 
@@ -160,19 +163,7 @@ def test_import_makes_one_task_per_text_item_with_the_preset(stack: Stack, revie
 
 
 def test_importing_the_same_version_again_adds_no_task(stack: Stack, reviews: dict):
-    again = stack.labelling(
-        "import-version",
-        "--project",
-        "reviews",
-        "--version",
-        "v1",
-        "--preset",
-        "text-classification",
-        "--labels",
-        "positive,negative",
-        "--overlap",
-        "2",
-    )
+    again = stack.labelling(*IMPORT_REVIEWS_V1)
     assert again.exit_code == 0, again.stderr
     assert (again.json["tasks_created"], again.json["tasks_total"]) == (0, 6)
 
