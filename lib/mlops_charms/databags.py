@@ -7,6 +7,7 @@ databag never raises: a bad databag becomes a one-line problem for the caller's 
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from typing import TypeVar
 
 import ops
@@ -28,26 +29,28 @@ def load_remote_app_data(
 
 
 def save_app_data(relation: ops.Relation, app: ops.Application, data: pydantic.BaseModel) -> bool:
-    """Make this application's databag hold ``data``, writing only what differs.
+    """Make this application's databag hold ``data``; see ``write_databag``."""
+    return write_databag(relation.data[app], data)
 
-    A field that is None is removed from the databag. Returns True when the databag changed.
+
+def write_databag(databag: MutableMapping[str, str], data: pydantic.BaseModel) -> bool:
+    """Make ``databag`` hold ``data``, writing only what differs.
+
+    Keys are the fields' serialization aliases (or names). A field of the model that is None
+    is removed from the databag; keys the model does not own are left alone. Returns True when
+    the databag changed.
     """
-    databag = relation.data[app]
     wanted = {
         key: json.dumps(value)
-        for key, value in data.model_dump(mode="json").items()
-        if value is not None
+        for key, value in data.model_dump(mode="json", by_alias=True, exclude_none=True).items()
     }
-    changed = False
-    for key in type(data).model_fields:
-        if key not in wanted and key in databag:
-            del databag[key]
-            changed = True
-    for key, value in wanted.items():
-        if databag.get(key) != value:
-            databag[key] = value
-            changed = True
-    return changed
+    owned = {field.serialization_alias or name for name, field in type(data).model_fields.items()}
+    changes = {key: value for key, value in wanted.items() if databag.get(key) != value}
+    # An empty value deletes the key (ops' convention for relation data).
+    changes.update({key: "" for key in owned - wanted.keys() if key in databag})
+    if changes:
+        databag.update(changes)
+    return bool(changes)
 
 
 def one_line(error: Exception) -> str:

@@ -37,6 +37,8 @@ import ops
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mlops_charms import databags
+
 logger = logging.getLogger(__name__)
 
 Scheme = Literal["http", "https", "h2c"]
@@ -56,11 +58,6 @@ class _Databag(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
-
-    def to_databag(self) -> dict[str, str]:
-        """Encode the set fields as the wire wants them: wire key -> JSON text."""
-        wire = self.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return {key: json.dumps(value) for key, value in wire.items()}
 
     @classmethod
     def from_databag(cls: type[_Model], databag: Mapping[str, str]) -> _Model:
@@ -216,8 +213,10 @@ class IngressRequirer:
         changed = False
         for relation in self._charm.model.relations.get(self.relation_name, []):
             if self._charm.unit.is_leader():
-                changed |= _write(relation.data[self._charm.app], app_data)
-            changed |= _write(relation.data[self._charm.unit], self.unit_data(relation))
+                changed |= databags.write_databag(relation.data[self._charm.app], app_data)
+            changed |= databags.write_databag(
+                relation.data[self._charm.unit], self.unit_data(relation)
+            )
         return changed
 
     def app_data(
@@ -274,17 +273,6 @@ class IngressRequirer:
             return str(ipaddress.ip_address(str(address)))
         except ValueError:
             return None
-
-
-def _write(databag: ops.RelationDataContent, data: _Databag) -> bool:
-    """Bring the keys ``data`` owns in ``databag`` up to date; return whether any changed."""
-    wanted = data.to_databag()
-    changes = {key: value for key, value in wanted.items() if databag.get(key) != value}
-    # A key we own but no longer publish (e.g. an ip Juju stopped reporting) is removed.
-    changes.update({key: "" for key in data.wire_keys() - wanted.keys() if key in databag})
-    if changes:
-        databag.update(changes)
-    return bool(changes)
 
 
 def _describe(error: pydantic.ValidationError) -> str:

@@ -14,6 +14,7 @@ import ops
 import pytest
 from ops import testing
 
+from mlops_charms.databags import write_databag
 from mlops_charms.ingress import (
     IngressRequirer,
     ProviderAppData,
@@ -301,7 +302,8 @@ def test_requirer_models_read_the_schema_readme_example():
 
 
 def test_requirer_app_model_round_trips_the_dashed_keys():
-    wire = RequirerAppData(port=80, strip_prefix=False, redirect_https=True).to_databag()
+    wire: dict[str, str] = {}
+    write_databag(wire, RequirerAppData(port=80, strip_prefix=False, redirect_https=True))
 
     assert wire == {"port": "80", "strip-prefix": "false", "redirect-https": "true"}
     assert RequirerAppData.from_databag(wire).redirect_https is True
