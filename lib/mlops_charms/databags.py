@@ -22,10 +22,17 @@ def load_remote_app_data(
     """The remote application's databag as ``model``, or None and a one-line problem."""
     if relation.app is None:
         return None, None
+    return load_app_data(relation, relation.app, model)
+
+
+def load_app_data(
+    relation: ops.Relation, app: ops.Application, model: type[ModelT]
+) -> tuple[ModelT | None, str | None]:
+    """``app``'s databag on ``relation`` as ``model``, or None and a one-line problem."""
     try:
-        return relation.load(model, relation.app), None
+        return relation.load(model, app), None
     except (pydantic.ValidationError, ValueError, TypeError) as error:
-        return None, f"invalid data from {relation.app.name}: {one_line(error)}"
+        return None, f"invalid data from {app.name}: {one_line(error)}"
 
 
 def save_app_data(relation: ops.Relation, app: ops.Application, data: pydantic.BaseModel) -> bool:

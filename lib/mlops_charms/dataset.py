@@ -2,12 +2,12 @@
 
 Provider (data-versioning) application databag:
     registry_url           the registry's git URL (smart HTTP, basic auth)
-    remote_url             the DVC remote, ``s3://bucket[/path]`` (the registry's default remote)
-    remote_endpoint        the S3 endpoint this requirer uses (read-only or read-write)
-    remote_region          the S3 region, when the remote has one
+    remote_url             the DVC remote, ``s3://dvc``: the registry's own S3 endpoint,
+                           whatever holds the objects (also in the repository's DVC config)
+    remote_endpoint        that S3 endpoint, the same for readers and writers
     access                 ``read`` or ``write``: what the credentials allow
     credentials_secret_id  a Juju secret granted to the requirer: ``username``, ``password``
-                           (git) and ``access-key``, ``secret-key`` (S3)
+                           (git) and ``access-key``, ``secret-key`` (its own S3 key pair)
     latest_version         the newest valid version, ``vN``
     pinned_version         the version consumers are told to use, ``vN`` (absent: latest)
 
@@ -43,7 +43,6 @@ class DatasetProviderData(pydantic.BaseModel):
     registry_url: str | None = None
     remote_url: str | None = None
     remote_endpoint: str | None = None
-    remote_region: str | None = None
     access: Literal["read", "write"] | None = None
     credentials_secret_id: str | None = None
     latest_version: str | None = None

@@ -37,7 +37,7 @@ import ops
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mlops_charms import databags
+from mlops_charms import databags, hosts
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,16 @@ class IngressUrl(BaseModel):
     def _url_is_http(cls, url: str | None) -> str | None:
         if url is None:
             return None
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError("url is not a valid URL") from None
         if parts.scheme not in URL_SCHEMES or not parts.hostname:
             raise ValueError("url is not an http(s) URL with a host")
+        # The host reaches MLflow's --allowed-hosts: a wildcard or a list would widen it.
+        if parts.username is not None or not hosts.is_host(parts.hostname):
+            raise ValueError("url's host is not a DNS name or an IP address")
         return url
 
 

@@ -6,7 +6,13 @@ import ops
 
 
 def push_if_changed(
-    container: ops.Container, path: str, content: str, *, permissions: int = 0o600
+    container: ops.Container,
+    path: str,
+    content: str,
+    *,
+    permissions: int = 0o600,
+    user: str | None = None,
+    group: str | None = None,
 ) -> bool:
     """Write ``content`` to ``path`` in the workload container unless it is already there.
 
@@ -17,7 +23,7 @@ def push_if_changed(
             return False
     except ops.pebble.PathError:
         pass
-    container.push(path, content, make_dirs=True, permissions=permissions)
+    container.push(path, content, make_dirs=True, permissions=permissions, user=user, group=group)
     return True
 
 
@@ -25,37 +31,59 @@ def remove_if_present(container: ops.Container, path: str) -> bool:
     """Remove ``path`` from the workload container; True when something was removed."""
     if not container.exists(path):
         return False
-    container.remove_path(path)
+    container.remove_path(path, recursive=True)
     return True
 
 
 def apply_layer(
     container: ops.Container, label: str, layer: ops.pebble.LayerDict, *, restart: bool
 ) -> bool:
-    """Make ``layer`` the container's layer ``label`` and (re)start its services as needed.
+    """Make ``layer`` the container's layer ``label`` and run exactly its enabled services.
 
     The plan is compared first: when the layer is unchanged and ``restart`` is False (the
     files the services read are unchanged too), nothing is replanned and nothing restarts;
-    only a service that is not running is started.
-    Returns True when a service was (re)started.
+    an enabled service that is not running is started. A service the layer disables is
+    never started, and is stopped if it runs (a replan does not stop it).
+    Returns True when a service was (re)started or stopped.
     """
     wanted = ops.pebble.Layer(layer)
     plan = container.get_plan()
     layer_changed = any(
         plan.services.get(name) != service for name, service in wanted.services.items()
     ) or any(plan.checks.get(name) != check for name, check in wanted.checks.items())
+    enabled = [name for name, service in wanted.services.items() if service.startup != "disabled"]
+    disabled = [name for name in wanted.services if name not in enabled]
+    acted = False
     if layer_changed:
         container.add_layer(label, wanted, combine=True)
+    if restart and enabled:
+        # Changed files are read at start only: restart every enabled service, not just
+        # those whose definition changed (all a replan would restart).
+        container.restart(*enabled)
+        acted = True
+    elif layer_changed:
         container.replan()
-        return True
-    if restart:
-        container.restart(*wanted.services)
-        return True
-    stopped = [
-        name
-        for name, info in container.get_services(*wanted.services).items()
-        if not info.is_running()
-    ]
-    if stopped:
-        container.start(*stopped)
-    return bool(stopped)
+        acted = True
+    elif enabled:
+        services = container.get_services(*enabled)
+        stopped = [name for name, info in services.items() if not info.is_running()]
+        if stopped:
+            container.start(*stopped)
+            acted = True
+    if disabled:
+        running = [
+            name for name, info in container.get_services(*disabled).items() if info.is_running()
+        ]
+        if running:
+            container.stop(*running)
+            acted = True
+    return acted
+
+
+def stop_layer_services(container: ops.Container, layer: ops.pebble.LayerDict) -> bool:
+    """Stop every running service of ``layer`` (a unit that must not serve); True if any."""
+    names = list(ops.pebble.Layer(layer).services)
+    running = [name for name, info in container.get_services(*names).items() if info.is_running()]
+    if running:
+        container.stop(*running)
+    return bool(running)

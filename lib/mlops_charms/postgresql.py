@@ -23,6 +23,7 @@ The library is imported only to write a request or to read a v1 answer: importin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -54,6 +55,15 @@ class PostgreSQLConnection:
     database: str
     username: str
     password: str = field(repr=False)
+    tls: bool = False
+    ca: str | None = None  # PEM: verify the server against it (sslmode=verify-full)
+
+    @property
+    def sslmode(self) -> str | None:
+        """The libpq ``sslmode`` for this database: verified with a CA, required with TLS."""
+        if self.ca:
+            return "verify-full"
+        return "require" if self.tls else None
 
     def sqlalchemy_url(self) -> str:
         """SQLAlchemy URL without the password, which the workload gets separately (PGPASSWORD)."""
@@ -149,12 +159,29 @@ class PostgreSQLRequirer(ops.Object):
             return _Answer(None, "database credentials secret not found", waiting=False)
         except ops.ModelError:
             return _Answer(None, "database credentials secret is not readable", waiting=False)
-        return _assemble(
+        tls = self._tls_v0(provided)
+        if isinstance(tls, _Answer):
+            return tls
+        answer = _assemble(
             provided.get("endpoints"),
             provided.get("database") or self._database_name,
             content.get("username"),
             content.get("password"),
         )
+        return _with_tls(answer, *tls)
+
+    def _tls_v0(self, provided: ops.RelationDataContent) -> tuple[bool, str | None] | _Answer:
+        """Whether the server uses TLS and its CA, in clear or in the ``secret-tls`` secret."""
+        values = {key: provided.get(key) for key in ("tls", "tls-ca")}
+        secret_id = provided.get("secret-tls")
+        if secret_id:
+            try:
+                values.update(self.model.get_secret(id=secret_id).get_content(refresh=True))
+            except ops.SecretNotFoundError:
+                return _Answer(None, "database TLS secret not found", waiting=False)
+            except ops.ModelError:
+                return _Answer(None, "database TLS secret is not readable", waiting=False)
+        return _tls_values(values.get("tls"), values.get("tls-ca"))
 
     def _answer_v1(self, relation: ops.Relation) -> _Answer:
         interfaces = _interfaces()
@@ -170,9 +197,15 @@ class PostgreSQLRequirer(ops.Object):
             return _Answer(None, "database provider sent malformed data", waiting=False)
         for response in contract.requests:
             if response.resource == self._database_name and response.secret_user:
-                return _assemble(
+                tls = _tls_values(
+                    None if response.tls is None else str(response.tls), response.tls_ca
+                )
+                if isinstance(tls, _Answer):
+                    return tls
+                answer = _assemble(
                     response.endpoints, response.resource, response.username, response.password
                 )
+                return _with_tls(answer, *tls)
         return _Answer(None, WAITING_CREDENTIALS)
 
 
@@ -194,6 +227,19 @@ def _assemble(
         return _Answer(None, "database name or credentials contain a line break", waiting=False)
     host, port = match["host"].strip("[]"), int(match["port"])
     return _Answer(PostgreSQLConnection(host, port, database, username, password), None)
+
+
+def _tls_values(tls: str | None, ca: str | None) -> tuple[bool, str | None] | _Answer:
+    enabled = (tls or "").strip().lower() in ("true", "1", "yes")
+    if ca and "BEGIN CERTIFICATE" not in ca:
+        return _Answer(None, "database provider sent a bad tls-ca", waiting=False)
+    return enabled or bool(ca), (ca.strip() + "\n") if ca else None
+
+
+def _with_tls(answer: _Answer, tls: bool, ca: str | None) -> _Answer:
+    if answer.connection is None:
+        return answer
+    return answer._replace(connection=dataclasses.replace(answer.connection, tls=tls, ca=ca))
 
 
 def _write_v1_request(model: ops.Model, relation: ops.Relation, database_name: str) -> None:

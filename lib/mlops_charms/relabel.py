@@ -12,8 +12,9 @@ Provider (training) application databag:
                    dataset_version  the version the run trained on, ``vN``
                    project          the labelling project the items came from (optional)
 
-Requirer (labelling) application databag:
-    queued       the batch ids already queued for re-labelling (an acknowledgement)
+Requirer (labelling) application databag (only ids the provider still offers):
+    queued       the batch ids queued for re-labelling (an acknowledgement)
+    failed       the batch ids that could not be queued (never retried; labelling says why)
 
 Every field is optional on the wire and JSON-encoded (``Relation.save``/``load``). Reading
 never raises: a bad databag becomes a one-line problem for the caller's status.
@@ -25,9 +26,10 @@ import re
 
 import pydantic
 
+from mlops_charms.dataset import VERSION_PATTERN
+
 MAX_ITEMS_PER_BATCH = 10_000
 BATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
 
 
 class RelabelBatch(pydantic.BaseModel):
@@ -82,3 +84,4 @@ class RelabelRequirerData(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="ignore")
 
     queued: list[str] | None = None
+    failed: list[str] | None = None

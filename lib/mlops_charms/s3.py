@@ -16,6 +16,7 @@ own observers are guarded, and `status()` explains.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class S3Connection:
     region: str | None
     access_key: str = field(repr=False)
     secret_key: str = field(repr=False)
+    # PEM certificates to trust for the endpoint (a private CA), and how to address buckets.
+    ca_chain: str | None = None
+    path_style: bool | None = None
 
     def url(self, *parts: str) -> str:
         """``s3://bucket/path/parts...``, each segment stripped of surrounding slashes."""
@@ -153,6 +157,12 @@ def _assemble(info: dict[str, str], secret_expected: bool) -> _Answer:
     if endpoint is not None and not _is_http_url(endpoint):
         reason = f"S3 provider sent a bad endpoint {endpoint[:60]!r}"
         return _Answer(None, reason, waiting=False)
+    ca_chain, problem = _ca_chain(info.get("tls-ca-chain"))
+    if problem:
+        return _Answer(None, problem, waiting=False)
+    uri_style = info.get("s3-uri-style") or None
+    if uri_style not in (None, "path", "host", "virtual"):
+        return _Answer(None, f"S3 provider sent a bad s3-uri-style {uri_style[:20]!r}", False)
     connection = S3Connection(
         endpoint=endpoint,
         bucket=bucket,
@@ -160,8 +170,27 @@ def _assemble(info: dict[str, str], secret_expected: bool) -> _Answer:
         region=info.get("region") or None,
         access_key=access_key,
         secret_key=secret_key,
+        ca_chain=ca_chain,
+        path_style=None if uri_style is None else uri_style == "path",
     )
     return _Answer(connection, None)
+
+
+def _ca_chain(raw: str | None) -> tuple[str | None, str | None]:
+    """The provider's ``tls-ca-chain`` (a JSON list of PEM certificates) as one PEM text."""
+    if not raw:
+        return None, None
+    try:
+        chain = json.loads(raw)
+    except json.JSONDecodeError:
+        chain = None
+    if not isinstance(chain, list) or not all(
+        isinstance(cert, str) and "BEGIN CERTIFICATE" in cert for cert in chain
+    ):
+        return None, "S3 provider sent a bad tls-ca-chain"
+    if not chain:
+        return None, None
+    return "\n".join(cert.strip() for cert in chain) + "\n", None
 
 
 def _is_http_url(value: str) -> bool:

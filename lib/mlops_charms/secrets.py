@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 
 import ops
+
+logger = logging.getLogger(__name__)
 
 
 def generate_password(length: int = 32) -> str:
@@ -18,21 +21,31 @@ def ensure_app_secret(
 ) -> dict[str, str] | None:
     """The content of the application secret ``label``, created by the leader on first use.
 
-    Returns None on a non-leader unit while the leader has not created it yet.
+    Returns None on a non-leader unit while the leader has not created it yet. Only a secret
+    that does not exist is created: any other error reaches the caller.
     """
-    content = read_app_secret(charm.model, label)
-    if content is not None or not charm.unit.is_leader():
-        return content
+    try:
+        return charm.model.get_secret(label=label).get_content(refresh=True)
+    except ops.SecretNotFoundError:
+        if not charm.unit.is_leader():
+            return None
     content = make_content()
     charm.app.add_secret(content, label=label)
     return content
 
 
 def read_app_secret(model: ops.Model, label: str) -> dict[str, str] | None:
-    """The latest content of a secret owned by this application, or None if it does not exist."""
+    """The latest content of a secret owned by this application, or None if it is unreadable.
+
+    For statuses and actions, which must not fail: a secret that exists but cannot be read
+    now (a transient Juju error) reads as None too, and is logged.
+    """
     try:
         return model.get_secret(label=label).get_content(refresh=True)
-    except (ops.SecretNotFoundError, ops.ModelError):
+    except ops.SecretNotFoundError:
+        return None
+    except ops.ModelError as error:
+        logger.warning("cannot read secret %s: %s", label, error)
         return None
 
 
@@ -40,5 +53,35 @@ def remove_app_secret(model: ops.Model, label: str) -> None:
     """Remove an application secret if it exists (leader only)."""
     try:
         model.get_secret(label=label).remove_all_revisions()
-    except (ops.SecretNotFoundError, ops.ModelError):
+    except ops.SecretNotFoundError:
         return
+
+
+class RevisionPruner(ops.Object):
+    """Removes a revision of the charm's secrets once no consumer tracks it (secret-remove).
+
+    The charm's secrets change content when keys change; without this, every old revision,
+    with its old keys, would stay in Juju.
+    """
+
+    def __init__(self, charm: ops.CharmBase):
+        super().__init__(charm, "secret-revisions")
+        charm.framework.observe(charm.on.secret_remove, self._on_secret_remove)
+
+    def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
+        event.remove_revision()
+
+
+def granted_secret_id(
+    model: ops.Model, relation: ops.Relation, label: str, published_id: str | None
+) -> str | None:
+    """The id of the secret ``label`` for a consumer, granted to it once.
+
+    ``published_id`` is the id this application already published on the relation: the
+    grant was made then, so no hook tool is called again on every hook.
+    """
+    if published_id:
+        return published_id
+    secret = model.get_secret(label=label)
+    secret.grant(relation)
+    return secret.get_info().id

@@ -42,3 +42,21 @@ def workload_events(
         charm.on[container].pebble_check_recovered,
         charm.on[storage].storage_attached,
     )
+
+
+def scale_out_problem(
+    charm: ops.CharmBase, *, has_database: bool, has_object_storage: bool | None = None
+) -> str | None:
+    """Why this application cannot run more than one serving unit yet, or None.
+
+    SQLite and files on a unit's own storage are per unit: behind the one Kubernetes
+    Service, a second unit would serve other data. ``has_object_storage`` is None for a
+    workload that keeps no files of its own.
+    """
+    if charm.app.planned_units() <= 1:
+        return None
+    if not has_database:
+        return "scale-out needs the database relation: SQLite is per unit"
+    if has_object_storage is False:
+        return "scale-out needs s3-credentials: artifacts are per unit"
+    return None

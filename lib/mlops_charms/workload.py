@@ -8,10 +8,48 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ops.pebble import CheckDict, ServiceDict
+
+
+@dataclass(frozen=True)
+class PebbleInContainer:
+    """Where a workload container finds Pebble's client and socket (Juju mounts both)."""
+
+    binary: str = "/charm/bin/pebble"
+    socket: str = "/charm/container/pebble.socket"
+
+    def notify_command(self, key: str, *data: str) -> list[str]:
+        """The command that records the custom notice ``key`` (with ``k=v`` data)."""
+        return ["env", f"PEBBLE_SOCKET={self.socket}", self.binary, "notify", key, *data]
+
+
+# Juju's paths; the workload tests point them at a Pebble of their own.
+JUJU_PEBBLE = PebbleInContainer()
+
+
+@dataclass(frozen=True)
+class ReadyNotice:
+    """Record the Pebble notice ``key`` once ``url`` answers (polled with ``python``)."""
+
+    url: str
+    key: str
+    python: str = "python3"
+    attempts: int = 600
+
+    def watcher(self) -> str:
+        """A shell fragment that polls in the background and leaves the shell's job at once."""
+        script = "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=2)"
+        probe = shlex.join([self.python, "-c", script])
+        notify = shlex.join(JUJU_PEBBLE.notify_command(self.key))
+        loop = (
+            f"i=0; until {probe} {shlex.quote(self.url)}; do i=$((i+1)); "
+            f"[ $i -ge {self.attempts} ] && exit 1; sleep 1; done; {notify}"
+        )
+        return f"{{ ( {loop} ) >/dev/null 2>&1 & }}"
 
 
 def secrets_env(values: Mapping[str, str]) -> str:
@@ -26,9 +64,17 @@ def service_sourcing_secrets(
     command: Sequence[str],
     environment: Mapping[str, str],
     before: Sequence[Sequence[str]] = (),
+    ready_notice: ReadyNotice | None = None,
 ) -> ServiceDict:
-    """A service that sources ``secrets_env_path``, runs ``before`` in order, then execs."""
+    """A service that sources ``secrets_env_path``, runs ``before`` in order, then execs.
+
+    With ``ready_notice``, a background watcher records that Pebble notice once the server
+    answers, so the charm acts on a started server at once rather than at the next
+    update-status (a Pebble check reports recovery only after a failure).
+    """
     steps = [f". {shlex.quote(secrets_env_path)}", *(shlex.join(step) for step in before)]
+    if ready_notice is not None:
+        steps.append(ready_notice.watcher())
     launch = " && ".join([*steps, f"exec {shlex.join(command)}"])
     return {
         "override": "replace",
@@ -41,11 +87,18 @@ def service_sourcing_secrets(
 
 def http_ready_check(url: str) -> CheckDict:
     """A readiness check on an HTTP health endpoint, the same cadence for every workload."""
-    return {
-        "override": "replace",
-        "level": "ready",
-        "period": "10s",
-        "timeout": "3s",
-        "threshold": 3,
-        "http": {"url": url},
-    }
+    return {**_READY_CHECK, "http": {"url": url}}
+
+
+def tcp_ready_check(port: int, host: str = "127.0.0.1") -> CheckDict:
+    """A readiness check that a server accepts connections (one without a health URL)."""
+    return {**_READY_CHECK, "tcp": {"host": host, "port": port}}
+
+
+_READY_CHECK: CheckDict = {
+    "override": "replace",
+    "level": "ready",
+    "period": "10s",
+    "timeout": "3s",
+    "threshold": 3,
+}

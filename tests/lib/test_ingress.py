@@ -231,6 +231,27 @@ MALFORMED_PROVIDER_DATA = {
     "url not http": {"ingress": '{"url": "ftp://foo.bar/model-app"}'},
     "url without host": {"ingress": '{"url": "http:///model-app"}'},
     "url not a url": {"ingress": '{"url": "foo.bar"}'},
+    "port out of range": {"ingress": '{"url": "http://foo.bar:99999/model-app"}'},
+    "port not a number": {"ingress": '{"url": "http://foo.bar:http/model-app"}'},
+    "unclosed ipv6 bracket": {"ingress": '{"url": "http://[fd00::1/model-app"}'},
+}
+
+
+def provider_url(url: str) -> dict[str, str]:
+    return {"ingress": json.dumps({"url": url})}
+
+
+# The host reaches MLflow's --allowed-hosts and consumers' URLs: nothing that widens it.
+HOSTS_THAT_WIDEN = {
+    "wildcard": "https://*/",
+    "wildcard subdomain": "https://*.example.com/model-app",
+    "list": "http://a,b/",
+    "space": "http://foo bar/model-app",
+    "user": "http://user@foo.bar/model-app",
+    "user and password": "http://user:pw@foo.bar/model-app",
+    "empty user": "http://@foo.bar/model-app",
+    "label with leading dash": "http://-foo.bar/model-app",
+    "underscore": "http://foo_bar.example/model-app",
 }
 
 
@@ -243,6 +264,41 @@ def test_malformed_provider_data_is_a_problem_not_an_exception(databag):
     assert url is None
     assert problem is not None
     assert problem.startswith("ingress provider data")
+
+
+@pytest.mark.parametrize("url", HOSTS_THAT_WIDEN.values(), ids=HOSTS_THAT_WIDEN.keys())
+def test_url_whose_host_is_no_dns_name_or_ip_address_is_a_problem(url):
+    found, problem = read_provider_url(provider_url(url))
+
+    assert found is None
+    assert problem == (
+        "ingress provider data is malformed: "
+        "ingress.url: Value error, url's host is not a DNS name or an IP address"
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/mlops-tracking",
+        "http://10.1.2.3:8080/mlops-tracking",
+        "http://[fd00::1]:8080/mlops-tracking",
+        "https://mlops.example.com./mlops-tracking",
+        "http://traefik.mlops.svc.cluster.local:80/mlops-tracking",
+        "https://MLOps.Example.COM/",
+    ],
+)
+def test_url_with_a_dns_name_or_an_ip_address_is_read(url):
+    assert read_provider_url(provider_url(url)) == (url, None)
+
+
+def test_bad_port_is_a_problem_that_says_the_url_is_not_valid():
+    _, problem = read_provider_url(provider_url("http://foo.bar:99999/model-app"))
+
+    assert (
+        problem
+        == "ingress provider data is malformed: ingress.url: Value error, url is not a valid URL"
+    )
 
 
 def test_malformed_provider_data_blocks_the_charm_in_a_hook(ctx):

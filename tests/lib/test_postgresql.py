@@ -22,6 +22,9 @@ META = {
     "requires": {"database": {"interface": "postgresql_client", "limit": 1, "optional": True}},
 }
 PRIMARY = "postgresql-k8s-primary.mlops.svc.cluster.local"
+TLS_SECRET_ID = "secret:d1bcm7nmp25c7b3vhdb0"
+# The CA postgresql-k8s publishes once related to a TLS provider (body shortened).
+CA = "-----BEGIN CERTIFICATE-----\nMIIBpostgresCA\n-----END CERTIFICATE-----"
 
 
 class DatabaseCharm(ops.CharmBase):
@@ -59,6 +62,19 @@ def user_secret():
     )
 
 
+def tls_secret(**content: str) -> testing.Secret:
+    """The `tls` group secret: postgresql-k8s sets `tls` ("True"/"False") and, with TLS, `tls-ca`.
+
+    It writes `tls` on every database request (`set_tls`), so `secret-tls` is always there.
+    """
+    return testing.Secret(id=TLS_SECRET_ID, tracked_content=content)
+
+
+@pytest.fixture
+def tls_off():
+    return tls_secret(tls="False")
+
+
 def pg16_databag(secret_id: str, **changes: str) -> dict[str, str]:
     """The application databag postgresql-k8s 16 writes once the database exists."""
     databag = {
@@ -67,7 +83,7 @@ def pg16_databag(secret_id: str, **changes: str) -> dict[str, str]:
         "endpoints": f"{PRIMARY}:5432",
         "read-only-endpoints": "postgresql-k8s-replicas.mlops.svc.cluster.local:5432",
         "secret-user": secret_id,
-        "secret-tls": "secret:d1bcm7nmp25c7b3vhdb0",
+        "secret-tls": TLS_SECRET_ID,
         "version": "16.9",
     }
     databag.update(changes)
@@ -173,16 +189,17 @@ def test_relation_without_answer_waits_for_credentials(ctx):
     assert unit_status(ctx, relation) == ops.WaitingStatus("waiting for database credentials")
 
 
-def test_postgresql_k8s_16_answer_gives_a_connection(ctx, user_secret):
+def test_postgresql_k8s_16_answer_gives_a_connection(ctx, user_secret, tls_off):
     relation = db_relation(**pg16_databag(user_secret.id))
-    connection = reconcile(ctx, relation, user_secret)
+    connection = reconcile(ctx, relation, user_secret, tls_off)
+    # TLS off: tls=False, ca=None (the defaults).
     assert connection == PostgreSQLConnection(PRIMARY, 5432, "mlflow", "relation_id_4", "Xk3v9qTz")
-    assert unit_status(ctx, relation, user_secret) == ops.ActiveStatus()
+    assert unit_status(ctx, relation, user_secret, tls_off) == ops.ActiveStatus()
 
 
-def test_non_leader_reads_the_same_connection(ctx, user_secret):
+def test_non_leader_reads_the_same_connection(ctx, user_secret, tls_off):
     relation = db_relation(**pg16_databag(user_secret.id))
-    connection = reconcile(ctx, relation, user_secret, leader=False)
+    connection = reconcile(ctx, relation, user_secret, tls_off, leader=False)
     assert connection is not None
     assert connection.username == "relation_id_4"
 
@@ -203,22 +220,22 @@ def test_v1_answer_for_another_database_is_still_waiting(ctx, user_secret):
     )
 
 
-def test_credentials_without_endpoints_wait_for_endpoints(ctx, user_secret):
+def test_credentials_without_endpoints_wait_for_endpoints(ctx, user_secret, tls_off):
     relation = db_relation(**pg16_databag(user_secret.id, endpoints=""))
-    assert reconcile(ctx, relation, user_secret) is None
-    assert unit_status(ctx, relation, user_secret) == ops.WaitingStatus(
+    assert reconcile(ctx, relation, user_secret, tls_off) is None
+    assert unit_status(ctx, relation, user_secret, tls_off) == ops.WaitingStatus(
         "waiting for database endpoints"
     )
 
 
-def test_rotated_password_is_read_on_secret_changed(ctx, user_secret):
+def test_rotated_password_is_read_on_secret_changed(ctx, user_secret, tls_off):
     rotated = testing.Secret(
         id=user_secret.id,
         tracked_content=user_secret.tracked_content,
         latest_content={**user_secret.tracked_content, "password": "n3wPassw0rd"},
     )
     relation = db_relation(**pg16_databag(rotated.id))
-    state = testing.State(leader=True, relations={relation}, secrets={rotated})
+    state = testing.State(leader=True, relations={relation}, secrets={rotated, tls_off})
     with ctx(ctx.on.secret_changed(rotated), state) as manager:
         manager.run()
         connection = manager.charm.seen[-1]
@@ -242,10 +259,10 @@ def test_broken_relation_gives_no_connection(ctx, user_secret):
     "endpoints",
     ["postgresql-k8s-primary", "primary:0", "primary:99999", "primary:port", "user@primary:5432"],
 )
-def test_bad_endpoints_block_with_the_reason(ctx, user_secret, endpoints):
+def test_bad_endpoints_block_with_the_reason(ctx, user_secret, tls_off, endpoints):
     relation = db_relation(**pg16_databag(user_secret.id, endpoints=endpoints))
-    assert reconcile(ctx, relation, user_secret) is None
-    status = unit_status(ctx, relation, user_secret)
+    assert reconcile(ctx, relation, user_secret, tls_off) is None
+    status = unit_status(ctx, relation, user_secret, tls_off)
     assert status == ops.BlockedStatus(f"database provider sent bad endpoints {endpoints!r}")
 
 
@@ -267,20 +284,20 @@ def test_unreadable_secret_blocks(ctx, user_secret, monkeypatch):
     )
 
 
-def test_secret_without_password_blocks(ctx):
+def test_secret_without_password_blocks(ctx, tls_off):
     secret = testing.Secret(tracked_content={"username": "relation_id_4"})
     relation = db_relation(**pg16_databag(secret.id))
-    assert reconcile(ctx, relation, secret) is None
-    assert unit_status(ctx, relation, secret) == ops.BlockedStatus(
+    assert reconcile(ctx, relation, secret, tls_off) is None
+    assert unit_status(ctx, relation, secret, tls_off) == ops.BlockedStatus(
         "database credentials secret lacks username or password"
     )
 
 
-def test_password_with_a_line_break_blocks(ctx):
+def test_password_with_a_line_break_blocks(ctx, tls_off):
     secret = testing.Secret(tracked_content={"username": "u", "password": "a\nb"})
     relation = db_relation(**pg16_databag(secret.id))
-    assert reconcile(ctx, relation, secret) is None
-    assert unit_status(ctx, relation, secret) == ops.BlockedStatus(
+    assert reconcile(ctx, relation, secret, tls_off) is None
+    assert unit_status(ctx, relation, secret, tls_off) == ops.BlockedStatus(
         "database name or credentials contain a line break"
     )
 
@@ -296,6 +313,139 @@ def test_v1_answer_with_missing_secret_blocks(ctx):
     relation = db_relation(**v1_databag("secret:cvh7kruupa1s46bqvuig"))
     assert reconcile(ctx, relation) is None
     assert unit_status(ctx, relation) == ops.BlockedStatus("database credentials secret not found")
+
+
+# TLS
+
+
+def test_tls_with_a_ca_in_the_tls_secret_verifies_the_server(ctx, user_secret):
+    tls = tls_secret(tls="True", **{"tls-ca": CA})
+    relation = db_relation(**pg16_databag(user_secret.id))
+    connection = reconcile(ctx, relation, user_secret, tls)
+    assert connection is not None
+    assert (connection.tls, connection.ca) == (True, CA + "\n")
+    assert connection.sslmode == "verify-full"
+
+
+def test_tls_without_a_ca_requires_tls(ctx, user_secret):
+    tls = tls_secret(tls="True")
+    relation = db_relation(**pg16_databag(user_secret.id))
+    connection = reconcile(ctx, relation, user_secret, tls)
+    assert connection is not None
+    assert (connection.tls, connection.ca, connection.sslmode) == (True, None, "require")
+
+
+@pytest.mark.parametrize(
+    "content", [{"tls": "False"}, {"tls": "False", "tls-ca": ""}, {"tls": "false"}]
+)
+def test_tls_off_means_no_sslmode(ctx, user_secret, content):
+    relation = db_relation(**pg16_databag(user_secret.id))
+    connection = reconcile(ctx, relation, user_secret, tls_secret(**content))
+    assert connection is not None
+    assert (connection.tls, connection.ca, connection.sslmode) == (False, None, None)
+
+
+def test_tls_in_clear_in_the_databag_is_read_too(ctx, user_secret):
+    # A provider that could not put `tls`/`tls-ca` in a secret writes them in clear.
+    databag = pg16_databag(user_secret.id, **{"secret-tls": "", "tls": "True", "tls-ca": CA})
+    connection = reconcile(ctx, db_relation(**databag), user_secret)
+    assert connection is not None
+    assert connection.sslmode == "verify-full"
+    assert connection.ca == CA + "\n"
+
+
+def test_missing_tls_secret_blocks(ctx, user_secret):
+    relation = db_relation(**pg16_databag(user_secret.id))
+    assert reconcile(ctx, relation, user_secret) is None
+    assert unit_status(ctx, relation, user_secret) == ops.BlockedStatus(
+        "database TLS secret not found"
+    )
+
+
+def test_unreadable_tls_secret_blocks(ctx, user_secret, tls_off, monkeypatch):
+    get_secret = ops.Model.get_secret
+
+    def permission_denied(model, id=None, label=None):
+        if id == TLS_SECRET_ID:
+            raise ops.ModelError("ERROR permission denied")
+        return get_secret(model, id=id, label=label)
+
+    monkeypatch.setattr(ops.Model, "get_secret", permission_denied)
+    relation = db_relation(**pg16_databag(user_secret.id))
+    assert reconcile(ctx, relation, user_secret, tls_off) is None
+    assert unit_status(ctx, relation, user_secret, tls_off) == ops.BlockedStatus(
+        "database TLS secret is not readable"
+    )
+
+
+@pytest.mark.parametrize("where", ["secret", "databag"])
+def test_ca_that_is_no_pem_certificate_blocks(ctx, user_secret, where):
+    bad_ca = "MIIBpostgresCA"
+    if where == "secret":
+        secrets = (user_secret, tls_secret(tls="True", **{"tls-ca": bad_ca}))
+        databag = pg16_databag(user_secret.id)
+    else:
+        secrets = (user_secret,)
+        databag = pg16_databag(
+            user_secret.id, **{"secret-tls": "", "tls": "True", "tls-ca": bad_ca}
+        )
+    relation = db_relation(**databag)
+    assert reconcile(ctx, relation, *secrets) is None
+    assert unit_status(ctx, relation, *secrets) == ops.BlockedStatus(
+        "database provider sent a bad tls-ca"
+    )
+
+
+def v1_tls_databag(secret_id: str) -> dict[str, str]:
+    """A v1 answer with TLS: `secret-tls` in the response, as dpcharmlibs writes it."""
+    databag = v1_databag(secret_id)
+    [response] = json.loads(databag["requests"])
+    response["secret-tls"] = TLS_SECRET_ID
+    return {**databag, "requests": json.dumps([response])}
+
+
+def test_v1_answer_with_tls_and_a_ca_verifies_the_server(ctx, user_secret):
+    # dpcharmlibs stores the `tls` group's fields JSON-encoded: `tls` is "true".
+    tls = tls_secret(tls="true", **{"tls-ca": CA})
+    relation = db_relation(**v1_tls_databag(user_secret.id))
+    connection = reconcile(ctx, relation, user_secret, tls)
+    assert connection is not None
+    assert (connection.host, connection.tls, connection.sslmode) == (
+        "10.1.0.5",
+        True,
+        "verify-full",
+    )
+    assert connection.ca == CA + "\n"
+
+
+def test_v1_answer_without_tls_has_no_sslmode(ctx, user_secret):
+    relation = db_relation(**v1_databag(user_secret.id))
+    connection = reconcile(ctx, relation, user_secret)
+    assert connection is not None
+    assert connection.sslmode is None
+
+
+def test_v1_answer_with_a_bad_ca_blocks(ctx, user_secret):
+    tls = tls_secret(tls="true", **{"tls-ca": "not a certificate"})
+    relation = db_relation(**v1_tls_databag(user_secret.id))
+    assert reconcile(ctx, relation, user_secret, tls) is None
+    assert unit_status(ctx, relation, user_secret, tls) == ops.BlockedStatus(
+        "database provider sent a bad tls-ca"
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls", "ca", "sslmode"),
+    [
+        (False, None, None),
+        (True, None, "require"),
+        (True, CA, "verify-full"),
+        (False, CA, "verify-full"),
+    ],
+)
+def test_sslmode_follows_tls_and_the_ca(tls, ca, sslmode):
+    connection = PostgreSQLConnection(PRIMARY, 5432, "mlflow", "u", "p", tls=tls, ca=ca)
+    assert connection.sslmode == sslmode
 
 
 # The value

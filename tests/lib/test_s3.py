@@ -22,6 +22,9 @@ META = {
     "requires": {"object-storage": {"interface": "s3", "limit": 1, "optional": True}},
 }
 ENDPOINT = "http://rgw.ceph.svc.cluster.local:7480"
+# PEM certificates as s3-integrator's `tls-ca-chain` option holds them (bodies shortened).
+ROOT_CA = "-----BEGIN CERTIFICATE-----\nMIIBrootCA\n-----END CERTIFICATE-----\n"
+INTERMEDIATE_CA = "-----BEGIN CERTIFICATE-----\nMIIBinterCA\n-----END CERTIFICATE-----"
 
 # object-storage-charmlib 1.0.0 calls ops' deprecated JujuVersion.from_environ().
 pytestmark = pytest.mark.filterwarnings("ignore:JujuVersion.from_environ:DeprecationWarning")
@@ -84,7 +87,7 @@ def integrator_1_databag(**changes: str) -> dict[str, str]:
         "bucket": "mlflow-artifacts",
         "endpoint": "https://s3.eu-west-1.amazonaws.com",
         "region": "eu-west-1",
-        "tls-ca-chain": json.dumps(["-----BEGIN CERTIFICATE-----\n..."]),
+        "tls-ca-chain": json.dumps([ROOT_CA]),
     }
     databag.update(changes)
     return {k: v for k, v in databag.items() if v}
@@ -152,6 +155,7 @@ def test_integrator_2_answer_gives_a_connection(ctx, keys_secret):
         region=None,
         access_key="AKIAIOSFODNN7EXAMPLE",
         secret_key="wJalrXUtnFEMI/K7MDENG",
+        path_style=True,
     )
     assert unit_status(ctx, relation, keys_secret) == ops.ActiveStatus()
 
@@ -173,6 +177,7 @@ def test_integrator_1_legacy_answer_gives_a_connection(ctx):
         region="eu-west-1",
         access_key="AKIAIOSFODNN7EXAMPLE",
         secret_key="wJalrXUtnFEMI/K7MDENG",
+        ca_chain=ROOT_CA,
     )
 
 
@@ -273,6 +278,64 @@ def test_keys_with_a_line_break_block(ctx):
 def test_unparsable_provider_version_does_not_fail_the_hook(ctx, keys_secret):
     relation = s3_relation(**integrator_2_databag(keys_secret.id, version="one"))
     assert reconcile(ctx, relation, keys_secret) is not None
+
+
+# TLS and addressing
+
+
+def test_ca_chain_from_the_json_list_becomes_one_pem_text(ctx, keys_secret):
+    chain = json.dumps([INTERMEDIATE_CA, ROOT_CA])
+    relation = s3_relation(**integrator_2_databag(keys_secret.id, **{"tls-ca-chain": chain}))
+    connection = reconcile(ctx, relation, keys_secret)
+    assert connection is not None
+    # Each certificate on its own lines, in the provider's order, the text ending in a newline.
+    assert connection.ca_chain == f"{INTERMEDIATE_CA}\n{ROOT_CA}"
+
+
+@pytest.mark.parametrize("chain", ["", "[]"])
+def test_no_or_an_empty_ca_chain_means_the_system_cas(ctx, keys_secret, chain):
+    relation = s3_relation(**integrator_2_databag(keys_secret.id, **{"tls-ca-chain": chain}))
+    connection = reconcile(ctx, relation, keys_secret)
+    assert connection is not None
+    assert connection.ca_chain is None
+
+
+@pytest.mark.parametrize(
+    "chain",
+    [
+        ROOT_CA,  # PEM, not a JSON list
+        "not json",
+        json.dumps({"ca": ROOT_CA}),
+        json.dumps(["MIIBrootCA"]),
+        json.dumps([ROOT_CA, 42]),
+        json.dumps([ROOT_CA, ""]),
+    ],
+    ids=["bare pem", "not json", "object", "no pem", "not a string", "empty entry"],
+)
+def test_malformed_ca_chain_blocks(ctx, keys_secret, chain):
+    relation = s3_relation(**integrator_2_databag(keys_secret.id, **{"tls-ca-chain": chain}))
+    assert reconcile(ctx, relation, keys_secret) is None
+    assert unit_status(ctx, relation, keys_secret) == ops.BlockedStatus(
+        "S3 provider sent a bad tls-ca-chain"
+    )
+
+
+@pytest.mark.parametrize(
+    ("style", "path_style"), [("path", True), ("host", False), ("virtual", False), ("", None)]
+)
+def test_uri_style_says_whether_buckets_are_addressed_by_path(ctx, keys_secret, style, path_style):
+    relation = s3_relation(**integrator_2_databag(keys_secret.id, **{"s3-uri-style": style}))
+    connection = reconcile(ctx, relation, keys_secret)
+    assert connection is not None
+    assert connection.path_style is path_style
+
+
+def test_unknown_uri_style_blocks(ctx, keys_secret):
+    relation = s3_relation(**integrator_2_databag(keys_secret.id, **{"s3-uri-style": "dns"}))
+    assert reconcile(ctx, relation, keys_secret) is None
+    assert unit_status(ctx, relation, keys_secret) == ops.BlockedStatus(
+        "S3 provider sent a bad s3-uri-style 'dns'"
+    )
 
 
 # The value

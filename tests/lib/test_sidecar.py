@@ -57,3 +57,40 @@ def test_invalid_config_is_a_one_line_problem_naming_the_option():
     assert status({"workers": 0}) == testing.BlockedStatus(
         "invalid config: workers: must be at least 1"
     )
+
+
+# --- scale-out -------------------------------------------------------------------------------
+
+
+def scale_out_problem(planned_units: int, **relations: bool | None) -> str | None:
+    context = testing.Context(DemoCharm, meta=META, config=CONFIG)
+    state = testing.State(planned_units=planned_units)
+    with context(context.on.update_status(), state) as manager:
+        return sidecar.scale_out_problem(manager.charm, **relations)  # type: ignore[arg-type]
+
+
+def test_one_unit_needs_neither_database_nor_object_storage():
+    assert scale_out_problem(1, has_database=False, has_object_storage=False) is None
+
+
+def test_scale_out_without_database_is_a_problem_naming_the_relation():
+    assert scale_out_problem(2, has_database=False, has_object_storage=True) == (
+        "scale-out needs the database relation: SQLite is per unit"
+    )
+
+
+def test_scale_out_with_a_database_but_files_on_the_units_is_a_problem():
+    assert scale_out_problem(3, has_database=True, has_object_storage=False) == (
+        "scale-out needs s3-credentials: artifacts are per unit"
+    )
+
+
+def test_scale_out_with_database_and_object_storage_is_fine():
+    assert scale_out_problem(3, has_database=True, has_object_storage=True) is None
+
+
+def test_scale_out_of_a_workload_without_files_needs_only_the_database():
+    assert scale_out_problem(2, has_database=True) is None
+    assert scale_out_problem(2, has_database=False) == (
+        "scale-out needs the database relation: SQLite is per unit"
+    )

@@ -1,0 +1,360 @@
+"""Long operations as workload jobs: a one-shot Pebble service per job, its end a Pebble notice.
+
+A hook never waits for work whose time grows with the data (DESIGN §5). The charm starts a
+job instead: the job's command runs as the service ``<slot>-job`` of the layer ``jobs`` in
+the workload container, records its output and exit code in the job's folder on the unit's
+storage, and then records the Pebble custom notice ``NOTICE_KEY``, which reaches the charm as
+``pebble-custom-notice``. The charm reads the result, acts on it once and marks it reported.
+A slot runs one job at a time; each charm chooses its slots.
+
+The folder of a job, ``<jobs_dir>/<id>/``:
+
+    job.json   kind, parameters (never secrets), start time
+    env        mode 0600: the job's environment, secrets included, sourced by its command
+    stdout     the command's standard output: one JSON object, by convention
+    stderr     its standard error; the last line is the one-line reason of a failure
+    exit       the exit code and end time, written last: the job has ended once it exists
+
+``<jobs_dir>/unreported/<id>`` marks an ended job the charm has not acted on yet: one
+directory listing tells a hook whether there is anything to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import ops
+
+from mlops_charms import workload
+from mlops_charms.workload_exec import last_line
+
+logger = logging.getLogger(__name__)
+
+NOTICE_KEY = "mlops-stack.dev/job-finished"
+LAYER = "jobs"
+KEEP = 20  # ended and reported jobs kept for list-jobs, per charm
+UNREPORTED = "unreported"
+
+JobState = Literal["running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What a job runs. ``params`` are shown by list-jobs; ``environment`` stays private."""
+
+    kind: str
+    command: Sequence[str]
+    params: Mapping[str, str] = field(default_factory=dict)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as recorded in its folder."""
+
+    id: str
+    kind: str
+    started: str
+    state: JobState
+    params: dict[str, str] = field(default_factory=dict)
+    finished: str | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    result: dict[str, Any] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.state != "running"
+
+    def summary(self) -> dict[str, Any]:
+        """The job as list-jobs shows it: plain values, no result body."""
+        shown: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state,
+            "started": self.started,
+            "params": dict(self.params),
+        }
+        if self.finished:
+            shown["finished"] = self.finished
+        if self.error:
+            shown["error"] = self.error
+        return shown
+
+
+class JobBusyError(Exception):
+    """The slot already runs a job; ``job`` is that job."""
+
+    def __init__(self, job: Job):
+        super().__init__(f"job {job.id} ({job.kind}) is running; wait for it (list-jobs)")
+        self.job = job
+
+
+class JobRunner:
+    """Starts, reads and lists the jobs of one slot of a workload container.
+
+    Args:
+        container: the workload container.
+        jobs_dir: where job folders live, on the unit's storage.
+        slot: the slot's name; its service is ``<slot>-job``.
+        user, group: who the jobs run as (and own their folders); None: root.
+
+    """
+
+    def __init__(
+        self,
+        container: ops.Container,
+        jobs_dir: str,
+        *,
+        slot: str,
+        user: str | None = None,
+        group: str | None = None,
+    ):
+        self.container = container
+        self.jobs_dir = jobs_dir.rstrip("/")
+        self.service = f"{slot}-job"
+        self.user = user
+        self.group = group or user
+
+    # --- starting ---------------------------------------------------------------------------
+
+    def start(self, spec: JobSpec) -> Job:
+        """Start ``spec`` in this slot; raise ``JobBusyError`` when a job runs already."""
+        current = self.current()
+        if current is not None:
+            raise JobBusyError(current)
+        self._wait_for_the_wrapper()
+        self._prune()
+        job_id = self._new_id()
+        folder = f"{self.jobs_dir}/{job_id}"
+        started = _now()
+        for directory in (self.jobs_dir, f"{self.jobs_dir}/{UNREPORTED}", folder):
+            self.container.make_dir(directory, make_parents=True, user=self.user, group=self.group)
+        record = {"id": job_id, "kind": spec.kind, "params": dict(spec.params), "started": started}
+        files = {
+            "job.json": (json.dumps(record), 0o644),
+            "env": (workload.secrets_env(spec.environment), 0o600),
+        }
+        for name, (content, mode) in files.items():
+            self.container.push(
+                f"{folder}/{name}", content, permissions=mode, user=self.user, group=self.group
+            )
+        self.container.add_layer(LAYER, self._layer(folder, spec), combine=True)
+        try:
+            self.container.start(self.service)
+        except ops.pebble.ChangeError:
+            # "exited quickly": a job that ends within Pebble's 1 s okay delay; it has
+            # recorded its own end (or is reported as lost).
+            logger.debug("job %s ended at once", job_id)
+        return Job(job_id, spec.kind, started, "running", dict(spec.params))
+
+    def _layer(self, folder: str, spec: JobSpec) -> ops.pebble.LayerDict:
+        notify = shlex.join(workload.JUJU_PEBBLE.notify_command(NOTICE_KEY))
+        # Run the command, record its end, mark it unreported, tell the charm; the wrapper
+        # itself always succeeds, so Pebble neither restarts nor reports it.
+        script = (
+            'dir="$1"; shift; . "$dir/env" && "$@" >"$dir/stdout" 2>"$dir/stderr"; code=$?; '
+            'echo "$code $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/exit.new" '
+            '&& mv "$dir/exit.new" "$dir/exit"; id=$(basename "$dir"); '
+            f': >"$(dirname "$dir")/{UNREPORTED}/$id"; '
+            f'{notify} "job=$id" >/dev/null 2>&1; exit 0'
+        )
+        command = ["/bin/sh", "-c", script, "job", folder, *spec.command]
+        service: dict[str, Any] = {
+            "override": "replace",
+            "summary": f"job: {spec.kind}",
+            "command": shlex.join(command),
+            "startup": "disabled",
+            "on-success": "ignore",
+            "on-failure": "ignore",
+        }
+        if spec.working_dir:
+            service["working-dir"] = spec.working_dir
+        if self.user:
+            service["user"] = self.user
+            service["group"] = self.group
+        return {"summary": "workload jobs", "services": {self.service: service}}  # type: ignore[typeddict-item]
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def current(self) -> Job | None:
+        """The job this slot runs now, if any (one that recorded its end runs no more)."""
+        job_id = self._running_id()
+        job = self.get(job_id) if job_id else None
+        return job if job is not None and not job.ended else None
+
+    def get(self, job_id: str) -> Job | None:
+        """The job ``job_id`` of this runner's folder, or None if there is no such job."""
+        folder = f"{self.jobs_dir}/{job_id}"
+        try:
+            record = json.loads(self.container.pull(f"{folder}/job.json").read())
+        except (ops.pebble.PathError, json.JSONDecodeError):
+            return None
+        ended = self._read(f"{folder}/exit")
+        base = {
+            "id": job_id,
+            "kind": str(record.get("kind", "")),
+            "started": str(record.get("started", "")),
+            "params": {str(k): str(v) for k, v in dict(record.get("params") or {}).items()},
+        }
+        if ended is None:
+            if self._running_id() == job_id:
+                return Job(**base, state="running")
+            return Job(**base, state="failed", error="the job ended without recording a result")
+        code_text, _, finished = ended.strip().partition(" ")
+        code = int(code_text) if code_text.lstrip("-").isdigit() else -1
+        if code != 0:
+            reason = last_line(self._read(f"{folder}/stderr") or "") or f"exit code {code}"
+            return Job(**base, state="failed", finished=finished, exit_code=code, error=reason)
+        try:
+            result = json.loads(self._read(f"{folder}/stdout") or "")
+        except json.JSONDecodeError:
+            result = None
+        if not isinstance(result, dict):
+            error = "the job printed no JSON result"
+            return Job(**base, state="failed", finished=finished, exit_code=0, error=error)
+        return Job(**base, state="succeeded", finished=finished, exit_code=0, result=result)
+
+    def list(self) -> list[Job]:
+        """Every job kept, oldest first."""
+        jobs = (self.get(job_id) for job_id in self._job_ids())
+        return [job for job in jobs if job is not None]
+
+    def unreported(self) -> list[Job]:
+        """Ended jobs the charm has not acted on yet, oldest first (one listing when none)."""
+        try:
+            marks = self.container.list_files(f"{self.jobs_dir}/{UNREPORTED}")
+        except ops.pebble.APIError:  # no job ever started
+            return []
+        jobs = (self.get(mark.name) for mark in sorted(marks, key=lambda m: m.name))
+        return [job for job in jobs if job is not None and job.ended]
+
+    def mark_reported(self, job: Job) -> None:
+        """Record that the charm has acted on ``job``'s end."""
+        path = f"{self.jobs_dir}/{UNREPORTED}/{job.id}"
+        if self.container.exists(path):
+            self.container.remove_path(path)
+
+    def wait(self, job_id: str, timeout: float, poll: float = 0.5) -> Job | None:
+        """Wait up to ``timeout`` seconds for the job to end; the job as it then is."""
+        deadline = time.monotonic() + timeout
+        job = self.get(job_id)
+        while job is not None and not job.ended and time.monotonic() < deadline:
+            time.sleep(poll)
+            job = self.get(job_id)
+        return job
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _running_id(self) -> str | None:
+        services = self.container.get_services(self.service)
+        info = services.get(self.service)
+        if info is None or not info.is_running():
+            return None
+        command = self.container.get_plan().services[self.service].command
+        words = shlex.split(command)
+        # /bin/sh -c SCRIPT job FOLDER COMMAND...: the folder names the job.
+        return words[4].rsplit("/", 1)[-1] if len(words) > 4 else None
+
+    def _job_ids(self) -> list[str]:
+        try:
+            entries = self.container.list_files(self.jobs_dir)
+        except ops.pebble.APIError:
+            return []
+        folders = (e.name for e in entries if e.type == ops.pebble.FileType.DIRECTORY)
+        return sorted(name for name in folders if name[0].isdigit())
+
+    def _wait_for_the_wrapper(self, timeout: float = 10.0) -> None:
+        """Let an ended job's wrapper exit (it still records its notice): the slot is free.
+
+        Starting a service that is still active does nothing, so a new job would be lost.
+        """
+        deadline = time.monotonic() + timeout
+        while (job_id := self._running_id()) is not None:
+            if time.monotonic() > deadline:
+                job = self.get(job_id)
+                raise JobBusyError(job or Job(job_id, "", "", "running"))
+            time.sleep(0.1)
+
+    def _new_id(self) -> str:
+        """The start time, then a counter: ids sort in start order, within a second too."""
+        second = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
+        same = [job_id for job_id in self._job_ids() if job_id.startswith(second + "-")]
+        counters = [int(job_id.rsplit("-", 1)[1]) for job_id in same if job_id[-4:].isdigit()]
+        return f"{second}-{max(counters, default=0) + 1:04d}"
+
+    def _prune(self) -> None:
+        """Keep the newest ``KEEP`` jobs; older ones go once reported (or lost).
+
+        Called with no job running: a job without an end of its own was lost (a container
+        restart), and goes too.
+        """
+        job_ids = self._job_ids()
+        for job_id in job_ids[: max(0, len(job_ids) - KEEP)]:
+            if not self.container.exists(f"{self.jobs_dir}/{UNREPORTED}/{job_id}"):
+                self.container.remove_path(f"{self.jobs_dir}/{job_id}", recursive=True)
+
+    def _read(self, path: str) -> str | None:
+        try:
+            return self.container.pull(path).read()
+        except ops.pebble.PathError:
+            return None
+
+
+def _now() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}"
+
+
+# --- what actions do with jobs -------------------------------------------------------------
+
+
+def start_for_action(
+    event: ops.ActionEvent, runner: JobRunner, spec: JobSpec, *, wait: bool, timeout: float
+) -> Job | None:
+    """Start ``spec`` for an action; with ``wait``, wait up to ``timeout`` s for its end.
+
+    Returns the job as it then is. A job still running is reported to the action (its id and
+    how to follow it); the caller reports an ended one. None: the action failed (said why).
+    """
+    try:
+        job = runner.start(spec)
+    except JobBusyError as error:
+        event.fail(str(error))
+        return None
+    except (ops.pebble.Error, ops.ModelError) as error:
+        event.fail(f"cannot start the job: {str(error).splitlines()[0]}")
+        return None
+    event.log(f"job {job.id} started")
+    if wait:
+        job = runner.wait(job.id, timeout) or job
+    if not job.ended:
+        event.set_results(
+            {
+                "job": job.id,
+                "state": job.state,
+                "message": "still running: its end shows in list-jobs and in the unit's status",
+            }
+        )
+    return job
+
+
+def list_for_action(event: ops.ActionEvent, runner: JobRunner) -> None:
+    """The list-jobs action: every job kept, newest first, as JSON."""
+    try:
+        listed = runner.list()
+    except (ops.pebble.Error, ops.ModelError) as error:
+        event.fail(f"cannot read the jobs: {str(error).splitlines()[0]}")
+        return
+    summaries = [job.summary() for job in reversed(listed)]
+    running = [job.id for job in listed if not job.ended]
+    event.set_results(
+        {"count": len(summaries), "running": ",".join(running), "jobs": json.dumps(summaries)}
+    )
