@@ -122,8 +122,12 @@ else
 fi
 
 # --- images -------------------------------------------------------------------------------------
-step "Packing the rocks and pushing them to the MicroK8s registry ($REGISTRY)"
-for project in "$repo_root"/rocks/*/rockcraft.yaml; do
+step "Staging and packing the rocks, pushing them to the MicroK8s registry ($REGISTRY)"
+# A rock build sees only its folder: tools/stage.py stages build/rocks/<rock>/ with the
+# repository trees its parts use (workload/). It reads the recipes with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || sudo_ apt-get install -y python3-yaml
+(cd "$repo_root" && python3 tools/stage.py rock --all)
+for project in "$repo_root"/build/rocks/*/rockcraft.yaml; do
     rock_dir=$(dirname "$project")
     name=$(sed -n 's/^name: *\([^ #]*\).*/\1/p' "$project")
     version=$(sed -n 's/^version: *"\{0,1\}\([^" #]*\).*/\1/p' "$project")
@@ -145,7 +149,7 @@ done
 
 # --- charms -------------------------------------------------------------------------------------
 step "Staging and packing the charms into build/"
-(cd "$repo_root" && with_group lxd python3 tools/stage_charm.py --all --pack)
+(cd "$repo_root" && with_group lxd python3 tools/stage.py charm --all --pack)
 
 # --- deploy -------------------------------------------------------------------------------------
 step "Deploying bundle.yaml ${overlay_args[*]:+with ${overlay_args[*]}}"

@@ -35,7 +35,7 @@ from pytest_operator.plugin import OpsTest
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent.parent
-STAGE_TOOL = REPO_ROOT / "tools" / "stage_charm.py"
+STAGE_TOOL = REPO_ROOT / "tools" / "stage.py"
 BUILD_DIR = REPO_ROOT / "build"
 REQUIRED_ENV = "MLOPS_INTEGRATION_REQUIRED"
 CONTROLLER_TIMEOUT_S = 60
@@ -114,7 +114,7 @@ def charm_builder(ops_test: OpsTest) -> CharmBuilder:
     """Build a charm of this repository by its name; the fixture is an async callable.
 
     ``await charm_builder("tracking-k8s")`` returns the ``.charm`` file. The charm is staged
-    by ``tools/stage_charm.py`` (``charms/<name>`` plus the shared ``lib/`` into
+    by ``tools/stage.py charm`` (``charms/<name>`` plus the shared modules it imports into
     ``build/<name>/``, the packing recipe), then packed by pytest-operator's ``build_charm``
     (``charmcraft pack``; pass ``--destructive-mode`` to pack on the host).
     """
@@ -128,6 +128,7 @@ def charm_builder(ops_test: OpsTest) -> CharmBuilder:
         await ops_test.run(
             sys.executable,
             str(STAGE_TOOL),
+            "charm",
             name,
             "--out",
             str(BUILD_DIR),
