@@ -25,6 +25,8 @@ from typing import NoReturn
 import pytest
 from ops import pebble
 
+from tests.workload.tls import ServerCertificate
+
 
 def missing(reason: str) -> NoReturn:
     """Skip a test whose program is not installed, or fail it where every workload must run.
@@ -160,7 +162,16 @@ class PostgreSQLServer:
 
 
 def _postgres_bindir() -> Path | None:
-    candidates = [os.environ.get("PG_BINDIR", ""), "/usr/lib/postgresql/15/bin"]
+    """``PG_BINDIR``, else the newest server the distro's ``postgresql`` package installed.
+
+    Debian 12's is 15, Ubuntu 24.04's 16: ``/usr/lib/postgresql/<major>/bin``.
+    """
+    installed = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda bindir: int(bindir.parent.name) if bindir.parent.name.isdigit() else -1,
+        reverse=True,
+    )
+    candidates = [os.environ.get("PG_BINDIR", ""), *map(str, installed)]
     for candidate in candidates:
         if candidate and (Path(candidate) / "initdb").exists():
             return Path(candidate)
@@ -174,12 +185,16 @@ def _run(command: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def run_postgresql() -> Iterator[PostgreSQLServer]:
-    """A PostgreSQL server from Debian's package: ``initdb`` + ``pg_ctl`` on a free port."""
+def run_postgresql(tls: ServerCertificate | None = None) -> Iterator[PostgreSQLServer]:
+    """A PostgreSQL server from Debian's package: ``initdb`` + ``pg_ctl`` on a free port.
+
+    With ``tls``, the server speaks TLS with that certificate (clients choose to verify it).
+    """
     bindir = _postgres_bindir()
     if bindir is None:
-        missing("PostgreSQL server binaries not installed (apt-get install postgresql-15)")
+        missing("PostgreSQL server binaries not installed (apt-get install postgresql)")
     run_as: list[str] = []
+    owner: pwd.struct_passwd | None = None
     # Not under pytest's tmp dir: that is private to root, and the server may not be root.
     with tempfile.TemporaryDirectory(prefix="mlops-postgresql-") as base_name:
         base = Path(base_name)
@@ -207,6 +222,16 @@ def run_postgresql() -> Iterator[PostgreSQLServer]:
             ]
         )
         options = f"-p {port} -k {socket_dir} -c listen_addresses=127.0.0.1"
+        if tls is not None:
+            # The server reads its key only if it owns it, mode 0600.
+            for source, name in ((tls.cert, "server.crt"), (tls.key, "server.key")):
+                copy = base / name
+                copy.write_bytes(source.read_bytes())
+                copy.chmod(0o600)
+                if owner is not None:
+                    os.chown(copy, owner.pw_uid, owner.pw_gid)
+            options += f" -c ssl=on -c ssl_cert_file={base}/server.crt"
+            options += f" -c ssl_key_file={base}/server.key"
         _run(
             [
                 *run_as,

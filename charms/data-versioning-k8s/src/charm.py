@@ -3,21 +3,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import posixpath
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import ops
 import pydantic
 
 import registry
-from mlops_charms import databags, pebble, secrets, sidecar
+import registry_state
+from mlops_charms import databags, jobs, pebble, secrets, sidecar, workload_exec
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
+from mlops_charms.hosts import is_host
+from mlops_charms.jobs import Job, JobRunner
 from mlops_charms.s3 import S3Requirer
-from registry import Credential, ExternalRemote, RegistrySettings
+from mlops_charms.workload_exec import WorkloadError
+from registry import Credential, ExternalBucket, RegistrySettings
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +35,16 @@ CONSUMER_SECRET = "mlops-dataset-{relation_id}"  # noqa: S105 - a secret label
 REGISTRY_USER = "registry"
 CONSUMER_USER = "relation-{relation_id}"
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
-HOST_PATTERN = re.compile(r"^[A-Za-z0-9.-]{1,253}$")
 APPROACHES = ("", "model-centric", "data-centric")
-# Peer application data: what the leader knows of the versions.
+JOB_SLOT = "registry"
+# How long an action with wait=true waits for its job before returning the job's id.
+ACTION_WAIT = 300.0
+# Peer application data, written by the leader: what it knows of the versions and the remote.
 LATEST_KEY = "latest-version"
 PINNED_KEY = "pinned-version"
 INVALID_KEY = "invalid-versions"
-LISTED_KEY = "versions-listed"  # set once the registry's existing tags were read
-# A version cut from a big dataset takes minutes; the hook waits for it (see README).
-DATASET_TIMEOUT = 1800.0
-BOOTSTRAP_TIMEOUT = 300.0
+BOOTSTRAP_ERROR_KEY = "bootstrap-error"
+MOVE_ERROR_KEY = "move-error"
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,8 @@ class RegistryConfig:
             raise ValueError("s3-port: must be between 1024 and 65533")
         if self.s3_port <= self.git_port <= self.s3_port + 2:
             raise ValueError("git-port: must not be s3-port, s3-port + 1 or s3-port + 2")
-        if self.public_host and not HOST_PATTERN.match(self.public_host):
-            raise ValueError("public-host: must be a host name")
+        if self.public_host and not is_host(self.public_host):
+            raise ValueError("public-host: must be a DNS name or an IP address")
         if self.approach not in APPROACHES:
             raise ValueError("approach: must be model-centric, data-centric or empty")
 
@@ -72,6 +76,11 @@ class RegistryConfig:
 def _check_version(value: str, name: str) -> None:
     if not VERSION_PATTERN.match(value):
         raise ValueError(f"{name} must be a version name such as v3, not {value!r}")
+
+
+def _check_message(message: str) -> None:
+    if "\n" in message or len(message) > 500:
+        raise ValueError("message must be one line of at most 500 characters")
 
 
 @dataclass(frozen=True)
@@ -82,17 +91,22 @@ class CreateVersionParams:
     data_dir: str  # the registry's storage in the container, from the charm, not a parameter
     source_kind: str = "upload"
     message: str = ""
+    wait: bool = True
 
     def __post_init__(self):
         if not (self.source.startswith("/") or self.source.startswith("s3://")):
             raise ValueError("source must be an absolute path or an s3://bucket/prefix URL")
-        inside = posixpath.normpath(self.source).startswith(self.data_dir.rstrip("/") + "/")
-        if self.source.startswith("/") and not inside:
-            raise ValueError(f"source must be under {self.data_dir}/ in the registry container")
+        if self.source.startswith("/"):
+            root = self.data_dir.rstrip("/")
+            path = posixpath.normpath(self.source)
+            if not path.startswith(root + "/"):
+                raise ValueError(f"source must be under {root}/ in the registry container")
+            top = path[len(root) + 1 :].split("/", 1)[0]
+            if top in registry_state.INTERNAL_FOLDERS:
+                raise ValueError(f"source must not be the registry's own folder {root}/{top}")
         if self.source_kind not in ("upload", "labelling-export", "augmentation"):
             raise ValueError("source-kind must be upload, labelling-export or augmentation")
-        if "\n" in self.message:
-            raise ValueError("message must be one line")
+        _check_message(self.message)
 
 
 class DiffVersionsParams(pydantic.BaseModel):
@@ -127,19 +141,11 @@ class RollbackParams:
 
     to: str
     message: str = ""
+    wait: bool = True
 
     def __post_init__(self):
         _check_version(self.to, "to")
-        if "\n" in self.message:
-            raise ValueError("message must be one line")
-
-
-class WorkloadError(Exception):
-    """A command in the registry container failed; the message is one line."""
-
-
-def _version_number(name: str | None) -> int:
-    return int(name[1:]) if name and VERSION_PATTERN.match(name) else 0
+        _check_message(self.message)
 
 
 class DataVersioningCharm(ops.CharmBase):
@@ -150,6 +156,8 @@ class DataVersioningCharm(ops.CharmBase):
         self.container = self.unit.get_container(CONTAINER)
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name=self._requested_bucket())
         self._problem: str | None = None
+        # Kept: the framework holds its observers weakly.
+        self._revision_pruner = secrets.RevisionPruner(self)
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
             self.on[DATASET_ENDPOINT].relation_joined,
@@ -158,7 +166,7 @@ class DataVersioningCharm(ops.CharmBase):
             *self.s3.events,
         ):
             framework.observe(event, self._reconcile)
-        framework.observe(self.on[CONTAINER].pebble_custom_notice, self._on_custom_notice)
+        framework.observe(self.on[CONTAINER].pebble_custom_notice, self._reconcile)
         framework.observe(self.on[DATASET_ENDPOINT].relation_broken, self._on_consumer_gone)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         framework.observe(self.on.create_version_action, self._on_create_version)
@@ -166,6 +174,7 @@ class DataVersioningCharm(ops.CharmBase):
         framework.observe(self.on.diff_versions_action, self._on_diff_versions)
         framework.observe(self.on.pin_version_action, self._on_pin_version)
         framework.observe(self.on.rollback_action, self._on_rollback)
+        framework.observe(self.on.list_jobs_action, self._on_list_jobs)
 
     # --- goal state -------------------------------------------------------------------------
 
@@ -183,169 +192,262 @@ class DataVersioningCharm(ops.CharmBase):
     def _config_problem(self) -> str | None:
         return sidecar.config_problem(self, RegistryConfig)
 
-    def _public_host(self, config: RegistryConfig) -> str:
-        return config.public_host or sidecar.service_host(self)
-
-    def _writer(self) -> Credential | None:
-        content = secrets.ensure_app_secret(
-            self,
-            REGISTRY_SECRET,
-            lambda: {"username": REGISTRY_USER, "password": secrets.generate_password()},
+    def _jobs(self) -> JobRunner:
+        return JobRunner(
+            self.container,
+            f"{self._state_dir}/jobs",
+            slot=JOB_SLOT,
+            user=SERVICE_USER,
+            group=SERVICE_USER,
         )
-        return Credential(REGISTRY_USER, content["password"], write=True) if content else None
+
+    def _user_secret(self, label: str, username: str, *, write: bool) -> Credential | None:
+        """A registry user from its secret: git password and its own S3 key pair."""
+        content = secrets.ensure_app_secret(self, label, lambda: _new_credential(username))
+        if content is None:
+            return None
+        if not content.get("access-key") and self.unit.is_leader():
+            # A secret made before users had S3 keys of their own.
+            content = {**_new_credential(username), **content, "username": username}
+            self.model.get_secret(label=label).set_content(content)
+        return Credential(
+            content["username"],
+            content["password"],
+            access_key=content.get("access-key", ""),
+            secret_key=content.get("secret-key", ""),
+            write=write,
+        )
 
     def _consumer_access(self, relation: ops.Relation) -> str:
         request, _problem = databags.load_remote_app_data(relation, DatasetRequirerData)
         return (request.access if request else None) or "read"
 
     def _consumer_credential(self, relation: ops.Relation) -> Credential | None:
-        label = CONSUMER_SECRET.format(relation_id=relation.id)
-        username = CONSUMER_USER.format(relation_id=relation.id)
-        content = secrets.ensure_app_secret(
-            self, label, lambda: {"username": username, "password": secrets.generate_password()}
+        return self._user_secret(
+            CONSUMER_SECRET.format(relation_id=relation.id),
+            CONSUMER_USER.format(relation_id=relation.id),
+            write=self._consumer_access(relation) == "write",
         )
-        if content is None:
-            return None
-        write = self._consumer_access(relation) == "write"
-        return Credential(content["username"], content["password"], write=write)
 
-    def _external_remote(self) -> ExternalRemote | None:
+    def _wanted_bucket(self) -> ExternalBucket | None:
+        """The external bucket the s3 relation offers, if it is complete."""
         connection = self.s3.connection()
         if connection is None:
             return None
-        return ExternalRemote(
+        return ExternalBucket(
             bucket=connection.bucket,
             path=connection.path,
             endpoint=connection.endpoint,
             region=connection.region,
             access_key=connection.access_key,
             secret_key=connection.secret_key,
+            ca_chain=connection.ca_chain,
+            path_style=connection.path_style,
         )
 
     def _settings(self, config: RegistryConfig, writer: Credential) -> RegistrySettings:
-        consumers = [self._consumer_credential(r) for r in self.model.relations[DATASET_ENDPOINT]]
-        return RegistrySettings(
+        consumers = [
+            self._consumer_credential(relation)
+            for relation in self.model.relations[DATASET_ENDPOINT]
+            if not databags.load_remote_app_data(relation, DatasetRequirerData)[1]
+        ]
+        settings = RegistrySettings(
             state_dir=self._state_dir,
-            public_host=self._public_host(config),
+            public_host=config.public_host or sidecar.service_host(self),
             users=(writer, *(c for c in consumers if c is not None)),
             git_port=config.git_port,
             s3_port=config.s3_port,
-            s3_read_only_port=config.s3_port + 1,
-            s3_read_only_backend_port=config.s3_port + 2,
-            bucket=config.bucket,
-            external_remote=self._external_remote(),
             service_user=SERVICE_USER,
             service_group=SERVICE_USER,
         )
+        backend = registry_state.read_backend(self.container, settings)
+        wanted = self._wanted_bucket()
+        # rclone trusts the CA of the bucket in use and of the one objects may move to.
+        trusted = "".join(b.ca_chain for b in (backend, wanted) if b and b.ca_chain) or None
+        return dataclasses.replace(settings, backend=backend, trusted_ca=trusted)
+
+    def _ready_settings(self) -> RegistrySettings | None:
+        if self._config_problem() or not self.container.can_connect():
+            return None
+        writer = self._writer()
+        return self._settings(self._config(), writer) if writer else None
+
+    def _writer(self) -> Credential | None:
+        return self._user_secret(REGISTRY_SECRET, REGISTRY_USER, write=True)
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def _reconcile(self, _event: ops.EventBase) -> None:
-        """Bring the workload, the ports and the relations to the goal state."""
+    def _reconcile(self, event: ops.EventBase) -> None:
+        """Bring the workload, the remote, the versions and the relations to the goal state."""
         if self._config_problem() or not self.container.can_connect():
             return
         if not self.unit.is_leader() and self.app.planned_units() > 1:
             return  # a single writer: collect-status says so
-        config = self._config()
-        writer = self._writer()
-        if writer is None or self.s3.status():
-            # Keep the current remote until the new one is complete.
+        settings = self._ready_settings()
+        if settings is None:
             return
-        settings = self._settings(config, writer)
-        if settings.embedded_s3:
-            self.unit.set_ports(settings.git_port, settings.s3_port, settings.s3_read_only_port)
-        else:
-            self.unit.set_ports(settings.git_port)
+        self.unit.set_ports(settings.git_port, settings.s3_port)
         try:
+            if self.unit.is_leader() and self._settle(settings):
+                settings = self._ready_settings() or settings  # another bucket is in use now
             self._apply(settings)
+            if self.unit.is_leader():
+                self._follow_remote(settings, retry=isinstance(event, ops.UpdateStatusEvent))
+                self._follow_versions(settings)
+        except jobs.JobBusyError as error:
+            logger.info("a job waits for the slot: %s", error)  # started by a later hook
         except (WorkloadError, ops.pebble.Error) as error:
-            self._problem = str(error)
-            logger.warning("registry not configured: %s", error)
+            self._problem = str(error).splitlines()[0]
+            logger.warning("registry not configured: %s", self._problem)
             return
         if self.unit.is_leader():
-            if not self._peer_value(LISTED_KEY):
-                self._refresh_latest(settings)
-            elif isinstance(_event, ops.UpdateStatusEvent):
-                # Juju before 3.6.25 does not deliver notices a non-root workload records:
-                # versions pushed with plain git are then found here.
-                self._validate_new_versions(settings, self._unknown_versions(settings))
             self._provide_dataset(settings)
 
+    def _settle(self, settings: RegistrySettings) -> bool:
+        """Act on ended jobs, take new keys of the bucket in use; True if the bucket changed."""
+        backend = settings.backend
+        self._act_on_ended_jobs(settings)
+        wanted = self._wanted_bucket()
+        if wanted is not None and wanted.location == _location(backend) and wanted != backend:
+            registry_state.write_backend(self.container, settings, wanted)  # new keys or CA
+        return registry_state.read_backend(self.container, settings) != backend
+
     def _apply(self, settings: RegistrySettings) -> None:
-        """Write the files, bootstrap the repository when its inputs changed, run the layer."""
-        self.container.make_dir(
-            settings.state_dir, make_parents=True, user=SERVICE_USER, group=SERVICE_USER
-        )
+        """Write the files, bootstrap the repository until it succeeded once, run the layer."""
+        for directory in settings.directories:
+            if not self.container.exists(directory):
+                self.container.make_dir(
+                    directory, make_parents=True, user=SERVICE_USER, group=SERVICE_USER
+                )
         changed = {
             path
             for path, (content, mode) in registry.files(settings).items()
-            if self._push(path, content, mode)
-        }
-        script_path = f"{settings.conf_dir}/bootstrap.sh"
-        script_changed = self._push(script_path, registry.bootstrap_script(settings), 0o644)
-        hook_changed = f"{settings.conf_dir}/post-receive" in changed
-        repository_missing = not self.container.exists(f"{settings.repository_path}/HEAD")
-        if script_changed or hook_changed or repository_missing:
-            self._exec(
-                registry.bootstrap_command(settings),
-                {"HOME": settings.state_dir, **_remote_environment(settings)},
-                timeout=BOOTSTRAP_TIMEOUT,
-                what="bootstrap",
+            if pebble.push_if_changed(
+                self.container,
+                path,
+                content,
+                permissions=mode,
+                user=SERVICE_USER,
+                group=SERVICE_USER,
             )
+        }
+        changed |= registry_state.write_htpasswd(self.container, settings)
+        if self.unit.is_leader():
+            registry_state.bootstrap(self.container, settings, self._set_bootstrap_error)
         # Apache reads htpasswd and htgroup on every request: only its config and the S3
         # keys need a restart.
         restart = bool(
             changed & {f"{settings.conf_dir}/httpd.conf", f"{settings.conf_dir}/s3.env"}
         )
         pebble.apply_layer(self.container, "registry", registry.layer(settings), restart=restart)
-        unwanted = registry.stopped_services(settings)
-        running = self.container.get_services(*unwanted) if unwanted else {}
-        to_stop = [name for name, info in running.items() if info.is_running()]
-        if to_stop:
-            self.container.stop(*to_stop)
 
-    def _push(self, path: str, content: str, mode: int) -> bool:
+    def _set_bootstrap_error(self, error: str | None) -> None:
+        self._set_peer_value(BOOTSTRAP_ERROR_KEY, error)
+
+    # --- the remote: move the objects before the services serve another bucket --------------
+
+    def _follow_remote(self, settings: RegistrySettings, *, retry: bool) -> None:
+        """Start moving the objects when the s3 relation names another bucket than in use.
+
+        The services keep serving the bucket in use until a job has copied every object to
+        the new one and checked the copy; only then does the charm switch (see
+        ``_act_on_ended_jobs``). A failed move is retried on update-status.
+        """
+        wanted = self._wanted_bucket()
+        if wanted is None and self.s3.status():
+            return  # a relation still completing: keep the bucket in use
+        in_use = settings.backend
+        if _location(wanted) == _location(in_use):
+            self._set_peer_value(MOVE_ERROR_KEY, None)
+            return
+        runner = self._jobs()
+        if runner.current() is not None:
+            return  # one job at a time; the move starts after it
+        failed = self._failed_move()
+        if failed and failed.get("to") == _target(wanted) and not retry:
+            return  # that move failed: retried on update-status (another target goes at once)
+        runner.start(registry.move_objects_job(settings, in_use, wanted))
+
+    def _failed_move(self) -> dict[str, str] | None:
+        """The last failed move of the objects: where to (``to``) and why (``error``)."""
+        recorded = self._peer_value(MOVE_ERROR_KEY)
         try:
-            if self.container.pull(path).read() == content:
-                return False
-        except ops.pebble.PathError:
-            pass
-        self.container.push(
-            path, content, make_dirs=True, permissions=mode, user=SERVICE_USER, group=SERVICE_USER
+            failed = json.loads(recorded) if recorded else None
+        except json.JSONDecodeError:
+            return None
+        return failed if isinstance(failed, dict) else None
+
+    # --- versions: tags in the repository, validated when users push them -------------------
+
+    def _follow_versions(self, settings: RegistrySettings) -> None:
+        """Publish the latest valid version; validate pushed tags in a job, one at a time."""
+        tags = registry_state.tags(self.container, settings)
+        latest = self._peer_value(LATEST_KEY)
+        invalid = set(self._invalid_versions())
+        if latest and latest not in tags:
+            # The repository lost versions (new storage): never publish one it lacks.
+            kept = [t for t in tags if t not in invalid and _number(t) < _number(latest)]
+            latest = max(kept, key=_number, default=None)
+            self._set_peer_value(LATEST_KEY, latest)
+        pinned = self._peer_value(PINNED_KEY)
+        if pinned and pinned not in tags:
+            logger.warning("pinned version %s is not in the repository: unpinned", pinned)
+            self._set_peer_value(PINNED_KEY, None)
+        unknown = sorted(
+            (t for t in tags if _number(t) > _number(latest) and t not in invalid), key=_number
         )
-        return True
-
-    def _exec(
-        self, command: list[str], environment: dict[str, str], *, timeout: float, what: str
-    ) -> str:
-        try:
-            process = self.container.exec(
-                command,
-                environment=environment,
-                user=SERVICE_USER,
-                group=SERVICE_USER,
-                timeout=timeout,
+        runner = self._jobs()
+        if unknown and runner.current() is None:
+            name = unknown[0]
+            spec = registry.dataset_job(
+                settings, "validate-version", name, params={"version": name}
             )
-            stdout, _stderr = process.wait_output()
-        except ops.pebble.ExecError as error:
-            stderr = str(error.stderr or "").strip().splitlines()
-            raise WorkloadError(f"{what} failed: {stderr[-1] if stderr else error}") from error
-        except ops.pebble.ChangeError as error:
-            raise WorkloadError(f"{what} failed: {error.err}") from error
-        return stdout
+            runner.start(spec)
 
-    def _dataset(self, settings: RegistrySettings, command: str, *args: str) -> dict[str, Any]:
-        """Run ``mlops-workload dataset <command>`` in the container; its JSON result."""
-        stdout = self._exec(
-            registry.dataset_command(settings, command, *args),
-            registry.workload_environment(settings),
-            timeout=DATASET_TIMEOUT,
-            what=command,
-        )
-        try:
-            return json.loads(stdout)
-        except json.JSONDecodeError as error:
-            raise WorkloadError(f"{command} returned no JSON result") from error
+    def _act_on_ended_jobs(self, settings: RegistrySettings) -> None:
+        """Act once on each ended job: new versions, validations, moves of the remote."""
+        runner = self._jobs()
+        for job in runner.unreported():
+            self._act_on(job, settings)
+            runner.mark_reported(job)
+
+    def _act_on(self, job: Job, settings: RegistrySettings) -> None:
+        result = job.result or {}
+        if job.state == "failed":
+            logger.warning("job %s (%s) failed: %s", job.id, job.kind, job.error)
+        if job.kind in ("create-version", "rollback") and job.state == "succeeded":
+            self._note_version(str(result.get("version", "")))
+        elif job.kind == "validate-version":
+            name = job.params.get("version", "")
+            if job.state == "succeeded" and result.get("valid"):
+                self._note_version(name)
+            else:
+                # Never published unchecked: a version that could not be checked counts as
+                # invalid too (the job's error says why; versions are immutable).
+                reason = result.get("reason") or job.error
+                logger.warning("pushed version %s is not valid: %s", name, reason)
+                self._set_invalid(name)
+        elif job.kind == "move-remote":
+            wanted = self._wanted_bucket()
+            if job.state == "failed":
+                failed = {"to": job.params.get("to", ""), "error": job.error or "failed"}
+                self._set_peer_value(MOVE_ERROR_KEY, json.dumps(failed))
+            elif result.get("target") == _target(wanted):
+                registry_state.write_backend(self.container, settings, wanted)
+                self._set_peer_value(MOVE_ERROR_KEY, None)
+
+    def _note_version(self, version: str) -> None:
+        if _number(version) > _number(self._peer_value(LATEST_KEY)):
+            self._set_peer_value(LATEST_KEY, version)
+
+    def _invalid_versions(self) -> list[str]:
+        return (self._peer_value(INVALID_KEY) or "").split()
+
+    def _set_invalid(self, name: str) -> None:
+        invalid = sorted({*self._invalid_versions(), name}, key=_number)
+        self._set_peer_value(INVALID_KEY, " ".join(invalid))
+
+    # --- consumers --------------------------------------------------------------------------
 
     def _provide_dataset(self, settings: RegistrySettings) -> None:
         """Give every consumer its credentials and tell it where the data and versions are."""
@@ -358,41 +460,35 @@ class DataVersioningCharm(ops.CharmBase):
             credential = self._consumer_credential(relation)
             if credential is None:
                 continue
-            secret_id = self._grant_consumer_secret(relation, credential, settings)
-            region = settings.external_remote.region if settings.external_remote else None
+            published, _ = databags.load_app_data(relation, self.app, DatasetProviderData)
             databags.save_app_data(
                 relation,
                 self.app,
                 DatasetProviderData(
                     registry_url=settings.git_url,
-                    remote_url=settings.remote_url(),
-                    remote_endpoint=settings.remote_endpoint(write=credential.write),
-                    remote_region=region,
+                    remote_url=settings.remote_url,
+                    remote_endpoint=settings.remote_endpoint,
                     access="write" if credential.write else "read",
-                    credentials_secret_id=secret_id,
+                    credentials_secret_id=secrets.granted_secret_id(
+                        self.model,
+                        relation,
+                        CONSUMER_SECRET.format(relation_id=relation.id),
+                        published.credentials_secret_id if published else None,
+                    ),
                     latest_version=latest,
                     pinned_version=pinned,
                 ),
             )
 
-    def _grant_consumer_secret(
-        self, relation: ops.Relation, credential: Credential, settings: RegistrySettings
-    ) -> str | None:
-        """Keep the consumer's secret holding its git and S3 keys; grant it; return its id."""
-        secret = self.model.get_secret(label=CONSUMER_SECRET.format(relation_id=relation.id))
-        remote = settings.external_remote
-        wanted = {
-            "username": credential.username,
-            "password": credential.password,
-            "access-key": remote.access_key if remote else credential.s3_access_key,
-            "secret-key": remote.secret_key if remote else credential.s3_secret_key,
-        }
-        if secret.get_content(refresh=True) != wanted:
-            secret.set_content(wanted)
-        secret.grant(relation)
-        return secret.get_info().id
+    def _on_consumer_gone(self, event: ops.RelationBrokenEvent) -> None:
+        """Remove a departed consumer's secret (its user leaves htpasswd), then reconcile."""
+        if self.unit.is_leader():
+            secrets.remove_app_secret(
+                self.model, CONSUMER_SECRET.format(relation_id=event.relation.id)
+            )
+        self._reconcile(event)
 
-    # --- versions ---------------------------------------------------------------------------
+    # --- peer data --------------------------------------------------------------------------
 
     def _peer_data(self) -> ops.RelationDataContent | None:
         relation = self.model.get_relation(PEERS)
@@ -404,88 +500,12 @@ class DataVersioningCharm(ops.CharmBase):
 
     def _set_peer_value(self, key: str, value: str | None) -> None:
         data = self._peer_data()
-        if data is None:
+        if data is None or (data.get(key) or None) == value:
             return
         if value:
             data[key] = value
-        elif key in data:
+        else:
             del data[key]
-
-    def _note_version(self, version: str) -> None:
-        if _version_number(version) > _version_number(self._peer_value(LATEST_KEY)):
-            self._set_peer_value(LATEST_KEY, version)
-
-    def _refresh_latest(self, settings: RegistrySettings) -> None:
-        try:
-            listed = self._dataset(settings, "list-versions")
-        except WorkloadError as error:
-            logger.warning("could not list versions: %s", error)
-            return
-        invalid = set(self._invalid_versions())
-        names = [v["version"] for v in listed.get("versions", []) if v["version"] not in invalid]
-        if names:
-            self._note_version(names[-1])
-        self._set_peer_value(LISTED_KEY, "true")
-
-    def _invalid_versions(self) -> list[str]:
-        return (self._peer_value(INVALID_KEY) or "").split()
-
-    def _on_custom_notice(self, event: ops.PebbleCustomNoticeEvent) -> None:
-        """Versions pushed with plain git + dvc: validate them, then tell the consumers."""
-        if event.notice.key != registry.NOTICE_KEY or not self.unit.is_leader():
-            return
-        settings = self._ready_settings()
-        if settings is None:
-            return
-        tags = (event.notice.last_data or {}).get("tags", "").split()
-        self._validate_new_versions(settings, [t for t in tags if VERSION_PATTERN.match(t)])
-        self._reconcile(event)
-
-    def _unknown_versions(self, settings: RegistrySettings) -> list[str]:
-        """Versions newer than the latest known one that were never found invalid."""
-        try:
-            listed = self._dataset(settings, "list-versions")
-        except WorkloadError as error:
-            logger.warning("could not list versions: %s", error)
-            return []
-        latest = _version_number(self._peer_value(LATEST_KEY))
-        invalid = set(self._invalid_versions())
-        return [
-            v["version"]
-            for v in listed.get("versions", [])
-            if _version_number(v["version"]) > latest and v["version"] not in invalid
-        ]
-
-    def _validate_new_versions(self, settings: RegistrySettings, names: list[str]) -> None:
-        """Validate versions pushed by users; publish the valid, record the invalid."""
-        invalid = set(self._invalid_versions())
-        for name in sorted(names, key=_version_number):
-            try:
-                report = self._dataset(settings, "validate-version", name)
-            except WorkloadError as error:
-                logger.warning("could not validate %s: %s", name, error)
-                continue
-            if report.get("valid"):
-                invalid.discard(name)
-                self._note_version(name)
-            else:
-                invalid.add(name)
-                logger.warning("pushed version %s is not valid: %s", name, report.get("reason"))
-        self._set_peer_value(INVALID_KEY, " ".join(sorted(invalid, key=_version_number)))
-
-    def _ready_settings(self) -> RegistrySettings | None:
-        if self._config_problem() or not self.container.can_connect():
-            return None
-        writer = self._writer()
-        return self._settings(self._config(), writer) if writer else None
-
-    def _on_consumer_gone(self, event: ops.RelationBrokenEvent) -> None:
-        """Remove a departed consumer's secret (its user leaves htpasswd), then reconcile."""
-        if self.unit.is_leader():
-            secrets.remove_app_secret(
-                self.model, CONSUMER_SECRET.format(relation_id=event.relation.id)
-            )
-        self._reconcile(event)
 
     # --- status -----------------------------------------------------------------------------
 
@@ -503,9 +523,8 @@ class DataVersioningCharm(ops.CharmBase):
             return
         s3_status = self.s3.unit_status()
         if s3_status:
-            # The registry keeps its current remote (or does not start) until S3 is complete.
+            # The registry keeps serving its current bucket until S3 is complete.
             event.add_status(s3_status)
-            return
         for relation in self.model.relations[DATASET_ENDPOINT]:
             _, problem = databags.load_remote_app_data(relation, DatasetRequirerData)
             if problem:
@@ -513,12 +532,37 @@ class DataVersioningCharm(ops.CharmBase):
         if secrets.read_app_secret(self.model, REGISTRY_SECRET) is None:
             event.add_status(ops.WaitingStatus("waiting for the leader to create the secrets"))
             return
-        if self._problem:
-            event.add_status(ops.BlockedStatus(self._problem))
+        self._add_registry_status(event)
         services = self.container.get_services(registry.GIT_SERVICE)
         if not services or not services[registry.GIT_SERVICE].is_running():
             event.add_status(ops.MaintenanceStatus("starting the registry"))
         event.add_status(ops.ActiveStatus(self._active_message()))
+
+    def _add_registry_status(self, event: ops.CollectStatusEvent) -> None:
+        """What failed in this hook, a failed bootstrap, the DVC remote's move."""
+        if self._problem:
+            event.add_status(ops.BlockedStatus(self._problem))
+        bootstrap_error = self._peer_value(BOOTSTRAP_ERROR_KEY)
+        if bootstrap_error:
+            event.add_status(ops.BlockedStatus(f"registry bootstrap failed: {bootstrap_error}"))
+        if not self.unit.is_leader():
+            return
+        wanted = self._wanted_bucket()
+        settings = self._ready_settings()
+        if settings is None or (wanted is None and self.s3.status()):
+            return
+        if _location(wanted) == _location(settings.backend):
+            return
+        failed = self._failed_move()
+        if failed and failed.get("to") == _target(wanted):
+            event.add_status(
+                ops.BlockedStatus(
+                    "moving the DVC remote failed (retried on update-status): "
+                    f"{failed.get('error')}"
+                )
+            )
+            return
+        event.add_status(ops.MaintenanceStatus(f"moving the DVC remote to {_target(wanted)}"))
 
     def _active_message(self) -> str:
         latest, pinned = self._peer_value(LATEST_KEY), self._peer_value(PINNED_KEY)
@@ -549,49 +593,48 @@ class DataVersioningCharm(ops.CharmBase):
             event.fail("the registry's secrets do not exist yet: wait for the leader")
         return settings
 
-    def _run_dataset(self, event: ops.ActionEvent, command: str, *args: str) -> dict | None:
-        settings = self._action_settings(event)
-        if settings is None:
-            return None
+    def _approach(self) -> str:
+        return self._config().approach if not self._config_problem() else ""
+
+    def _start_version_job(
+        self,
+        event: ops.ActionEvent,
+        settings: RegistrySettings,
+        command: str,
+        args: list[str],
+        *,
+        shown: dict[str, str],
+        wait: bool,
+    ) -> None:
+        """Cut a version in a job; with ``wait``, report the version when it ends in time."""
         try:
-            return self._dataset(settings, command, *args)
-        except WorkloadError as error:
-            event.fail(str(error).removeprefix(f"{command} failed: error: "))
-            return None
-
-    def _on_create_version(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(CreateVersionParams, data_dir=self._state_dir, errors="fail")
-        approach = self._config().approach if not self._config_problem() else ""
-        args = ["--source", params.source, "--source-kind", params.source_kind]
-        args += ["--message", params.message] if params.message else []
-        args += ["--approach", approach] if approach else []
-        if params.source.startswith("s3://"):
-            # The source bucket is on the remote's S3 server (embedded or external).
-            settings = self._ready_settings()
-            endpoint = settings.local_endpoint if settings else None
-            args += ["--source-endpoint-url", endpoint] if endpoint else []
-        result = self._run_dataset(event, "create-version", *args)
-        if result is None:
+            # A move that ended switches first: never cut a version onto the bucket it left.
+            if self._settle(settings):
+                settings = self._ready_settings() or settings
+                self._apply(settings)
+        except (WorkloadError, ops.pebble.Error) as error:
+            event.fail(f"the registry is not ready: {str(error).splitlines()[0]}")
             return
-        self._after_new_version(event, result)
-
-    def _on_rollback(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(RollbackParams, errors="fail")
-        args = ["--to", params.to]
-        args += ["--message", params.message] if params.message else []
-        approach = self._config().approach if not self._config_problem() else ""
+        approach = self._approach()
         args += ["--approach", approach] if approach else []
-        result = self._run_dataset(event, "rollback", *args)
-        if result is None:
+        spec = registry.dataset_job(settings, command, *args, params=shown)
+        job = jobs.start_for_action(event, self._jobs(), spec, wait=wait, timeout=ACTION_WAIT)
+        if job is None or not job.ended:
             return
-        self._after_new_version(event, result)
-
-    def _after_new_version(self, event: ops.ActionEvent, result: dict) -> None:
-        self._note_version(result["version"])
-        self._reconcile(event)
+        try:
+            self._act_on_ended_jobs(settings)
+            self._provide_dataset(settings)
+        except (WorkloadError, ops.pebble.Error) as error:
+            logger.warning("version %s made, not yet published: %s", job.id, error)
+        if job.state == "failed":
+            event.fail(f"{command} failed: {job.error}")
+            return
+        result = job.result or {}
         event.set_results(
             {
-                "version": result["version"],
+                "job": job.id,
+                "state": job.state,
+                "version": result.get("version", ""),
                 "parent": result.get("parent") or "",
                 "commit": result.get("commit", ""),
                 "files": result.get("files", 0),
@@ -600,17 +643,71 @@ class DataVersioningCharm(ops.CharmBase):
             }
         )
 
+    def _on_create_version(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(CreateVersionParams, data_dir=self._state_dir, errors="fail")
+        settings = self._action_settings(event)
+        if settings is None:
+            return
+        args = ["--source", params.source, "--source-kind", params.source_kind]
+        args += ["--message", params.message] if params.message else []
+        if params.source.startswith("s3://"):
+            # The source bucket is on the registry's own S3 endpoint (its read-write server).
+            args += ["--source-endpoint-url", settings.local_endpoint]
+        self._start_version_job(
+            event,
+            settings,
+            "create-version",
+            args,
+            shown={"source": params.source},
+            wait=params.wait,
+        )
+
+    def _on_rollback(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(RollbackParams, errors="fail")
+        settings = self._action_settings(event)
+        if settings is None:
+            return
+        args = ["--to", params.to]
+        args += ["--message", params.message] if params.message else []
+        self._start_version_job(
+            event, settings, "rollback", args, shown={"to": params.to}, wait=params.wait
+        )
+
+    def _on_list_jobs(self, event: ops.ActionEvent) -> None:
+        if self._action_settings(event) is None:
+            return
+        jobs.list_for_action(event, self._jobs())
+
+    def _dataset(self, event: ops.ActionEvent, command: str, *args: str) -> dict | None:
+        """Run a short ``mlops-workload dataset`` command; None after failing ``event``."""
+        settings = self._action_settings(event)
+        if settings is None:
+            return None
+        try:
+            return workload_exec.run_json(
+                self.container,
+                registry.dataset_command(settings, command, *args),
+                what=command,
+                environment=registry.workload_environment(settings),
+                user=SERVICE_USER,
+                group=SERVICE_USER,
+                working_dir=settings.state_dir,
+            )
+        except WorkloadError as error:
+            event.fail(str(error).removeprefix(f"{command} failed: "))
+            return None
+
     def _on_list_versions(self, event: ops.ActionEvent) -> None:
-        result = self._run_dataset(event, "list-versions")
+        result = self._dataset(event, "list-versions")
         if result is None:
             return
-        versions = result.get("versions", [])
+        listed = result.get("versions", [])
         event.set_results(
             {
-                "count": len(versions),
-                "latest": versions[-1]["version"] if versions else "",
+                "count": len(listed),
+                "latest": self._peer_value(LATEST_KEY) or "",  # the latest valid one
                 "pinned": self._peer_value(PINNED_KEY) or "",
-                "versions": json.dumps(versions),
+                "versions": json.dumps(listed),
             }
         )
 
@@ -620,7 +717,7 @@ class DataVersioningCharm(ops.CharmBase):
         except pydantic.ValidationError as error:
             event.fail(f"Error in action parameters: {databags.one_line(error)}")
             return
-        result = self._run_dataset(event, "diff-versions", params.old, params.new)
+        result = self._dataset(event, "diff-versions", params.old, params.new)
         if result is None:
             return
         event.set_results(
@@ -638,30 +735,44 @@ class DataVersioningCharm(ops.CharmBase):
 
     def _on_pin_version(self, event: ops.ActionEvent) -> None:
         params = event.load_params(PinVersionParams, errors="fail")
-        if not params.version:
-            if self._action_settings(event) is None:
+        settings = self._action_settings(event)
+        if settings is None:
+            return
+        if params.version:
+            latest = self._peer_value(LATEST_KEY)
+            if params.version in self._invalid_versions():
+                event.fail(f"cannot pin {params.version}: its data is not in the remote")
                 return
-            self._set_peer_value(PINNED_KEY, None)
-            self._reconcile(event)
-            event.set_results({"pinned": ""})
-            return
-        report = self._run_dataset(event, "validate-version", params.version)
-        if report is None:
-            return
-        if not report.get("valid"):
-            event.fail(f"cannot pin {params.version}: {report.get('reason') or 'not valid'}")
-            return
-        self._set_peer_value(PINNED_KEY, params.version)
-        self._reconcile(event)
+            if params.version not in registry_state.tags(self.container, settings) or _number(
+                params.version
+            ) > _number(latest):
+                event.fail(f"cannot pin {params.version}: no such valid version")
+                return
+        self._set_peer_value(PINNED_KEY, params.version or None)
+        self._provide_dataset(settings)
         event.set_results({"pinned": params.version})
 
 
-def _remote_environment(settings: RegistrySettings) -> dict[str, str]:
-    """What the bootstrap needs to reach an external remote (nothing for the embedded one)."""
-    remote = settings.external_remote
-    if remote is None:
-        return {}
-    return {"AWS_ACCESS_KEY_ID": remote.access_key, "AWS_SECRET_ACCESS_KEY": remote.secret_key}
+def _new_credential(username: str) -> dict[str, str]:
+    return {
+        "username": username,
+        "password": secrets.generate_password(),
+        "access-key": "mlops" + secrets.generate_password(16).replace("-", "").replace("_", ""),
+        "secret-key": secrets.generate_password(40),
+    }
+
+
+def _location(bucket: ExternalBucket | None) -> str | None:
+    return bucket.location if bucket else None
+
+
+def _target(bucket: ExternalBucket | None) -> str:
+    """Where a move goes, as its job records it (``to``)."""
+    return bucket.location if bucket else registry.STORAGE_TARGET
+
+
+def _number(name: str | None) -> int:
+    return int(name[1:]) if name and VERSION_PATTERN.match(name) else 0
 
 
 if __name__ == "__main__":  # pragma: nocover

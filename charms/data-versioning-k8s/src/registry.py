@@ -1,30 +1,37 @@
-"""The DVC data registry workload: git smart HTTP, the embedded S3 remote, their health.
+"""The DVC data registry workload: git smart HTTP, the S3 front of the DVC remote, their health.
 
 Nothing here knows about Juju. The charm turns config, relations and secrets into
-``RegistrySettings``; this module turns those into the files the servers read, the
-Pebble layer that runs them, the bootstrap script run once in the container and the
-``mlops-workload`` commands that cut versions.
+``RegistrySettings``; this module turns those into the files the servers read, the Pebble
+layer that runs them, the bootstrap script run in the container, and the jobs (``JobSpec``)
+that cut versions, validate pushed ones and move the remote's objects.
 
-- git: ``git http-backend`` behind Apache httpd (prefork + mod_cgi) with HTTP basic
-  auth. Every registry user may fetch; only users in the ``writers`` group may push.
-- DVC remote: by default ``rclone serve s3`` over the unit's storage, twice: a
-  read-write endpoint that knows only the writers' keys, and a ``--read-only`` one
-  that knows only the readers' keys, on loopback behind Apache, which passes it GET
-  and HEAD only (rclone's read-only mode stalls on a PUT instead of refusing it).
-  So a read-only consumer cannot change data either. External S3 replaces both.
-- A git ``post-receive`` hook records a Pebble notice when tags are pushed; the
-  charm sees it as ``pebble-custom-notice`` and validates the new versions.
+- git: ``git http-backend`` behind Apache httpd (prefork + mod_cgi) with HTTP basic auth.
+  Every registry user may fetch; only users in the ``writers`` group may push (a reader's
+  push gets 403, so git does not discard the reader's stored credentials). An ``update`` hook
+  refuses any change to an existing tag: versions are immutable.
+- The DVC remote is always the registry's own S3 endpoint, ``s3://dvc`` on ``s3-port``:
+  Apache sends reads (GET, HEAD) to a read-only ``rclone serve s3`` that knows every user's
+  keys, and writes to a read-write one that knows only the writers' keys; a reader's write
+  gets S3's ``AccessDenied``. Both serve the unit's storage, or an external bucket (the
+  ``s3`` relation) through rclone, so no consumer ever holds the external bucket's keys and
+  the remote consumers use never changes when the objects move.
+- A git ``post-receive`` hook records a Pebble notice when tags are pushed; the charm sees it
+  as ``pebble-custom-notice`` and validates the new versions in a job.
 
-Secrets never appear in the Pebble plan or a command line: passwords are stored only
-as bcrypt hashes, and S3 keys travel in ``s3.env`` (mode 0600) sourced by the command.
+Secrets never appear in the Pebble plan or a command line: passwords are stored only as bcrypt
+hashes, and S3 keys travel in ``s3.env`` (mode 0600) sourced by the services' commands.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from mlops_charms import workload
+from mlops_charms.jobs import JobSpec
 
 if TYPE_CHECKING:
     from ops.pebble import LayerDict
@@ -38,9 +45,13 @@ S3_READ_ONLY_READY_CHECK = "s3-read-only-ready"
 NOTICE_KEY = "mlops-stack.dev/registry/tags-pushed"
 REPOSITORY_NAME = "registry.git"
 REMOTE_NAME = "storage"
+# The bucket consumers see, whatever holds the objects (the unit's storage or external S3).
+DVC_BUCKET = "dvc"
 WRITERS_GROUP = "writers"
-# Modules Apache loads (mod_unixd and mod_log_config are built into Debian's and
-# Ubuntu's binary); prefork + mod_cgi keeps one CGI model and no cgid socket.
+STORAGE_TARGET = "the unit's storage"  # where a move of the objects goes when not a bucket
+NO_ANALYTICS = {"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
+# Modules Apache loads (mod_unixd and mod_log_config are built into Debian's and Ubuntu's
+# binary); prefork + mod_cgi keeps one CGI model and no cgid socket.
 _APACHE_MODULES = (
     ("mpm_prefork_module", "mod_mpm_prefork.so"),
     ("authz_core_module", "mod_authz_core.so"),
@@ -52,49 +63,84 @@ _APACHE_MODULES = (
     ("alias_module", "mod_alias.so"),
     ("cgi_module", "mod_cgi.so"),
     ("env_module", "mod_env.so"),
+    ("mime_module", "mod_mime.so"),
+    ("rewrite_module", "mod_rewrite.so"),
     ("proxy_module", "mod_proxy.so"),
     ("proxy_http_module", "mod_proxy_http.so"),
 )
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_ACCESS_DENIED = """<?xml version="1.0" encoding="UTF-8"?>
+<Error><Code>AccessDenied</Code><Message>Access Denied: these credentials may only read \
+the DVC remote</Message></Error>
+"""
 
 
 @dataclass(frozen=True)
 class Credential:
-    """A registry user: git basic auth, and S3 keys for the embedded remote."""
+    """A registry user: git basic auth, and its own S3 key pair for the DVC remote."""
 
     username: str
-    password: str
+    password: str = field(repr=False)
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
     write: bool = False
-
-    @property
-    def s3_access_key(self) -> str:
-        return self.username
-
-    @property
-    def s3_secret_key(self) -> str:
-        return self.password
 
 
 @dataclass(frozen=True)
-class ExternalRemote:
-    """An external S3 bucket as the DVC remote (from the ``s3`` relation)."""
+class ExternalBucket:
+    """An external S3 bucket that holds the DVC remote's objects (from the ``s3`` relation)."""
 
     bucket: str
     path: str
     endpoint: str | None
     region: str | None
-    access_key: str
-    secret_key: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    ca_chain: str | None = field(default=None, repr=False)
+    path_style: bool | None = None
 
     @property
-    def url(self) -> str:
+    def location(self) -> str:
+        """Where the objects are: two buckets with the same location hold the same objects."""
         path = self.path.strip("/")
-        return f"s3://{self.bucket}/{path}" if path else f"s3://{self.bucket}"
+        return f"{self.endpoint or 's3'}/{self.bucket}{'/' + path if path else ''}"
+
+    def rclone_remote(self, name: str) -> dict[str, str]:
+        """An rclone remote ``name`` for this bucket, as environment variables."""
+        prefix = f"RCLONE_CONFIG_{name.upper()}_"
+        variables = {
+            "TYPE": "s3",
+            "PROVIDER": "Other" if self.endpoint else "AWS",
+            "ACCESS_KEY_ID": self.access_key,
+            "SECRET_ACCESS_KEY": self.secret_key,
+        }
+        if self.endpoint:
+            variables["ENDPOINT"] = self.endpoint
+        if self.region:
+            variables["REGION"] = self.region
+        if self.path_style is not None:
+            variables["FORCE_PATH_STYLE"] = "true" if self.path_style else "false"
+        return {prefix + key: value for key, value in variables.items()}
+
+    def rclone_path(self, name: str) -> str:
+        path = self.path.strip("/")
+        return f"{name}:{self.bucket}{'/' + path if path else ''}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExternalBucket | None:
+        """The bucket recorded by ``to_json``; None when the text is not one."""
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError):
+            return None
 
 
 @dataclass(frozen=True)
 class Binaries:
-    """Where the workload's programs are (the rock's paths by default)."""
+    """Where the workload's programs are in the rock (rocks/data-registry)."""
 
     apache: str = "/usr/sbin/apache2"
     apache_modules: str = "/usr/lib/apache2/modules"
@@ -102,28 +148,36 @@ class Binaries:
     rclone: str = "/bin/rclone"
     dvc: str = "/bin/dvc"
     mlops_workload: str = "/bin/mlops-workload"
-    # Juju mounts its Pebble client and socket into every workload container.
-    pebble: str = "/charm/bin/pebble"
+
+
+ROCK = Binaries()
 
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """Everything the registry's files, layer and commands are derived from."""
+    """Everything the registry's files, layer and jobs are derived from."""
 
     state_dir: str
     public_host: str
     users: tuple[Credential, ...]
     git_port: int = 8080
     s3_port: int = 9000
-    s3_read_only_port: int = 9001
-    s3_read_only_backend_port: int = 9002
     bind_address: str = ""
-    bucket: str = "dvc"
-    external_remote: ExternalRemote | None = None
+    # The bucket the services serve now; None: the unit's storage.
+    backend: ExternalBucket | None = None
+    # PEM certificates rclone trusts for external buckets (a private CA), if any.
+    trusted_ca: str | None = field(default=None, repr=False)
     service_user: str | None = None
     service_group: str | None = None
-    pebble_socket: str = "/charm/container/pebble.socket"
-    binaries: Binaries = field(default_factory=Binaries)
+    binaries: Binaries = field(default_factory=lambda: ROCK)
+
+    @property
+    def s3_write_port(self) -> int:
+        return self.s3_port + 1
+
+    @property
+    def s3_read_port(self) -> int:
+        return self.s3_port + 2
 
     @property
     def repository_path(self) -> str:
@@ -131,10 +185,12 @@ class RegistrySettings:
 
     @property
     def workspace_path(self) -> str:
-        return f"{self.state_dir}/workspace"
+        # In a folder of its own: the workspace's lock file sits next to it.
+        return f"{self.state_dir}/workspace/registry"
 
     @property
     def s3_root(self) -> str:
+        """The embedded remote's root: one folder per bucket, ``dvc`` holding the objects."""
         return f"{self.state_dir}/s3"
 
     @property
@@ -146,49 +202,82 @@ class RegistrySettings:
         return f"{self.state_dir}/run"
 
     @property
-    def embedded_s3(self) -> bool:
-        return self.external_remote is None
+    def jobs_dir(self) -> str:
+        return f"{self.state_dir}/jobs"
+
+    @property
+    def home_dir(self) -> str:
+        return f"{self.state_dir}/home"
+
+    @property
+    def ca_file(self) -> str:
+        return f"{self.conf_dir}/s3-ca.pem"
+
+    @property
+    def directories(self) -> tuple[str, ...]:
+        """The folders the service user owns, made by the charm (the mount root may be root's)."""
+        return (
+            self.conf_dir,
+            f"{self.conf_dir}/htdocs",
+            f"{self.conf_dir}/hooks",
+            f"{self.state_dir}/git",
+            self.run_dir,
+            f"{self.s3_root}/{DVC_BUCKET}",
+            f"{self.state_dir}/workspace",
+            self.jobs_dir,
+            self.home_dir,
+        )
 
     @property
     def git_url(self) -> str:
         """The registry's git URL as consumers use it."""
         return f"http://{self.public_host}:{self.git_port}/{REPOSITORY_NAME}"
 
+    @property
     def remote_url(self) -> str:
-        """The DVC remote's URL (``s3://bucket[/path]``)."""
-        if self.external_remote:
-            return self.external_remote.url
-        return f"s3://{self.bucket}"
-
-    def remote_endpoint(self, *, write: bool) -> str | None:
-        """The S3 endpoint a consumer with or without write access uses."""
-        if self.external_remote:
-            return self.external_remote.endpoint
-        port = self.s3_port if write else self.s3_read_only_port
-        return f"http://{self.public_host}:{port}"
+        """The DVC remote's URL, the same for every consumer and every backend."""
+        return f"s3://{DVC_BUCKET}"
 
     @property
-    def local_endpoint(self) -> str | None:
-        """The S3 endpoint the workload itself writes to."""
-        if self.external_remote:
-            return self.external_remote.endpoint
-        return f"http://127.0.0.1:{self.s3_port}"
+    def remote_endpoint(self) -> str:
+        """The DVC remote's S3 endpoint as consumers reach it."""
+        return f"http://{self.public_host}:{self.s3_port}"
+
+    @property
+    def local_endpoint(self) -> str:
+        """The S3 endpoint the workload itself writes to (the read-write server)."""
+        return f"http://127.0.0.1:{self.s3_write_port}"
+
+    @property
+    def writers(self) -> tuple[Credential, ...]:
+        return tuple(user for user in self.users if user.write)
 
 
 def _listen(settings: RegistrySettings, port: int) -> str:
     return f"{settings.bind_address}:{port}" if settings.bind_address else str(port)
 
 
+# --- files -----------------------------------------------------------------------------------
+
+
+def users_fingerprint(users: tuple[Credential, ...]) -> str:
+    """A digest of who may log in, to render the (slow) bcrypt file only when users change."""
+    digest = hashlib.sha256()
+    for user in sorted(users, key=lambda u: u.username):
+        digest.update(f"{user.username}\0{user.password}\0{user.write}\0".encode())
+    return digest.hexdigest()
+
+
 def _bcrypt_salt(username: str, password: str) -> bytes:
-    # Derived from the credential so that rendering is deterministic: unchanged users
-    # give an unchanged file, and the charm does not rewrite it on every hook.
+    # Derived from the credential so that rendering is deterministic: unchanged users give
+    # an unchanged file.
     digest = hashlib.sha256(f"mlops-registry\0{username}\0{password}".encode()).digest()
     chars = "".join(_BCRYPT_ALPHABET[byte % 64] for byte in digest[:21])
     return f"$2y$08${chars}e".encode()
 
 
 def htpasswd(users: tuple[Credential, ...]) -> str:
-    """The htpasswd file: one bcrypt hash per user."""
+    """The htpasswd file: one bcrypt hash per user (about 15 ms each)."""
     import bcrypt  # only the hooks that write the file pay for it
 
     lines = []
@@ -205,7 +294,7 @@ def htgroup(users: tuple[Credential, ...]) -> str:
 
 
 def httpd_conf(settings: RegistrySettings) -> str:
-    """Apache's whole configuration: git http-backend with basic auth, a health URL."""
+    """Apache's whole configuration: git http-backend with basic auth, the S3 front, health."""
     # Guarded: a module built into the binary cannot be loaded again.
     modules = "\n".join(
         f"<IfModule !{name}>\n    LoadModule {name} {settings.binaries.apache_modules}/{so}\n"
@@ -224,6 +313,7 @@ Listen {_listen(settings, settings.git_port)}
 ServerName {settings.public_host}
 PidFile {run}/httpd.pid
 Mutex file:{run} default
+TypesConfig /dev/null
 # Piped through cat, which inherits Pebble's pipes: a non-root Apache cannot reopen them.
 ErrorLog "|/bin/cat"
 LogFormat "%h %u \\"%r\\" %>s %b" registry
@@ -256,6 +346,8 @@ ScriptAlias /{REPOSITORY_NAME}/ {settings.binaries.git_http_backend}/{REPOSITORY
     AuthBasicProvider file
     AuthUserFile {conf}/htpasswd
     AuthGroupFile {conf}/htgroup
+    # A known user who may not push gets 403, not a new password prompt.
+    AuthzSendForbiddenOnFailure On
     <If {receive_pack}>
         Require group {WRITERS_GROUP}
     </If>
@@ -263,52 +355,80 @@ ScriptAlias /{REPOSITORY_NAME}/ {settings.binaries.git_http_backend}/{REPOSITORY
         Require valid-user
     </Else>
 </Location>
-{_read_only_s3_vhost(settings)}"""
+{_s3_front(settings)}"""
 
 
-def _read_only_s3_vhost(settings: RegistrySettings) -> str:
-    if not settings.embedded_s3:
-        return ""
+def _s3_front(settings: RegistrySettings) -> str:
+    """The DVC remote's endpoint: reads to the read-only server, writes to the writers' one."""
+    readers = [u.access_key for u in settings.users if not u.write and u.access_key]
+    refuse_readers = (
+        f"""    RewriteCond %{{HTTP:Authorization}} "Credential=({"|".join(readers)})/"
+    RewriteCond %{{REQUEST_METHOD}} "!^(GET|HEAD)$"
+    RewriteRule ^ - [F]
+"""
+        if readers
+        else ""
+    )
+    # The raw path (THE_REQUEST) and the raw query string reach rclone unchanged: the
+    # request's S3 signature covers them.
+    raw_path = 'RewriteCond %{THE_REQUEST} "^\\S+ (/[^?\\s]*)"'
     return f"""
-# Read-only S3: readers' requests reach the read-only rclone only if they cannot write.
-Listen {_listen(settings, settings.s3_read_only_port)}
-<VirtualHost *:{settings.s3_read_only_port}>
+Listen {_listen(settings, settings.s3_port)}
+<VirtualHost *:{settings.s3_port}>
     ProxyPreserveHost On
-    ProxyPass / http://127.0.0.1:{settings.s3_read_only_backend_port}/ nocanon
-    <Location />
-        <LimitExcept GET HEAD>
-            Require all denied
-        </LimitExcept>
-        <Limit GET HEAD>
-            Require all granted
-        </Limit>
+    ProxyRequests Off
+    AllowEncodedSlashes NoDecode
+    Alias /.registry/access-denied.xml {settings.conf_dir}/htdocs/access-denied.xml
+    <Location /.registry/>
+        ForceType application/xml
+        Require all granted
     </Location>
+    <Location />
+        Require all granted
+    </Location>
+    # A reader's write gets S3's own error, which S3 clients can show.
+    ErrorDocument 403 /.registry/access-denied.xml
+    RewriteEngine On
+    RewriteRule ^/\\.registry/ - [L]
+{refuse_readers}    RewriteCond %{{REQUEST_METHOD}} "^(GET|HEAD)$"
+    {raw_path}
+    RewriteRule ^ http://127.0.0.1:{settings.s3_read_port}%1 [P,NE]
+    {raw_path}
+    RewriteRule ^ http://127.0.0.1:{settings.s3_write_port}%1 [P,NE]
 </VirtualHost>
 """
 
 
 def s3_env(settings: RegistrySettings) -> str:
-    """The secrets the S3 services read, as shell exports: rclone's key pairs.
+    """What the S3 services read, as shell exports: key pairs, and the external bucket.
 
     The read-write server knows the writers' keys only; the read-only one knows all.
     """
-    writers = [u for u in settings.users if u.write]
-    if not writers:
+    if not settings.writers:
         # rclone without keys serves anonymously: never render that.
-        raise ValueError("the embedded S3 remote needs at least one writer")
+        raise ValueError("the DVC remote needs at least one writer")
 
-    def keys(users: list[Credential]) -> str:
-        return ",".join(f'"{u.s3_access_key},{u.s3_secret_key}"' for u in users)
+    def keys(users: tuple[Credential, ...]) -> str:
+        return ",".join(f'"{u.access_key},{u.secret_key}"' for u in users)
 
-    return (
-        f"export RCLONE_AUTH_KEY={shlex.quote(keys(writers))}\n"
-        f"export RCLONE_READ_ONLY_AUTH_KEY={shlex.quote(keys(list(settings.users)))}\n"
-    )
+    environment = {
+        "RCLONE_AUTH_KEY": keys(settings.writers),
+        "RCLONE_READ_ONLY_AUTH_KEY": keys(settings.users),
+    }
+    environment |= _trust(settings)
+    if settings.backend is not None:
+        environment |= settings.backend.rclone_remote("external")
+        # One folder, `dvc`, mapped onto the bucket (and path) that holds the objects.
+        environment["RCLONE_CONFIG_FRONT_TYPE"] = "combine"
+        environment["RCLONE_CONFIG_FRONT_UPSTREAMS"] = (
+            f"{DVC_BUCKET}={settings.backend.rclone_path('external')}"
+        )
+    return workload.secrets_env(environment)
 
 
-def post_receive_hook(settings: RegistrySettings) -> str:
+def post_receive_hook() -> str:
     """The git hook that tells the charm (through a Pebble notice) that tags arrived."""
-    notify = shlex.join([settings.binaries.pebble, "notify", NOTICE_KEY])
+    notify = shlex.join(workload.JUJU_PEBBLE.notify_command(NOTICE_KEY))
     return f"""#!/bin/sh
 # Rendered by the data-versioning charm: record a Pebble notice when tags are pushed.
 tags=""
@@ -316,38 +436,64 @@ while read -r old new ref; do
     case "$ref" in refs/tags/*) tags="$tags ${{ref#refs/tags/}}" ;; esac
 done
 [ -z "$tags" ] && exit 0
-PEBBLE_SOCKET={shlex.quote(settings.pebble_socket)} {notify} "tags=${{tags# }}" >/dev/null 2>&1 \\
+{notify} "tags=${{tags# }}" >/dev/null 2>&1 \\
     || echo "registry: could not notify the charm of:$tags" >&2
 exit 0
 """
 
 
+def update_hook() -> str:
+    """The git hook that keeps tags immutable (denyNonFastForwards covers branches only)."""
+    return """#!/bin/sh
+# Rendered by the data-versioning charm: a version, once pushed, never changes.
+case "$1" in
+refs/tags/*)
+    if [ "$2" != 0000000000000000000000000000000000000000 ]; then
+        echo "registry: $1 exists; versions are immutable, push a new one" >&2
+        exit 1
+    fi
+    ;;
+esac
+exit 0
+"""
+
+
 def files(settings: RegistrySettings) -> dict[str, tuple[str, int]]:
-    """The files the servers read, by path: (content, mode)."""
+    """The files the servers read, by path: (content, mode). htpasswd is apart (slow)."""
     conf = settings.conf_dir
     rendered = {
         f"{conf}/httpd.conf": (httpd_conf(settings), 0o644),
-        f"{conf}/htpasswd": (htpasswd(settings.users), 0o640),
         f"{conf}/htgroup": (htgroup(settings.users), 0o644),
         f"{conf}/htdocs/healthz": ("ok\n", 0o644),
-        f"{conf}/post-receive": (post_receive_hook(settings), 0o755),
+        f"{conf}/htdocs/access-denied.xml": (_ACCESS_DENIED, 0o644),
+        f"{conf}/hooks/post-receive": (post_receive_hook(), 0o755),
+        f"{conf}/hooks/update": (update_hook(), 0o755),
+        f"{conf}/s3.env": (s3_env(settings), 0o600),
+        f"{conf}/bootstrap.sh": (bootstrap_script(settings), 0o644),
     }
-    if settings.embedded_s3:
-        rendered[f"{conf}/s3.env"] = (s3_env(settings), 0o600)
+    if settings.trusted_ca:
+        rendered[settings.ca_file] = (settings.trusted_ca, 0o644)
     return rendered
 
 
+def _trust(settings: RegistrySettings) -> dict[str, str]:
+    """Rclone's environment for trusting a private CA (its --ca-cert flag)."""
+    return {"RCLONE_CA_CERT": settings.ca_file} if settings.trusted_ca else {}
+
+
+# --- the layer -------------------------------------------------------------------------------
+
+
 def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> str:
-    port = settings.s3_read_only_backend_port if read_only else settings.s3_port
-    # rclone wants host:port; ":port" is every interface (a bare port is refused).
-    addr = f"127.0.0.1:{port}" if read_only else f"{settings.bind_address}:{port}"
+    port = settings.s3_read_port if read_only else settings.s3_write_port
+    root = "front:" if settings.backend is not None else settings.s3_root
     args = [
         settings.binaries.rclone,
         "serve",
         "s3",
-        settings.s3_root,
+        root,
         "--addr",
-        addr,
+        f"127.0.0.1:{port}",
         "--config",
         f"{settings.conf_dir}/rclone.conf",
         "--cache-dir",
@@ -366,14 +512,12 @@ def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> str:
     return shlex.join(["/bin/sh", "-c", launch])
 
 
-def _service(
-    settings: RegistrySettings, summary: str, command: str, *, enabled: bool = True
-) -> dict:
-    service = {
+def _service(settings: RegistrySettings, summary: str, command: str) -> dict[str, Any]:
+    service: dict[str, Any] = {
         "override": "replace",
         "summary": summary,
         "command": command,
-        "startup": "enabled" if enabled else "disabled",
+        "startup": "enabled",
     }
     if settings.service_user:
         service["user"] = settings.service_user
@@ -381,99 +525,55 @@ def _service(
     return service
 
 
-def _check(url_or_port: str | int, *, enabled: bool = True) -> dict:
-    check: dict = {
-        "override": "replace",
-        "level": "ready",
-        "startup": "enabled" if enabled else "disabled",
-        "period": "10s",
-        "timeout": "3s",
-        "threshold": 3,
-    }
-    if isinstance(url_or_port, int):
-        check["tcp"] = {"host": "127.0.0.1", "port": url_or_port}
-    else:
-        check["http"] = {"url": url_or_port}
-    return check
-
-
 def layer(settings: RegistrySettings) -> LayerDict:
-    """The Pebble layer: the git server, the S3 endpoints and the checks of all three.
-
-    With an external remote the S3 services stay in the layer but disabled, so that a
-    replan stops the embedded servers that were running before the switch.
-    """
+    """The Pebble layer: Apache (git and the S3 front), the two S3 servers, their checks."""
     apache = shlex.join(
         [settings.binaries.apache, "-f", f"{settings.conf_dir}/httpd.conf", "-DFOREGROUND"]
     )
-    embedded = settings.embedded_s3
     services = {
-        GIT_SERVICE: _service(settings, "git smart HTTP (Apache httpd)", apache),
+        GIT_SERVICE: _service(settings, "git smart HTTP and the S3 front (Apache)", apache),
         S3_SERVICE: _service(
             settings,
             "DVC remote, read-write (rclone serve s3)",
             _rclone_command(settings, read_only=False),
-            enabled=embedded,
         ),
         S3_READ_ONLY_SERVICE: _service(
             settings,
             "DVC remote, read-only (rclone serve s3)",
             _rclone_command(settings, read_only=True),
-            enabled=embedded,
         ),
     }
     checks = {
-        GIT_READY_CHECK: _check(f"http://127.0.0.1:{settings.git_port}/healthz"),
-        S3_READY_CHECK: _check(settings.s3_port, enabled=embedded),
-        S3_READ_ONLY_READY_CHECK: _check(settings.s3_read_only_backend_port, enabled=embedded),
+        GIT_READY_CHECK: workload.http_ready_check(
+            f"http://127.0.0.1:{settings.git_port}/healthz"
+        ),
+        S3_READY_CHECK: workload.tcp_ready_check(settings.s3_write_port),
+        S3_READ_ONLY_READY_CHECK: workload.tcp_ready_check(settings.s3_read_port),
     }
     return cast(
         "LayerDict", {"summary": "DVC data registry", "services": services, "checks": checks}
     )
 
 
-def stopped_services(settings: RegistrySettings) -> list[str]:
-    """Services that must not run (a replan does not stop a service it merely disables)."""
-    return [] if settings.embedded_s3 else [S3_SERVICE, S3_READ_ONLY_SERVICE]
+# --- the repository --------------------------------------------------------------------------
 
 
 def bootstrap_script(settings: RegistrySettings) -> str:
     """A shell script, run in the container as the service user, that makes the registry.
 
-    It is idempotent: it creates the bare repository and the first commit (``dvc init``
-    plus the remote's config) once, installs the hook, and commits a remote change only
-    when the committed DVC config differs from the settings. Before it points the registry
-    at an external remote, it copies the embedded remote's objects there (``rclone copy``,
-    which skips what is already present), so no version loses its data; if the copy fails,
-    the script fails before the change is committed. It never deletes data.
+    Idempotent and quick (no data moves): it creates the bare repository and the first
+    commit (``dvc init`` plus the remote's config) once, installs the hooks, and commits a
+    change of the remote's public endpoint when there is one. It prints the commit it leaves.
     """
     q = shlex.quote
-    endpoint = settings.remote_endpoint(write=False)
-    remote_config = [
-        f"{q(settings.binaries.dvc)} remote add --force --default {REMOTE_NAME} "
-        f"{q(settings.remote_url())}"
-    ]
-    if endpoint:
-        remote_config.append(
-            f"{q(settings.binaries.dvc)} remote modify {REMOTE_NAME} endpointurl {q(endpoint)}"
-        )
-    if settings.external_remote and settings.external_remote.region:
-        remote_config.append(
-            f"{q(settings.binaries.dvc)} remote modify {REMOTE_NAME} region "
-            f"{q(settings.external_remote.region)}"
-        )
-    bucket_dir = (
-        f"mkdir -p {q(settings.s3_root)}/{q(settings.bucket)}" if settings.embedded_s3 else ":"
-    )
-    copy_step = _copy_embedded_objects(settings)
+    dvc = q(settings.binaries.dvc)
+    exports = " ".join(f"{k}={v}" for k, v in NO_ANALYTICS.items())
+    subject = f"Registry: DVC remote {settings.remote_url} at {settings.remote_endpoint}"
     return f"""set -eu
-export DVC_NO_ANALYTICS=1 GIT_TERMINAL_PROMPT=0
+export {exports} GIT_TERMINAL_PROMPT=0
 export GIT_AUTHOR_NAME=mlops-registry GIT_AUTHOR_EMAIL=registry@mlops.invalid
 export GIT_COMMITTER_NAME=mlops-registry GIT_COMMITTER_EMAIL=registry@mlops.invalid
 repo={q(settings.repository_path)}
-mkdir -p "$(dirname "$repo")" {q(settings.run_dir)} {q(settings.conf_dir)}
-{bucket_dir}
-{copy_step}
 if [ ! -f "$repo/HEAD" ]; then
     rm -rf "$repo.new"
     git init --quiet --bare --initial-branch=main "$repo.new"
@@ -482,7 +582,9 @@ fi
 git -C "$repo" config http.receivepack true
 git -C "$repo" config receive.denyDeletes true
 git -C "$repo" config receive.denyNonFastForwards true
-install -m 0755 {q(settings.conf_dir)}/post-receive "$repo/hooks/post-receive"
+for hook in post-receive update; do
+    install -m 0755 {q(settings.conf_dir)}/hooks/$hook "$repo/hooks/$hook"
+done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
@@ -492,81 +594,114 @@ if git -C "$repo" rev-parse --quiet --verify refs/heads/main >/dev/null; then
 else
     git init --quiet --initial-branch=main registry
     cd registry
-    {q(settings.binaries.dvc)} init --quiet
+    {dvc} init --quiet
     git remote add origin "$repo"
 fi
-{chr(10).join(remote_config)}
+{dvc} remote add --force --default {REMOTE_NAME} {q(settings.remote_url)}
+{dvc} remote modify {REMOTE_NAME} endpointurl {q(settings.remote_endpoint)}
 git add .dvc/config
 if ! git diff --cached --quiet || ! git rev-parse --quiet --verify HEAD >/dev/null; then
-    git commit --quiet -m "Registry: DVC remote {settings.remote_url()}"
+    git commit --quiet -m {q(subject)}
     git push --quiet origin HEAD:refs/heads/main
-    echo changed
 fi
+git rev-parse HEAD
 """
 
 
-def _copy_embedded_objects(settings: RegistrySettings) -> str:
-    """Shell lines copying the embedded remote's objects to the external one, if any."""
-    remote = settings.external_remote
-    if remote is None:
-        return ":"
-    q = shlex.quote
-    source = f"{settings.s3_root}/{settings.bucket}/files"
-    destination = f"external:{remote.url.removeprefix('s3://')}/files"
-    # An rclone remote defined in the environment; keys come from AWS_* (env_auth).
-    variables = {
-        "RCLONE_CONFIG_EXTERNAL_TYPE": "s3",
-        "RCLONE_CONFIG_EXTERNAL_PROVIDER": "Other" if remote.endpoint else "AWS",
-        "RCLONE_CONFIG_EXTERNAL_ENV_AUTH": "true",
-    }
-    if remote.endpoint:
-        variables["RCLONE_CONFIG_EXTERNAL_ENDPOINT"] = remote.endpoint
-    if remote.region:
-        variables["RCLONE_CONFIG_EXTERNAL_REGION"] = remote.region
-    assignments = " ".join(f"{name}={q(value)}" for name, value in variables.items())
-    copy = shlex.join(
-        [
-            settings.binaries.rclone,
-            "copy",
-            "--config",
-            f"{settings.conf_dir}/rclone.conf",
-            source,
-            destination,
-        ]
-    )
-    return f"""if [ -d {q(source)} ]; then
-    {assignments} {copy}
-fi"""
-
-
 def bootstrap_command(settings: RegistrySettings) -> list[str]:
-    """The command the charm execs to run ``bootstrap_script``."""
-    return ["/bin/sh", "-c", bootstrap_script(settings)]
+    """The command the charm execs to run the pushed ``bootstrap.sh``."""
+    return ["/bin/sh", f"{settings.conf_dir}/bootstrap.sh"]
+
+
+def bootstrap_fingerprint(settings: RegistrySettings) -> str:
+    """What a successful bootstrap was run for: rerun it whenever this changes."""
+    text = bootstrap_script(settings) + post_receive_hook() + update_hook()
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def bootstrap_environment(settings: RegistrySettings) -> dict[str, str]:
+    """The bootstrap's environment: a home of its own (the mount root may be root's)."""
+    return {"HOME": settings.home_dir, **NO_ANALYTICS}
+
+
+# --- jobs ------------------------------------------------------------------------------------
 
 
 def workload_environment(settings: RegistrySettings) -> dict[str, str]:
-    """The environment of ``mlops-workload`` runs: where the registry is, the S3 keys."""
-    environment = {
+    """The environment of ``mlops-workload`` runs: where the registry is, the writer's keys."""
+    writer = settings.writers[0]
+    return {
         "MLOPS_REGISTRY_WORKSPACE": settings.workspace_path,
         "MLOPS_REGISTRY_URL": settings.repository_path,
-        "DVC_NO_ANALYTICS": "1",
-        "HOME": settings.state_dir,
+        "MLOPS_DVC_ENDPOINT_URL": settings.local_endpoint,
+        "AWS_ACCESS_KEY_ID": writer.access_key,
+        "AWS_SECRET_ACCESS_KEY": writer.secret_key,
+        "HOME": settings.home_dir,
+        **NO_ANALYTICS,
     }
-    if settings.local_endpoint:
-        environment["MLOPS_DVC_ENDPOINT_URL"] = settings.local_endpoint
-    if settings.external_remote:
-        environment["AWS_ACCESS_KEY_ID"] = settings.external_remote.access_key
-        environment["AWS_SECRET_ACCESS_KEY"] = settings.external_remote.secret_key
-        if settings.external_remote.region:
-            environment["AWS_DEFAULT_REGION"] = settings.external_remote.region
-    else:
-        writer = next((u for u in settings.users if u.write), None)
-        if writer:
-            environment["AWS_ACCESS_KEY_ID"] = writer.s3_access_key
-            environment["AWS_SECRET_ACCESS_KEY"] = writer.s3_secret_key
-    return environment
 
 
 def dataset_command(settings: RegistrySettings, command: str, *args: str) -> list[str]:
-    """The ``mlops-workload dataset <command>`` command line the charm execs."""
+    """The ``mlops-workload dataset <command>`` command line."""
     return [settings.binaries.mlops_workload, "dataset", command, *args]
+
+
+def dataset_job(
+    settings: RegistrySettings, command: str, *args: str, params: dict[str, str]
+) -> JobSpec:
+    """A job running ``mlops-workload dataset <command>``; ``params`` are what list-jobs shows."""
+    return JobSpec(
+        kind=command,
+        command=dataset_command(settings, command, *args),
+        params=params,
+        environment=workload_environment(settings),
+        working_dir=settings.state_dir,
+    )
+
+
+def move_objects_job(
+    settings: RegistrySettings, source: ExternalBucket | None, target: ExternalBucket | None
+) -> JobSpec:
+    """A job copying every object of the remote from ``source`` to ``target``, then checking.
+
+    None is the unit's storage. The copy skips what is there already and deletes nothing;
+    ``rclone check`` fails the job unless every source object is in the target, identical.
+    """
+    environment = {"HOME": settings.home_dir, **_trust(settings)}
+    paths = []
+    for name, bucket in (("source", source), ("target", target)):
+        if bucket is None:
+            paths.append(f"{settings.s3_root}/{DVC_BUCKET}")
+        else:
+            environment |= bucket.rclone_remote(name)
+            paths.append(bucket.rclone_path(name))
+    # Bounded retries: an unreachable bucket fails the job in seconds, not hours.
+    rclone = [
+        settings.binaries.rclone,
+        "--config",
+        f"{settings.conf_dir}/rclone.conf",
+        "--retries",
+        "2",
+        "--low-level-retries",
+        "3",
+        "--contimeout",
+        "15s",
+    ]
+    # Listing first: rclone reports an unreachable or untrusted bucket clearly only there.
+    reach = [
+        shlex.join([*rclone, "--log-level", "ERROR", "lsf", "--max-depth", "1", path])
+        + " >/dev/null"
+        for path, bucket in zip(paths, (source, target), strict=True)
+        if bucket is not None
+    ]
+    copy = shlex.join([*rclone, "copy", *paths])
+    check = shlex.join([*rclone, "check", "--one-way", *paths])
+    destination = target.location if target else STORAGE_TARGET
+    result = shlex.quote(json.dumps({"target": destination}))
+    return JobSpec(
+        kind="move-remote",
+        command=["/bin/sh", "-c", " && ".join([*reach, copy, check, f"echo {result}"])],
+        params={"to": destination},
+        environment=environment,
+        working_dir=settings.state_dir,
+    )

@@ -1,7 +1,9 @@
 """The data registry for real: versions cut through Pebble exec, pulled by plain git + dvc.
 
-One registry per module (Pebble, Apache + git http-backend, two rclone S3 endpoints);
-``v1`` and ``v2`` are cut once and every test checks one behaviour on top of them.
+One registry per module, run by the charm on a real Pebble (Apache + git http-backend and the
+S3 front, two rclone S3 servers); ``v1`` and ``v2`` are cut once and every test checks one
+behaviour on top of them. Consumers use nothing but what the charm published: a clone's
+committed DVC config is all ``dvc pull`` and ``dvc push`` need.
 """
 
 from __future__ import annotations
@@ -43,11 +45,8 @@ class Versions:
 
 
 def clone(running: RunningRegistry, user: Consumer, dest: Path) -> Path:
-    """Clone as a consumer does: the URLs its relation names, the keys its secret holds."""
+    """Clone as a consumer does: the URL its relation names, the keys its secret holds."""
     git("clone", "--quiet", running.url_for(user), str(dest))
-    for key, value in (("url", user.remote_url), ("endpointurl", user.remote_endpoint)):
-        configured = dvc("remote", "modify", "--local", "storage", key, value, cwd=dest, user=user)
-        assert configured.returncode == 0, configured.stderr
     return dest
 
 
@@ -157,11 +156,21 @@ def test_wrong_password_is_refused(versions, running_registry, tmp_path):
     assert refused.value.code == 401
 
 
-def test_read_only_user_cannot_push_a_tag(versions, running_registry, reader_checkout):
-    git("tag", "v99", "v1", cwd=reader_checkout)
-    out = git("push", "origin", "v99", cwd=reader_checkout, check=False)
+def test_read_only_user_cannot_push_a_tag(versions, running_registry, tmp_path):
+    """Refused with 403: git keeps the reader's stored credentials (a 401 would erase them)."""
+    reader = running_registry.reader
+    store = tmp_path / "credentials"
+    store.write_text(running_registry.url_for(reader) + "\n")
+    helper = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "credential.helper"}
+    helper["GIT_CONFIG_VALUE_0"] = f"store --file={store}"
+    checkout = tmp_path / "c"
+    git("clone", "--quiet", reader.registry_url, str(checkout), env=helper)
+    git("tag", "v99", "v1", cwd=checkout)
+    out = git("push", "origin", "v99", cwd=checkout, check=False, env=helper)
     assert "v99" not in running_registry.tag_names()
-    assert "403" in out or "401" in out or "Authentication failed" in out
+    assert "403" in out and "Authentication failed" not in out, out
+    # git wrote the working credential back after the clone; the refused push kept it.
+    assert f"//{reader.username}:{reader.password}@" in store.read_text()
 
 
 def test_read_only_user_cannot_write_to_the_dvc_remote(
@@ -172,25 +181,32 @@ def test_read_only_user_cannot_write_to_the_dvc_remote(
     (reader_checkout / "data" / "sneaky.bin").write_bytes(b"not allowed")
     added = dvc("add", "--quiet", "data", cwd=reader_checkout, user=running_registry.reader)
     assert added.returncode == 0, added.stderr
-    pushed = dvc("push", "--quiet", cwd=reader_checkout, user=running_registry.reader)
+    pushed = dvc("push", cwd=reader_checkout, user=running_registry.reader)
     assert pushed.returncode != 0
-    # Nor with the read-write endpoint (as published to a writer): it does not know a
-    # reader's keys.
-    endpoint = running_registry.labelling.remote_endpoint
-    dvc(
-        "remote",
-        "modify",
-        "--local",
-        "storage",
-        "endpointurl",
-        endpoint,
-        cwd=reader_checkout,
-        user=running_registry.reader,
-    )
-    pushed = dvc("push", "--quiet", cwd=reader_checkout, user=running_registry.reader)
-    assert pushed.returncode != 0
-    objects = Path(running_registry.settings.s3_root) / running_registry.settings.bucket
+    # S3's own error, which DVC can print (an HTML page printed as an empty error before).
+    assert "AccessDenied" in pushed.stderr or "Access Denied" in pushed.stderr, pushed.stderr
+    objects = running_registry.objects
     assert not any(p.read_bytes() == b"not allowed" for p in objects.rglob("*") if p.is_file())
+
+
+def test_a_readers_write_gets_an_s3_access_denied_error(versions, running_registry):
+    import boto3
+    import botocore.exceptions
+
+    reader = running_registry.reader
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=reader.remote_endpoint,
+        aws_access_key_id=reader.s3_access_key,
+        aws_secret_access_key=reader.s3_secret_key,
+        region_name="us-east-1",
+    )
+    assert s3.list_objects_v2(Bucket="dvc", Prefix="files/")["KeyCount"] > 0
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        s3.put_object(Bucket="dvc", Key="files/md5/00/sneaky", Body=b"not allowed")
+    error = refused.value.response
+    assert error["Error"]["Code"] == "AccessDenied"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 403
 
 
 def test_failed_upload_leaves_no_tag(versions, running_registry):
@@ -220,7 +236,7 @@ def test_a_new_version_uploads_only_changed_files_and_its_manifest(versions, run
     chown_tree(source)
     first = running_registry.workload("create-version", "--source", str(source))
     assert first.exit_code == 0, first.stderr
-    objects = Path(running_registry.settings.s3_root) / running_registry.settings.bucket
+    objects = running_registry.objects
     before = {p for p in objects.rglob("*") if p.is_file()}
     (source / "part-1/item-0004.bin").write_bytes(b"only this changed")
     chown_tree(source)
@@ -282,7 +298,7 @@ def test_create_version_from_an_s3_prefix(versions, running_registry, tmp_path):
             "--source",
             "s3://incoming/batch-7",
             "--source-endpoint-url",
-            f"http://127.0.0.1:{settings.s3_port}",
+            settings.local_endpoint,
             "--source-kind",
             "augmentation",
         ),
@@ -300,15 +316,6 @@ def _user_push(running: RunningRegistry, checkout: Path, tag: str, *, dvc_push: 
     (data / "user-added.bin").write_bytes(f"pushed with {tag}".encode())
     assert dvc("add", "--quiet", "data", cwd=checkout, user=user).returncode == 0
     if dvc_push:
-        remote = [
-            "remote",
-            "modify",
-            "--local",
-            "storage",
-            "endpointurl",
-            user.remote_endpoint,
-        ]
-        assert dvc(*remote, cwd=checkout, user=user).returncode == 0
         pushed = dvc("push", "--quiet", cwd=checkout, user=user)
         assert pushed.returncode == 0, pushed.stderr
     git(
@@ -364,14 +371,17 @@ def test_user_tag_without_dvc_push_is_not_valid(versions, running_registry, tmp_
     assert validated.json["missing_count"] >= 1
 
 
-def test_each_consumer_gets_its_own_credentials_and_endpoint(running_registry):
+def test_each_consumer_gets_its_own_credentials_and_one_endpoint(running_registry):
     reader, labelling = running_registry.reader, running_registry.labelling
     settings = running_registry.settings
     assert (reader.access, labelling.access) == ("read", "write")
     assert reader.registry_url == labelling.registry_url == settings.git_url
-    assert reader.remote_endpoint.endswith(f":{settings.s3_read_only_port}")
-    assert labelling.remote_endpoint.endswith(f":{settings.s3_port}")
+    assert reader.remote_endpoint == labelling.remote_endpoint == settings.remote_endpoint
+    assert reader.remote_url == labelling.remote_url == "s3://dvc"
     assert reader.username != labelling.username and reader.password != labelling.password
+    assert reader.s3_access_key != labelling.s3_access_key
+    for consumer in (reader, labelling):
+        assert consumer.s3_secret_key != consumer.password
 
 
 def test_health_url_and_checks_are_up(running_registry):
@@ -391,10 +401,10 @@ def test_bootstrap_again_changes_nothing(running_registry):
     heads = git("ls-remote", "--heads", running_registry.url_for(running_registry.writer))
     again = running_registry.exec_as_service(
         registry.bootstrap_command(running_registry.settings),
-        {"HOME": running_registry.settings.state_dir},
+        registry.bootstrap_environment(running_registry.settings),
     )
     assert again.exit_code == 0, again.stderr
-    assert "changed" not in again.stdout
+    assert heads.startswith(again.stdout.strip().splitlines()[-1])
     assert git("ls-remote", "--heads", running_registry.url_for(running_registry.writer)) == heads
 
 

@@ -104,6 +104,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
             source_endpoint_url=args.source_endpoint_url,
         )
     if args.command == "list-versions":
+        if Path(args.registry).is_dir():
+            # The registry's own bare repository: its tags are read where they are, without
+            # the workspace's lock, so listing works while a version is being cut.
+            return {"versions": dataset.list_versions(Workspace(Path(args.registry), "."))}
         with ws.locked():
             ws.sync()
             return {"versions": dataset.list_versions(ws)}

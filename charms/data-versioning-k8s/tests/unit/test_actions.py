@@ -1,226 +1,491 @@
-"""Actions: validated parameters, structured results, one-line failures."""
+"""Actions: validated parameters, long work in jobs, structured results, one-line failures."""
 
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 from ops import testing
-from registry_testing import consumer_relation, dataset_exec, provided
+from registry_testing import (
+    COMMIT,
+    STATE_DIR,
+    WORKLOAD,
+    WRITER_KEYS,
+    JobOutcome,
+    consumer_relation,
+    dataset_exec,
+    failed,
+    job_ids,
+    job_kinds,
+    job_record,
+    job_running,
+    listed_version,
+    peer_data,
+    provided,
+    push_tags,
+    running_job_id,
+    unreported,
+    with_container,
+    workload_calls,
+)
 
-NEW_VERSION = {
-    "version": "v3",
-    "parent": "v2",
-    "source": "upload",
-    "source_uri": "/var/lib/registry/incoming/batch",
-    "files": 120,
-    "bytes": 4096,
-    "commit": "0123abcd",
+import charm
+
+SOURCE = f"{STATE_DIR}/incoming/batch-7"
+
+
+def _run(ctx, state, action, **params) -> testing.State:
+    return ctx.run(ctx.on.action(action, params=params), state)
+
+
+def _refused(ctx, state, action, **params) -> str:
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(ctx.on.action(action, params=params), state)
+    return failure.value.message
+
+
+def _job_command(state: testing.State) -> list[str]:
+    command = state.get_container(charm.CONTAINER).plan.services["registry-job"].command
+    return shlex.split(command)[5:]  # after /bin/sh -c WRAPPER job FOLDER
+
+
+def _with_exec(state: testing.State, *execs: testing.Exec) -> testing.State:
+    container = state.get_container(charm.CONTAINER)
+    prefixes = {tuple(e.command_prefix) for e in execs}
+    kept = {e for e in container.execs if tuple(e.command_prefix) not in prefixes}
+    return with_container(state, execs={*kept, *execs})
+
+
+@pytest.fixture
+def consumer() -> testing.Relation:
+    return consumer_relation()
+
+
+@pytest.fixture
+def registry_with(ctx, deployed, consumer, data_dir):
+    """A running registry with a consumer and these versions, the last one the latest."""
+
+    def make(*versions: str, peers: dict[str, str] | None = None, **kwargs) -> testing.State:
+        push_tags(data_dir, *versions)
+        latest = {charm.LATEST_KEY: versions[-1]} if versions else {}
+        return deployed(relations=[consumer], peer_data={**latest, **(peers or {})}, **kwargs)
+
+    return make
+
+
+# --- create-version ------------------------------------------------------------------------------
+
+
+def test_create_version_waits_for_its_job_and_returns_the_version(
+    ctx, registry_with, consumer, workload, data_dir
+):
+    state = registry_with("v1", config={"approach": "data-centric"})
+    out = _run(ctx, state, "create-version", source=SOURCE, message="new photos")
+    [job_id] = job_ids(data_dir)
+    assert ctx.action_results == {
+        "job": job_id,
+        "state": "succeeded",
+        "version": "v2",
+        "parent": "v1",
+        "commit": COMMIT,
+        "files": 3,
+        "bytes": 42,
+        "source": "upload",
+    }
+    assert ctx.action_logs == [f"job {job_id} started"]
+    assert provided(out, consumer)["latest_version"] == "v2"
+    assert out.unit_status == testing.ActiveStatus("latest v2")
+    assert unreported(data_dir) == []  # acted on in the action
+    assert not job_running(out)
+    assert 0 < workload.slept < 300
+
+
+def test_create_version_runs_the_workload_cli_as_the_service_user(ctx, registry_with, data_dir):
+    state = registry_with(config={"approach": "data-centric"})
+    out = _run(ctx, state, "create-version", source=SOURCE, message="new photos", wait=False)
+    assert _job_command(out) == [
+        WORKLOAD, "dataset", "create-version",
+        "--source", SOURCE, "--source-kind", "upload", "--message", "new photos",
+        "--approach", "data-centric",
+    ]  # fmt: skip
+    job = out.get_container(charm.CONTAINER).plan.services["registry-job"]
+    assert (job.user, job.group, job.working_dir) == ("_daemon_", "_daemon_", STATE_DIR)
+    job_id = running_job_id(out.get_container(charm.CONTAINER))
+    assert job_record(data_dir, job_id)["params"] == {"source": SOURCE}
+    env = (data_dir / "jobs" / job_id / "env").read_text()
+    assert f"export AWS_SECRET_ACCESS_KEY={WRITER_KEYS['secret-key']}" in env
+    assert f"export MLOPS_REGISTRY_URL={STATE_DIR}/git/registry.git" in env
+    assert "export MLOPS_DVC_ENDPOINT_URL=http://127.0.0.1:9001" in env
+
+
+def test_create_version_from_s3_reads_the_registrys_own_s3_server(ctx, registry_with):
+    out = _run(ctx, registry_with(), "create-version", source="s3://incoming/batch-7", wait=False)
+    assert _job_command(out)[3:] == [
+        "--source", "s3://incoming/batch-7", "--source-kind", "upload",
+        "--source-endpoint-url", "http://127.0.0.1:9001",
+    ]  # fmt: skip
+
+
+def test_create_version_without_waiting_returns_the_running_job(
+    ctx, registry_with, consumer, workload, data_dir
+):
+    out = _run(ctx, registry_with(), "create-version", source=SOURCE, wait=False)
+    [job_id] = job_ids(data_dir)
+    assert ctx.action_results == {
+        "job": job_id,
+        "state": "running",
+        "message": "still running: its end shows in list-jobs and in the unit's status",
+    }
+    assert workload.slept == 0
+    assert job_running(out)
+    assert "latest_version" not in provided(out, consumer)
+
+
+def test_a_job_longer_than_the_wait_returns_its_id(ctx, registry_with, workload, data_dir):
+    workload.outcomes["create-version"] = JobOutcome(seconds=600)
+    workload.min_sleep = 10.0
+    out = _run(ctx, registry_with(), "create-version", source=SOURCE)
+    assert ctx.action_results["state"] == "running"
+    assert ctx.action_results["job"] == job_ids(data_dir)[0]
+    assert 300 <= workload.slept <= 310
+    assert job_running(out)
+
+
+def test_a_failed_create_version_says_why_and_publishes_nothing(
+    ctx, registry_with, consumer, workload, data_dir
+):
+    workload.outcomes["create-version"] = failed(
+        "cannot upload the data to the DVC remote: Could not connect to the endpoint URL"
+    )
+    with pytest.raises(testing.ActionFailed) as failure:
+        _run(ctx, registry_with("v1"), "create-version", source=SOURCE)
+    assert failure.value.message == (
+        "create-version failed: cannot upload the data to the DVC remote: "
+        "Could not connect to the endpoint URL"
+    )
+    out = failure.value.state
+    assert isinstance(out, testing.State)
+    assert provided(out, consumer)["latest_version"] == "v1"
+    assert unreported(data_dir) == []
+
+
+def test_a_source_identical_to_the_latest_fails(ctx, registry_with, workload):
+    workload.outcomes["create-version"] = failed("no change: the source is identical to v1")
+    message = _refused(ctx, registry_with("v1"), "create-version", source=SOURCE)
+    assert message == "create-version failed: no change: the source is identical to v1"
+
+
+BAD_CREATE = {
+    "relative path": (
+        {"source": "incoming/x"},
+        "source must be an absolute path or an s3://bucket/prefix URL",
+    ),
+    "outside the storage": ({"source": "/etc"}, "source must be under /var/lib/registry/"),
+    "climbing out": (
+        {"source": f"{STATE_DIR}/incoming/../../../etc"},
+        "source must be under /var/lib/registry/",
+    ),
+    "the storage itself": ({"source": STATE_DIR}, "source must be under /var/lib/registry/"),
+    "the registry's git": (
+        {"source": f"{STATE_DIR}/git/registry.git"},
+        "source must not be the registry's own folder /var/lib/registry/git",
+    ),
+    "the jobs": (
+        {"source": f"{STATE_DIR}/jobs"},
+        "source must not be the registry's own folder /var/lib/registry/jobs",
+    ),
+    "unknown kind": (
+        {"source": SOURCE, "source-kind": "rollback"},
+        "source-kind must be upload, labelling-export or augmentation",
+    ),
+    "two lines": (
+        {"source": SOURCE, "message": "two\nlines"},
+        "message must be one line of at most 500 characters",
+    ),
+    "too long": (
+        {"source": SOURCE, "message": "x" * 501},
+        "message must be one line of at most 500 characters",
+    ),
 }
 
 
-def _workload_calls(ctx, command: str) -> list[list[str]]:
-    return [e.command for e in ctx.exec_history.get("registry", []) if e.command[2:3] == [command]]
+@pytest.mark.parametrize(("params", "reason"), BAD_CREATE.values(), ids=BAD_CREATE.keys())
+def test_create_version_refuses_bad_params_and_starts_nothing(
+    ctx, registry_with, data_dir, params, reason
+):
+    assert reason in _refused(ctx, registry_with(), "create-version", **params)
+    assert job_ids(data_dir) == []
 
 
-def test_create_version_returns_the_version_and_tells_consumers(ctx, make_state):
-    relation = consumer_relation()
-    state = make_state(
-        relations=[relation],
-        execs=[dataset_exec("create-version", NEW_VERSION)],
-        config={"approach": "data-centric"},
-    )
-    out = ctx.run(
-        ctx.on.action(
-            "create-version",
-            params={"source": "/var/lib/registry/incoming/batch", "message": "new photos"},
-        ),
-        state,
-    )
-    assert ctx.action_results == {
-        "version": "v3",
-        "parent": "v2",
-        "commit": "0123abcd",
-        "files": 120,
-        "bytes": 4096,
-        "source": "upload",
-    }
-    assert provided(out, relation)["latest_version"] == "v3"
-    [call] = _workload_calls(ctx, "create-version")
-    assert call[3:] == [
-        "--source",
-        "/var/lib/registry/incoming/batch",
-        "--source-kind",
-        "upload",
-        "--message",
-        "new photos",
-        "--approach",
-        "data-centric",
-    ]
+@pytest.mark.parametrize("kind", ["labelling-export", "augmentation"])
+def test_create_version_records_the_source_kind(ctx, registry_with, kind):
+    _run(ctx, registry_with(), "create-version", source=SOURCE, **{"source-kind": kind})
+    assert ctx.action_results["source"] == kind
 
 
-def test_create_version_from_s3_reads_from_the_registrys_s3_server(ctx, make_state):
-    state = make_state(execs=[dataset_exec("create-version", NEW_VERSION)])
-    ctx.run(ctx.on.action("create-version", params={"source": "s3://incoming/batch-7"}), state)
-    [call] = _workload_calls(ctx, "create-version")
-    assert call[3:] == [
-        "--source",
-        "s3://incoming/batch-7",
-        "--source-kind",
-        "upload",
-        "--source-endpoint-url",
-        "http://127.0.0.1:9000",
-    ]
+def test_a_busy_slot_fails_the_action_with_the_running_job(ctx, registry_with, data_dir):
+    push_tags(data_dir, "v1")
+    state = ctx.run(ctx.on.update_status(), registry_with())
+    [validation] = job_ids(data_dir)
+    message = _refused(ctx, state, "create-version", source=SOURCE)
+    assert message == f"job {validation} (validate-version) is running; wait for it (list-jobs)"
+    assert job_kinds(data_dir) == ["validate-version"]
 
 
-def test_create_version_failure_is_one_line_and_publishes_nothing(ctx, make_state):
-    relation = consumer_relation()
-    failing = dataset_exec(
-        "create-version",
-        fail="cannot upload the data to the DVC remote: Could not connect to the endpoint URL",
-    )
-    state = make_state(relations=[relation], execs=[failing])
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(
-            ctx.on.action("create-version", params={"source": "/var/lib/registry/incoming/x"}),
-            state,
-        )
-    assert failed.value.message == (
-        "cannot upload the data to the DVC remote: Could not connect to the endpoint URL"
-    )
-    state_out = failed.value.state
-    assert isinstance(state_out, testing.State)
-    assert "latest_version" not in provided(state_out, relation)
+# --- rollback ------------------------------------------------------------------------------------
+
+
+def test_rollback_creates_the_next_version_with_older_data(ctx, registry_with, consumer, data_dir):
+    state = registry_with("v1", "v2", config={"approach": "model-centric"})
+    out = _run(ctx, state, "rollback", to="v1", message="undo v2")
+    assert ctx.action_results["version"] == "v3"
+    assert ctx.action_results["parent"] == "v2"
+    assert ctx.action_results["source"] == "rollback"
+    assert provided(out, consumer)["latest_version"] == "v3"
+    [job_id] = job_ids(data_dir)
+    assert job_record(data_dir, job_id)["params"] == {"to": "v1"}
+
+
+def test_rollback_passes_its_target_and_message_to_the_cli(ctx, registry_with):
+    state = registry_with("v1", "v2", config={"approach": "model-centric"})
+    out = _run(ctx, state, "rollback", to="v1", message="undo v2", wait=False)
+    assert _job_command(out)[2:] == [
+        "rollback", "--to", "v1", "--message", "undo v2", "--approach", "model-centric"
+    ]  # fmt: skip
+    assert ctx.action_results["state"] == "running"
+
+
+def test_a_rollback_to_a_missing_version_fails_with_the_clis_reason(ctx, registry_with, workload):
+    workload.outcomes["rollback"] = failed("no version v9 in the registry")
+    message = _refused(ctx, registry_with("v1"), "rollback", to="v9")
+    assert message == "rollback failed: no version v9 in the registry"
 
 
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        ({"source": "incoming/x"}, "source must be an absolute path or an s3://bucket/prefix URL"),
-        ({"source": "/etc/passwd"}, "source must be under /var/lib/registry/"),
-        ({"source": "s3://b/p", "source-kind": "rollback"}, "source-kind must be upload"),
-        ({"source": "s3://b/p", "message": "two\nlines"}, "message must be one line"),
+        ({"to": "v0"}, "to must be a version name such as v3, not 'v0'"),
+        ({"to": "latest"}, "to must be a version name such as v3, not 'latest'"),
+        ({"to": "v1", "message": "a\nb"}, "message must be one line"),
     ],
 )
-def test_create_version_rejects_bad_params(ctx, make_state, params, reason):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("create-version", params=params), make_state())
-    assert reason in failed.value.message
-    assert _workload_calls(ctx, "create-version") == []
+def test_rollback_refuses_bad_params_and_starts_nothing(
+    ctx, registry_with, data_dir, params, reason
+):
+    assert reason in _refused(ctx, registry_with("v1"), "rollback", **params)
+    assert job_ids(data_dir) == []
 
 
-def test_list_versions_returns_them_as_json(ctx, make_state):
-    listed = {"versions": [{"version": "v1", "number": 1}, {"version": "v2", "number": 2}]}
-    state = make_state(execs=[dataset_exec("list-versions", listed)])
-    ctx.run(ctx.on.action("list-versions"), state)
-    assert ctx.action_results["count"] == 2
-    assert ctx.action_results["latest"] == "v2"
-    assert json.loads(ctx.action_results["versions"]) == listed["versions"]
+# --- list-versions, diff-versions: short CLI runs ------------------------------------------------
 
 
-def test_diff_versions_returns_paths_and_bytes(ctx, make_state):
-    diff = {
+def test_list_versions_returns_them_with_the_pinned_one(ctx, registry_with):
+    listed = [listed_version("v1"), listed_version("v2", message="more photos")]
+    state = registry_with("v1", "v2", peers={charm.PINNED_KEY: "v1"})
+    state = _with_exec(state, dataset_exec("list-versions", {"versions": listed}))
+    _run(ctx, state, "list-versions")
+    assert ctx.action_results == {
+        "count": 2,
+        "latest": "v2",
+        "pinned": "v1",
+        "versions": json.dumps(listed),
+    }
+    [run] = [e for e in ctx.exec_history[charm.CONTAINER] if "list-versions" in e.command]
+    assert run.command == [WORKLOAD, "dataset", "list-versions"]
+    assert (run.user, run.group, run.working_dir) == ("_daemon_", "_daemon_", STATE_DIR)
+    assert run.environment["AWS_ACCESS_KEY_ID"] == WRITER_KEYS["access-key"]
+    assert run.environment["MLOPS_REGISTRY_WORKSPACE"] == f"{STATE_DIR}/workspace/registry"
+
+
+def test_list_versions_of_an_empty_registry(ctx, registry_with):
+    _run(ctx, registry_with(), "list-versions")
+    assert ctx.action_results == {"count": 0, "latest": "", "pinned": "", "versions": "[]"}
+
+
+def test_list_versions_fails_with_the_clis_reason(ctx, registry_with):
+    state = _with_exec(
+        registry_with(), dataset_exec("list-versions", fail="another command holds the lock")
+    )
+    assert _refused(ctx, state, "list-versions") == "another command holds the lock"
+
+
+def test_a_cli_that_prints_no_json_fails_the_action(ctx, registry_with):
+    garbled = testing.Exec([WORKLOAD, "dataset", "list-versions"], stdout="Traceback\n")
+    state = _with_exec(registry_with(), garbled)
+    assert _refused(ctx, state, "list-versions") == "list-versions gave no JSON result"
+
+
+DIFF = {
+    "from": "v1",
+    "to": "v2",
+    "added": ["data/c.jpg"],
+    "removed": [],
+    "modified": ["data/a.jpg"],
+    "added_bytes": 10,
+    "removed_bytes": 0,
+    "modified_bytes": 5,
+}
+
+
+def test_diff_versions_returns_paths_and_bytes(ctx, registry_with):
+    state = _with_exec(registry_with("v1", "v2"), dataset_exec("diff-versions", DIFF))
+    _run(ctx, state, "diff-versions", **{"from": "v1", "to": "v2"})
+    assert ctx.action_results == {
         "from": "v1",
         "to": "v2",
-        "added": ["data/a"],
-        "removed": [],
-        "modified": ["data/b"],
-        "added_bytes": 10,
-        "removed_bytes": 0,
-        "modified_bytes": 5,
+        "added": '["data/c.jpg"]',
+        "removed": "[]",
+        "modified": '["data/a.jpg"]',
+        "added-bytes": 10,
+        "removed-bytes": 0,
+        "modified-bytes": 5,
     }
-    state = make_state(execs=[dataset_exec("diff-versions", diff)])
-    ctx.run(ctx.on.action("diff-versions", params={"from": "v1", "to": "v2"}), state)
-    assert json.loads(ctx.action_results["added"]) == ["data/a"]
-    assert ctx.action_results["modified-bytes"] == 5
-    assert _workload_calls(ctx, "diff-versions")[0][3:] == ["v1", "v2"]
+    assert workload_calls(ctx, "diff-versions") == [
+        [WORKLOAD, "dataset", "diff-versions", "v1", "v2"]
+    ]
+
+
+def test_diff_versions_of_an_unknown_version_fails_with_the_clis_reason(ctx, registry_with):
+    failing = dataset_exec("diff-versions", fail="no version v9 in the registry")
+    state = _with_exec(registry_with("v1"), failing)
+    message = _refused(ctx, state, "diff-versions", **{"from": "v1", "to": "v9"})
+    assert message == "no version v9 in the registry"
 
 
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        ({"from": "1", "to": "v2"}, "from must be a version name such as v3"),
+        ({"from": "1", "to": "v2"}, "from must be a version name such as v3, not '1'"),
+        ({"from": "v1", "to": "head"}, "to must be a version name such as v3, not 'head'"),
         ({"from": "v2", "to": "v2"}, "from and to must be different versions"),
         ({"from": "v1"}, "to: Field required"),
     ],
 )
-def test_diff_versions_rejects_bad_params(ctx, make_state, params, reason):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("diff-versions", params=params), make_state())
-    assert reason in failed.value.message
+def test_diff_versions_refuses_bad_params_and_runs_nothing(ctx, registry_with, params, reason):
+    message = _refused(ctx, registry_with("v1", "v2"), "diff-versions", **params)
+    assert message.startswith("Error in action parameters: ")
+    assert reason in message
+    assert workload_calls(ctx, "diff-versions") == []
 
 
-def test_unknown_version_fails_with_the_workload_reason(ctx, make_state):
-    state = make_state(execs=[dataset_exec("diff-versions", fail="no version v9 in the registry")])
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("diff-versions", params={"from": "v1", "to": "v9"}), state)
-    assert failed.value.message == "no version v9 in the registry"
+# --- pin-version ---------------------------------------------------------------------------------
 
 
-def test_pin_version_tells_consumers_which_version_to_use(ctx, make_state):
-    relation = consumer_relation()
-    report = {"version": "v1", "valid": True, "files": 3}
-    state = make_state(relations=[relation], execs=[dataset_exec("validate-version", report)])
-    out = ctx.run(ctx.on.action("pin-version", params={"version": "v1"}), state)
+def test_pin_version_tells_consumers_which_version_to_use(ctx, registry_with, consumer):
+    out = _run(ctx, registry_with("v1", "v2"), "pin-version", version="v1")
     assert ctx.action_results == {"pinned": "v1"}
-    assert provided(out, relation)["pinned_version"] == "v1"
-    assert "pinned v1" in out.unit_status.message
+    assert peer_data(out)[charm.PINNED_KEY] == "v1"
+    assert provided(out, consumer)["pinned_version"] == "v1"
+    assert out.unit_status == testing.ActiveStatus("latest v2; pinned v1")
+    assert ctx.exec_history.get(charm.CONTAINER, []) == []
 
 
-def test_pin_version_refuses_a_version_whose_data_is_missing(ctx, make_state):
-    report = {"version": "v4", "valid": False, "reason": "3 files are not in the DVC remote"}
-    state = make_state(execs=[dataset_exec("validate-version", report)])
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("pin-version", params={"version": "v4"}), state)
-    assert failed.value.message == "cannot pin v4: 3 files are not in the DVC remote"
+def test_an_empty_pin_follows_the_latest_again(ctx, registry_with, consumer):
+    pinned = _run(ctx, registry_with("v1", "v2"), "pin-version", version="v1")
+    out = _run(ctx, pinned, "pin-version", version="")
+    assert ctx.action_results == {"pinned": ""}
+    assert charm.PINNED_KEY not in peer_data(out)
+    assert "pinned_version" not in provided(out, consumer)
 
 
-def test_empty_pin_follows_the_latest_again(ctx, make_state, peers):
-    relation = consumer_relation()
-    pinned = testing.PeerRelation(
-        peers.endpoint, id=peers.id, local_app_data={"pinned-version": "v1"}
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        ("v9", "cannot pin v9: no such valid version"),
+        ("v3", "cannot pin v3: no such valid version"),  # pushed, not validated yet
+        ("latest", "version must be a version name such as v3, not 'latest'"),
+    ],
+)
+def test_pin_version_refuses_what_is_not_a_valid_version(
+    ctx, registry_with, data_dir, version, reason
+):
+    state = registry_with("v1", "v2")
+    push_tags(data_dir, "v3")
+    assert reason in _refused(ctx, state, "pin-version", version=version)
+    assert ctx.exec_history.get(charm.CONTAINER, []) == []
+
+
+def test_pin_version_refuses_a_version_whose_data_is_missing(ctx, registry_with):
+    state = registry_with("v1", "v2", peers={charm.INVALID_KEY: "v2"})
+    message = _refused(ctx, state, "pin-version", version="v2")
+    assert message == "cannot pin v2: its data is not in the remote"
+
+
+# --- list-jobs -----------------------------------------------------------------------------------
+
+
+def test_list_jobs_shows_every_job_newest_first(ctx, registry_with, workload, data_dir):
+    workload.outcomes["create-version"] = failed("the source /var/lib/registry/x holds no files")
+    with pytest.raises(testing.ActionFailed) as failure:
+        _run(ctx, registry_with(), "create-version", source=f"{STATE_DIR}/x")
+    state = failure.value.state
+    assert isinstance(state, testing.State)
+    workload.outcomes.clear()
+    state = _run(ctx, state, "create-version", source=SOURCE)
+    state = _run(ctx, state, "rollback", to="v1", wait=False)
+    _run(ctx, state, "list-jobs")
+    first, second, third = job_ids(data_dir)
+    assert ctx.action_results["count"] == 3
+    assert ctx.action_results["running"] == third
+    jobs = json.loads(ctx.action_results["jobs"])
+    assert [(j["id"], j["kind"], j["state"]) for j in jobs] == [
+        (third, "rollback", "running"),
+        (second, "create-version", "succeeded"),
+        (first, "create-version", "failed"),
+    ]
+    assert jobs[2]["error"] == "the source /var/lib/registry/x holds no files"
+    assert jobs[2]["params"] == {"source": f"{STATE_DIR}/x"}
+    assert "finished" in jobs[1] and "finished" not in jobs[0]
+
+
+def test_list_jobs_of_a_registry_that_never_ran_one(ctx, registry_with):
+    _run(ctx, registry_with(), "list-jobs")
+    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}
+
+
+# --- every action refuses to run where it cannot -------------------------------------------------
+
+ACTIONS = {
+    "create-version": {"source": SOURCE},
+    "rollback": {"to": "v1"},
+    "list-versions": {},
+    "diff-versions": {"from": "v1", "to": "v2"},
+    "pin-version": {"version": "v1"},
+    "list-jobs": {},
+}
+
+
+@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
+def test_every_action_refuses_on_a_non_leader(ctx, make_state, data_dir, action, params):
+    state = make_state(leader=False)
+    assert _refused(ctx, state, action, **params) == "run the action on the leader unit"
+    assert ctx.exec_history.get(charm.CONTAINER, []) == []
+    assert job_ids(data_dir) == []
+
+
+@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
+def test_every_action_refuses_while_the_config_is_bad(ctx, make_state, action, params):
+    message = _refused(ctx, make_state(config={"s3-port": 80}), action, **params)
+    assert message == (
+        "cannot run while blocked: invalid config: s3-port: must be between 1024 and 65533"
     )
-    state = make_state(relations=[relation, pinned])
-    out = ctx.run(ctx.on.action("pin-version", params={"version": ""}), state)
-    assert "pinned_version" not in provided(out, relation)
 
 
-def test_pin_version_rejects_a_bad_name(ctx, make_state):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("pin-version", params={"version": "latest"}), make_state())
-    assert "version must be a version name such as v3" in failed.value.message
+@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
+def test_every_action_refuses_before_pebble_is_ready(
+    ctx, make_state, make_container, action, params
+):
+    state = make_state(container=make_container(can_connect=False))
+    assert _refused(ctx, state, action, **params) == "the registry container is not ready"
 
 
-def test_rollback_creates_a_new_version(ctx, make_state):
-    rolled = {**NEW_VERSION, "source": "rollback", "source_uri": "v1"}
-    relation = consumer_relation()
-    state = make_state(relations=[relation], execs=[dataset_exec("rollback", rolled)])
-    out = ctx.run(ctx.on.action("rollback", params={"to": "v1"}), state)
-    assert ctx.action_results["version"] == "v3"
-    assert ctx.action_results["source"] == "rollback"
-    assert provided(out, relation)["latest_version"] == "v3"
-    assert _workload_calls(ctx, "rollback")[0][3:] == ["--to", "v1"]
-
-
-def test_rollback_rejects_a_bad_target(ctx, make_state):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("rollback", params={"to": "v0"}), make_state())
-    assert "to must be a version name such as v3" in failed.value.message
-
-
-def test_actions_refuse_on_a_non_leader(ctx, make_state):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("list-versions"), make_state(leader=False))
-    assert failed.value.message == "run the action on the leader unit"
-
-
-def test_actions_refuse_while_config_is_bad(ctx, make_state):
-    with pytest.raises(testing.ActionFailed) as failed:
-        ctx.run(ctx.on.action("list-versions"), make_state(config={"bucket": "X"}))
-    assert failed.value.message.startswith("cannot run while blocked: invalid config: bucket")
-
-
-def test_create_version_refuses_a_path_that_climbs_out_of_the_storage(ctx, make_state):
-    source = "/var/lib/registry/incoming/../../../etc"
-    with pytest.raises(testing.ActionFailed, match="source must be under /var/lib/registry/"):
-        ctx.run(ctx.on.action("create-version", params={"source": source}), make_state())
+@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
+def test_no_action_replans_or_restarts_the_services(
+    ctx, registry_with, service_changes, action, params
+):
+    state = _with_exec(registry_with("v1", "v2"), dataset_exec("diff-versions", DIFF))
+    service_changes.clear()
+    _run(ctx, state, action, **params)
+    # A job's one-shot service is started; the registry's services are left alone.
+    assert service_changes == (["start"] if action in ("create-version", "rollback") else [])

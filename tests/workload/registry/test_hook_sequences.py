@@ -1,0 +1,433 @@
+"""The registry through a unit's life: hooks in sequence on a real Pebble, state carried over.
+
+Each step is a hook (or a few) of the real charm, whose container is a real Pebble daemon (see
+tests/workload/pebble_backed.py). After every step the running services, the status and every
+version cut so far are checked: a consumer pulls each with nothing but what the charm published.
+A hook that changes nothing must leave Pebble without a single change (no replan, no restart,
+no exec). The modes: the embedded remote (the unit's storage); external S3 (a real S3 server,
+``rclone serve s3`` over a folder, as s3-integrator would name it); the moves between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops import testing
+
+from mlops_charms import jobs
+from tests.workload.pebble_backed import wait_until
+from tests.workload.processes import free_port
+from tests.workload.registry.harness import (
+    VENV_BIN,
+    RunningRegistry,
+    charm,
+    chown_tree,
+    dvc,
+    git,
+    make_files,
+    read_tree,
+    registry,
+    start_registry,
+)
+from tests.workload.tls import server_certificate
+
+pytestmark = pytest.mark.slow
+
+SERVICES = {registry.GIT_SERVICE, registry.S3_SERVICE, registry.S3_READ_ONLY_SERVICE}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExternalS3:
+    """A real S3 server over a folder, and what s3-integrator would publish for it."""
+
+    endpoint: str
+    root: Path
+    access_key: str
+    secret_key: str
+
+    def relation(self, **data: str) -> tuple[testing.Relation, testing.Secret]:
+        """s3-integrator's answer on ``s3-credentials`` (version 1: the keys in a secret)."""
+        keys = testing.Secret({"access-key": self.access_key, "secret-key": self.secret_key})
+        relation = testing.Relation(
+            "s3-credentials",
+            interface="s3",
+            remote_app_name="s3-integrator",
+            remote_app_data={
+                "version": "1",
+                "secret-extra": keys.id,
+                "bucket": "team-bucket",
+                "path": "/registry/",
+                "endpoint": self.endpoint,
+                "s3-uri-style": "path",
+                **data,
+            },
+            remote_units_data={0: {}},
+        )
+        return relation, keys
+
+
+@pytest.fixture(scope="module")
+def running_registry() -> Iterator[RunningRegistry]:
+    with start_registry() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def external_s3(running_registry: RunningRegistry) -> Iterator[ExternalS3]:
+    root = running_registry.base / "external-s3"
+    (root / "team-bucket").mkdir(parents=True)
+    access_key, secret_key = "external" + secrets.token_hex(6), secrets.token_urlsafe(24)
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "rclone"),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{access_key},{secret_key}",
+            "--dir-cache-time",
+            "1s",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield ExternalS3(f"http://127.0.0.1:{port}", root, access_key, secret_key)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+class Life:
+    """Drives the registry's hooks and checks what must hold after each of them."""
+
+    def __init__(self, running: RunningRegistry, tmp_path: Path):
+        self.running = running
+        self.tmp_path = tmp_path
+        self.versions: dict[str, dict[str, bytes]] = {}
+        self.container = running.unit.containers[charm.CONTAINER]
+        self.checks = 0
+
+    # --- hooks ------------------------------------------------------------------------------
+
+    def hook(self, event, state: testing.State | None = None) -> testing.State:
+        return self.running.run_charm(event, state)
+
+    def remove_relation(self, relation_id: int) -> None:
+        """relation-broken, then the relation is gone from the model, as Juju does it."""
+        relation = self.running.state.get_relation(relation_id)
+        event = self.running.context.on.relation_broken(relation)
+        out = self.running.unit.run(event, self.running.state)
+        self.running.refresh(dataclasses.replace(out, relations=out.relations - {relation}))
+
+    def no_op(self, event, step: str) -> None:
+        """A hook that must change nothing in the workload: no Pebble change at all."""
+        before = self.container.last_change_id()
+        self.hook(event)
+        changes = self.container.changes_since(before)
+        assert not changes, f"{step}: a no-op hook changed the workload: {changes}"
+
+    def action(self, name: str, **params) -> dict:
+        results, state = self.running.unit.run_action(name, self.running.state, **params)
+        self.running.refresh(state)
+        assert not isinstance(results, testing.ActionFailed), f"{name}: {results.message}"
+        return results
+
+    def deliver_job_ends(self) -> None:
+        """Wait for the running job to end, then give the charm the notice it records."""
+        jobs_dir = Path(self.running.settings.jobs_dir)
+        wait_until(lambda: list((jobs_dir / "unreported").glob("*")), 180, "a job to end")
+        event, state = self.running.unit.notice_event(
+            self.running.state, charm.CONTAINER, jobs.NOTICE_KEY
+        )
+        self.hook(event, state)
+
+    def deliver_tags_pushed(self) -> None:
+        event, state = self.running.unit.notice_event(
+            self.running.state, charm.CONTAINER, registry.NOTICE_KEY
+        )
+        self.hook(event, state)
+
+    # --- data -------------------------------------------------------------------------------
+
+    def cut(self, name: str, count: int = 4) -> str:
+        source = self.running.source_dir(name)
+        files = make_files(source, count, 600, name)
+        chown_tree(source)
+        results = self.action("create-version", source=str(source))
+        assert results["state"] == "succeeded", results
+        self.versions[results["version"]] = files
+        return results["version"]
+
+    def check(self, step: str, *, status: type = testing.ActiveStatus) -> None:
+        """What must hold after every step: services, status, every version pullable."""
+        self.checks += 1
+        assert self.container.running() >= SERVICES, f"{step}: {self.container.running()}"
+        unit_status = self.running.state.unit_status
+        assert isinstance(unit_status, status), f"{step}: {unit_status}"
+        reader = self.running.reader
+        checkout = self.tmp_path / f"check-{self.checks}"
+        git("clone", "--quiet", self.running.url_for(reader), str(checkout))
+        for version, files in self.versions.items():
+            git("checkout", "--quiet", version, cwd=checkout)
+            pulled = dvc("pull", "--quiet", "--force", cwd=checkout, user=reader)
+            assert pulled.returncode == 0, f"{step}: {version}: {pulled.stderr}"
+            data = read_tree(checkout / "data")
+            assert data == files, f"{step}: {version} does not hold its files"
+
+
+def test_registry_through_its_life(running_registry, external_s3, tmp_path):
+    life = Life(running_registry, tmp_path)
+    ctx = running_registry.context
+    life.check("deployed")
+    assert running_registry.state.unit_status == testing.ActiveStatus("no versions yet")
+
+    # A version from an action; consumers are told.
+    v1 = life.cut("first")
+    assert running_registry.state.unit_status == testing.ActiveStatus(f"latest {v1}")
+    life.check("create-version")
+
+    # Periodic and repeated hooks change nothing in the workload.
+    for _ in range(3):
+        life.no_op(ctx.on.update_status(), "update-status")
+    life.no_op(ctx.on.config_changed(), "config-changed, same config")
+    # The bucket asked of s3-integrator changes nothing consumers use (it stranded versions).
+    config = {**running_registry.state.config, "bucket": "another-bucket"}
+    state = dataclasses.replace(running_registry.state, config=config)
+    before = life.container.last_change_id()
+    life.hook(ctx.on.config_changed(), state)
+    assert not life.container.changes_since(before), "the bucket option changed the workload"
+    assert running_registry.reader.remote_url == "s3://dvc"
+    life.check("no-op hooks")
+
+    # A writer pushes a version with plain git + dvc: validated in a job, then published.
+    writer = running_registry.labelling
+    checkout = tmp_path / "writer"
+    git("clone", "--quiet", running_registry.url_for(writer), str(checkout))
+    data = checkout / "data"
+    data.mkdir(exist_ok=True)
+    pushed = {"pushed/one.bin": b"pushed by a writer with git and dvc"}
+    (data / "pushed").mkdir()
+    (data / "pushed" / "one.bin").write_bytes(pushed["pushed/one.bin"])
+    assert dvc("add", "--quiet", "data", cwd=checkout, user=writer).returncode == 0
+    result = dvc("push", "--quiet", cwd=checkout, user=writer)
+    assert result.returncode == 0, result.stderr
+    identity = ["-c", "user.name=w", "-c", "user.email=w@example.invalid"]
+    git(*identity, "add", "data.dvc", ".gitignore", cwd=checkout)
+    git(*identity, "commit", "--quiet", "-m", "pushed", cwd=checkout)
+    git("tag", "v2", cwd=checkout)
+    git("push", "--quiet", "origin", "HEAD:main", "v2", cwd=checkout)
+    life.deliver_tags_pushed()
+    life.deliver_job_ends()
+    assert running_registry.state.unit_status == testing.ActiveStatus("latest v2")
+    life.versions["v2"] = pushed
+    life.check("pushed version validated")
+    # A tag, once pushed, cannot be moved.
+    git("tag", "--force", "v2", "HEAD~1", cwd=checkout)
+    refused = git("push", "--force", "origin", "v2", cwd=checkout, check=False)
+    assert "immutable" in refused, refused
+    life.check("tag move refused")
+
+    # The pod is rescheduled: Pebble's state and the processes are gone, the storage stays.
+    running_registry.unit.restart_container(charm.CONTAINER)
+    container = running_registry.state.get_container(charm.CONTAINER)
+    life.hook(ctx.on.pebble_ready(container))
+    life.container.wait_for_checks(timeout=60)
+    execs = [c for c in life.container.changes_since(0) if c.kind == "exec"]
+    assert not execs, "the bootstrap ran again although the repository is there"
+    life.check("container restarted")
+
+    life.no_op(ctx.on.upgrade_charm(), "upgrade-charm")
+    life.check("upgrade-charm")
+
+    # External S3: the objects are moved in a job, then the services serve the bucket.
+    relation, keys = external_s3.relation()
+    state = dataclasses.replace(
+        running_registry.state,
+        relations={*running_registry.state.relations, relation},
+        secrets={*running_registry.state.secrets, keys},
+    )
+    life.hook(ctx.on.relation_changed(relation, remote_unit=0), state)
+    assert running_registry.state.unit_status.name == "maintenance"
+    assert "moving the DVC remote" in running_registry.state.unit_status.message
+    life.check("moving to external S3", status=testing.MaintenanceStatus)
+    life.deliver_job_ends()
+    life.container.wait_for_checks(timeout=60)
+    life.check("serving external S3")
+    external = external_s3.root / "team-bucket" / "registry" / "files"
+    assert external.is_dir(), "no object reached the external bucket"
+    reader = running_registry.reader
+    assert reader.remote_url == "s3://dvc"  # unchanged for consumers
+    # Readers never hold the bucket's keys, and stay read-only on it.
+    assert external_s3.access_key not in (
+        reader.s3_access_key,
+        running_registry.labelling.s3_access_key,
+    )
+    sneaky = tmp_path / "sneaky"
+    git("clone", "--quiet", running_registry.url_for(reader), str(sneaky))
+    (sneaky / "data").mkdir(exist_ok=True)
+    (sneaky / "data" / "sneaky.bin").write_bytes(b"a reader's write")
+    assert dvc("add", "--quiet", "data", cwd=sneaky, user=reader).returncode == 0
+    refused = dvc("push", cwd=sneaky, user=reader)
+    assert refused.returncode != 0 and "AccessDenied" in refused.stderr, refused.stderr
+    assert not any(
+        p.read_bytes() == b"a reader's write" for p in external_s3.root.rglob("*") if p.is_file()
+    )
+    v3 = life.cut("after-the-move")
+    v3_objects = {p.read_bytes() for p in external.rglob("*") if p.is_file()}
+    assert set(life.versions[v3].values()) <= v3_objects, "v3 did not go to the external bucket"
+    for _ in range(2):
+        life.no_op(ctx.on.update_status(), "update-status on external S3")
+    life.check("external S3, no-op hooks")
+
+    # The relation goes: the objects move back to the unit's storage first.
+    life.remove_relation(relation.id)
+    life.check("moving back", status=testing.MaintenanceStatus)
+    life.deliver_job_ends()
+    life.container.wait_for_checks(timeout=60)
+    life.check("serving the unit's storage again")
+    assert set(life.versions[v3].values()) <= {
+        p.read_bytes() for p in running_registry.objects.rglob("*") if p.is_file()
+    }
+    assert running_registry.unit.hooks_run > 25
+
+
+def test_a_failed_move_keeps_serving_and_says_why(running_registry, external_s3, tmp_path):
+    life = Life(running_registry, tmp_path)
+    life.cut("before-a-failed-move")
+    relation, keys = external_s3.relation(endpoint=f"http://127.0.0.1:{free_port()}")
+    state = dataclasses.replace(
+        running_registry.state,
+        relations={*running_registry.state.relations, relation},
+        secrets={*running_registry.state.secrets, keys},
+    )
+    ctx = running_registry.context
+    life.hook(ctx.on.relation_changed(relation, remote_unit=0), state)
+    life.deliver_job_ends()
+    status = running_registry.state.unit_status
+    assert isinstance(status, testing.BlockedStatus), status
+    assert status.message.startswith("moving the DVC remote failed"), status
+    life.check("move failed", status=testing.BlockedStatus)
+    # Retried on update-status, in a new job; still blocked while it fails.
+    started = len(list(Path(running_registry.settings.jobs_dir).glob("2*")))
+    life.hook(ctx.on.update_status())
+    assert len(list(Path(running_registry.settings.jobs_dir).glob("2*"))) == started + 1
+    life.deliver_job_ends()
+    life.check("retried, failed again", status=testing.BlockedStatus)
+    life.remove_relation(relation.id)
+    life.check("relation removed: nothing to move")
+
+
+def test_a_failed_bootstrap_blocks_until_it_succeeds(running_registry, tmp_path):
+    life = Life(running_registry, tmp_path)
+    life.cut("before-a-failed-bootstrap")
+    hooks = Path(running_registry.settings.conf_dir) / "hooks"
+    hooks.chmod(0o000)  # the service user can no longer install the git hooks
+    try:
+        config = {**running_registry.state.config, "public-host": "localhost"}
+        life.hook(
+            running_registry.context.on.config_changed(),
+            dataclasses.replace(running_registry.state, config=config),
+        )
+        status = running_registry.state.unit_status
+        assert isinstance(status, testing.BlockedStatus), status
+        assert "bootstrap failed" in status.message, status
+        life.hook(running_registry.context.on.update_status())
+        assert "bootstrap failed" in running_registry.state.unit_status.message
+    finally:
+        hooks.chmod(0o755)
+    life.hook(running_registry.context.on.update_status())
+    life.check("bootstrap retried")
+    assert json.dumps(running_registry.reader.remote_endpoint).count("localhost") == 1
+
+
+def test_external_s3_behind_a_private_ca(running_registry, tmp_path):
+    """s3-integrator's tls-ca-chain reaches rclone: without it the move fails, with it not."""
+    certificate = server_certificate(tmp_path / "tls")
+    root = running_registry.base / "tls-s3"
+    (root / "team-bucket").mkdir(parents=True)
+    access_key, secret_key = "tls" + secrets.token_hex(6), secrets.token_urlsafe(24)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(VENV_BIN / "rclone"),
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--cert",
+            str(certificate.cert),
+            "--key",
+            str(certificate.key),
+            "--auth-key",
+            f"{access_key},{secret_key}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        life = Life(running_registry, tmp_path)
+        version = life.cut("before-the-tls-move")
+        bucket = ExternalS3(f"https://127.0.0.1:{port}", root, access_key, secret_key)
+        relation, keys = bucket.relation()
+        state = dataclasses.replace(
+            running_registry.state,
+            relations={*running_registry.state.relations, relation},
+            secrets={*running_registry.state.secrets, keys},
+        )
+        ctx = running_registry.context
+        life.hook(ctx.on.relation_changed(relation, remote_unit=0), state)
+        life.deliver_job_ends()
+        status = running_registry.state.unit_status
+        assert isinstance(status, testing.BlockedStatus), status
+        assert "certificate" in status.message, status
+        # s3-integrator now sends its CA: the retried move trusts it.
+        relation = running_registry.state.get_relation(relation.id)
+        with_ca = dataclasses.replace(
+            relation,
+            remote_app_data={
+                **relation.remote_app_data,
+                "tls-ca-chain": json.dumps([certificate.ca_pem]),
+            },
+        )
+        state = dataclasses.replace(
+            running_registry.state,
+            relations={*(running_registry.state.relations - {relation}), with_ca},
+        )
+        life.hook(ctx.on.relation_changed(with_ca, remote_unit=0), state)
+        life.hook(ctx.on.update_status())
+        life.deliver_job_ends()
+        life.container.wait_for_checks(timeout=60)
+        life.check("serving an external bucket behind a private CA")
+        stored = {p.read_bytes() for p in (root / "team-bucket").rglob("*") if p.is_file()}
+        assert set(life.versions[version].values()) <= stored
+        life.remove_relation(with_ca.id)
+        life.deliver_job_ends()
+        life.check("back on the unit's storage")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_departed_consumer_loses_access(running_registry, tmp_path):
+    life = Life(running_registry, tmp_path)
+    reader_url = running_registry.url_for(running_registry.reader)
+    assert "refs/heads/main" in git("ls-remote", reader_url)
+    life.remove_relation(running_registry.relations["training"].id)
+    refused = git("ls-remote", reader_url, check=False)
+    assert "401" in refused or "Authentication failed" in refused, refused
+    labels = {s.label for s in running_registry.state.secrets}
+    assert (
+        charm.CONSUMER_SECRET.format(relation_id=running_registry.relations["training"].id)
+        not in labels
+    )
