@@ -98,6 +98,10 @@ class PromoteModelParams:
             raise ValueError(f"alias {self.alias!r} is reserved for version references")
 
 
+class ConsumerExperimentError(Exception):
+    """A consumer asked for an experiment it may not have; the message says which."""
+
+
 class TrackingCharm(ops.CharmBase):
     """Runs MLflow under Pebble and offers it to the stack over ``mlops_tracking``."""
 
@@ -118,7 +122,12 @@ class TrackingCharm(ops.CharmBase):
             *self.s3.events,
         ):
             framework.observe(event, self._reconcile)
+        # MLflow answering after a (re)start: provision the consumers at once.
+        framework.observe(self.on[CONTAINER].pebble_custom_notice, self._reconcile)
         framework.observe(self.on[TRACKING_ENDPOINT].relation_broken, self._on_consumer_gone)
+        # Kept: the framework holds its observers weakly.
+        self._revision_pruner = secrets.RevisionPruner(self)
+        self._consumer_problems: list[str] = []
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
         framework.observe(self.on.create_user_action, self._on_create_user)
@@ -174,7 +183,10 @@ class TrackingCharm(ops.CharmBase):
             flask_secret_key=server_secret["flask-secret-key"],
             allowed_hosts=tuple(f"{host}{suffix}" for host in hosts for suffix in ("", ":*")),
             database=mlflow_server.PostgreSQLBackend(
-                url=database.sqlalchemy_url(), password=database.password
+                url=database.sqlalchemy_url(),
+                password=database.password,
+                sslmode=database.sslmode,
+                ca=database.ca,
             )
             if database
             else None,
@@ -184,6 +196,8 @@ class TrackingCharm(ops.CharmBase):
                 region=artifacts.region,
                 access_key=artifacts.access_key,
                 secret_key=artifacts.secret_key,
+                ca_chain=artifacts.ca_chain,
+                path_style=artifacts.path_style,
             )
             if artifacts
             else None,
@@ -210,6 +224,10 @@ class TrackingCharm(ops.CharmBase):
             # Keep the server on its current stores until the new ones are complete.
             return
         settings = self._settings(config, server_secret)
+        if not self.unit.is_leader() and self._scale_out_problem():
+            # Behind the one Service, this unit would serve other data: it must not serve.
+            pebble.stop_layer_services(self.container, mlflow_server.layer(settings))
+            return
         files_changed = [
             pebble.push_if_changed(self.container, path, content)
             for path, content in mlflow_server.files(settings).items()
@@ -220,6 +238,13 @@ class TrackingCharm(ops.CharmBase):
         if self.unit.is_leader():
             self._provide_tracking(config, server_secret)
 
+    def _scale_out_problem(self) -> str | None:
+        return sidecar.scale_out_problem(
+            self,
+            has_database=self.database.connection() is not None,
+            has_object_storage=self.s3.connection() is not None,
+        )
+
     def _provide_tracking(self, config: TrackingConfig, server_secret: dict[str, str]) -> None:
         """Give every consumer its own MLflow user and publish where and how to log."""
         relations = self.model.relations[TRACKING_ENDPOINT]
@@ -227,48 +252,89 @@ class TrackingCharm(ops.CharmBase):
             return
         api = self._admin_api(config, server_secret)
         if not api.is_healthy():
-            return  # retried on update-status or when the ready check recovers
+            return  # MLflow records a notice once it answers (mlflow_server.READY_NOTICE)
         for relation in relations:
             request, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
-            if problem or request is None:
+            if problem or request is None or relation.app is None:
                 continue
             experiment = request.experiment or config.default_experiment
             try:
-                credentials = self._consumer_credentials(relation)
-                if api.get_user(credentials["username"]) is None:
-                    api.create_user(credentials["username"], credentials["password"])
-                experiment_id = api.ensure_experiment(experiment)
-                api.grant_experiment_permission(experiment_id, credentials["username"], "EDIT")
-            except RESTError as error:
+                self._provision(api, relation, experiment, config.default_experiment)
+            except (RESTError, ConsumerExperimentError) as error:
                 logger.warning("could not provision %s: %s", relation.app.name, error)
-                continue
-            databags.save_app_data(
-                relation,
-                self.app,
-                TrackingProviderData(
-                    tracking_uri=self._internal_url,
-                    external_tracking_uri=self.ingress.url,
-                    credentials_secret_id=self._consumer_secret_id(relation),
-                    default_experiment=experiment,
-                ),
-            )
+                self._consumer_problems.append(f"{TRACKING_ENDPOINT} {relation.app.name}: {error}")
 
-    def _consumer_credentials(self, relation: ops.Relation) -> dict[str, str]:
+    def _provision(
+        self, api: MLflowAPI, relation: ops.Relation, experiment: str, default_experiment: str
+    ) -> None:
+        """The consumer's user, EDIT on its experiment only, and what it is told."""
+        assert relation.app is not None
+        published, _problem = databags.load_app_data(relation, self.app, TrackingProviderData)
+        credentials = self._consumer_credentials(relation)
+        if credentials is None:
+            return
+        username = credentials["username"]
+        if api.get_user(username) is None:
+            api.create_user(username, credentials["password"])
+        experiment_id = self._consumer_experiment(
+            api, experiment, relation.app.name, default_experiment
+        )
+        api.grant_experiment_permission(experiment_id, username, "EDIT")
+        previous = published.default_experiment if published else None
+        if previous and previous != experiment:
+            # The consumer asked for another experiment: its old grant goes.
+            old = api.get_experiment(previous)
+            if old is not None and api.experiment_permission(old["experiment_id"], username):
+                api.revoke_experiment_permission(old["experiment_id"], username)
+        databags.save_app_data(
+            relation,
+            self.app,
+            TrackingProviderData(
+                tracking_uri=self._internal_url,
+                external_tracking_uri=self.ingress.url,
+                credentials_secret_id=secrets.granted_secret_id(
+                    self.model,
+                    relation,
+                    CONSUMER_SECRET.format(relation_id=relation.id),
+                    published.credentials_secret_id if published else None,
+                ),
+                default_experiment=experiment,
+            ),
+        )
+
+    @staticmethod
+    def _consumer_experiment(
+        api: MLflowAPI, name: str, consumer: str, default_experiment: str
+    ) -> str:
+        """The id of the experiment a consumer may log to: the shared default, or its own.
+
+        An experiment the charm made for another consumer, or that a person made, is not
+        handed over: a consumer may not claim EDIT on it by naming it.
+        """
+        found = api.get_experiment(name)
+        if found is None:
+            return api.create_experiment(name, {mlflow_server.CONSUMER_TAG: consumer})
+        if found.get("lifecycle_stage") == "deleted":
+            raise ConsumerExperimentError(
+                f"experiment {name!r} is deleted: restore it in MLflow, or ask for another"
+            )
+        if name == default_experiment:
+            return found["experiment_id"]
+        tags = {tag.get("key"): tag.get("value") for tag in found.get("tags", [])}
+        if tags.get(mlflow_server.CONSUMER_TAG) != consumer:
+            raise ConsumerExperimentError(
+                f"experiment {name!r} exists and is not this application's: ask for another"
+            )
+        return found["experiment_id"]
+
+    def _consumer_credentials(self, relation: ops.Relation) -> dict[str, str] | None:
+        assert relation.app is not None
         username = CONSUMER_USER.format(relation_id=relation.id, app=relation.app.name)
-        content = secrets.ensure_app_secret(
+        return secrets.ensure_app_secret(
             self,
             CONSUMER_SECRET.format(relation_id=relation.id),
             lambda: {"username": username, "password": secrets.generate_password()},
         )
-        assert content is not None  # the leader always gets (or creates) the secret
-        self.model.get_secret(label=CONSUMER_SECRET.format(relation_id=relation.id)).grant(
-            relation
-        )
-        return content
-
-    def _consumer_secret_id(self, relation: ops.Relation) -> str | None:
-        secret = self.model.get_secret(label=CONSUMER_SECRET.format(relation_id=relation.id))
-        return secret.get_info().id
 
     def _on_consumer_gone(self, event: ops.RelationBrokenEvent) -> None:
         """Remove a departed consumer's MLflow user and secret, then reconcile the rest."""
@@ -302,10 +368,11 @@ class TrackingCharm(ops.CharmBase):
                 ops.WaitingStatus("waiting for the leader to create the admin secret")
             )
             return
-        if not self.unit.is_leader() and self.database.connection() is None:
-            event.add_status(
-                ops.BlockedStatus("scale-out needs the database relation: SQLite is per unit")
-            )
+        scale_out = self._scale_out_problem()
+        if scale_out:
+            event.add_status(ops.BlockedStatus(scale_out))
+        for problem in self._consumer_problems:
+            event.add_status(ops.BlockedStatus(problem))
         if not self._admin_api(self._config(), server_secret).is_healthy():
             event.add_status(ops.WaitingStatus("waiting for MLflow to become ready"))
         event.add_status(ops.ActiveStatus(f"serving at {self.ingress.url or self._internal_url}"))
@@ -369,12 +436,21 @@ class TrackingCharm(ops.CharmBase):
                 return
             password = secrets.generate_password()
             api.create_user(params.username, password)
+        except RESTError as error:
+            event.fail(str(error))
+            return
+        try:
             if params.permission == "ADMIN":
                 api.set_admin(params.username, True)
             else:
                 experiment_id = api.ensure_experiment(config.default_experiment)
                 api.grant_experiment_permission(experiment_id, params.username, params.permission)
         except RESTError as error:
+            # No half-made user with a password nobody knows: the action can be run again.
+            try:
+                api.delete_user(params.username)
+            except RESTError:
+                logger.warning("could not remove the half-made user %s", params.username)
             event.fail(str(error))
             return
         event.set_results(

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 SERVICE = "mlflow"
 READY_CHECK = "mlflow-ready"
+# Recorded by the service once MLflow answers: the charm then provisions consumers at once.
+READY_NOTICE = "mlops-stack.dev/mlflow/ready"
+# The tag that says which consumer application an experiment was created for.
+CONSUMER_TAG = "mlops.stack/consumer"
 ADMIN_USERNAME = "admin"
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 
@@ -44,6 +48,8 @@ class PostgreSQLBackend:
 
     url: str
     password: str
+    sslmode: str | None = None  # libpq's: verify-full with ``ca``, require with TLS alone
+    ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class S3Artifacts:
     region: str | None
     access_key: str
     secret_key: str
+    ca_chain: str | None = None  # PEM: trust the endpoint's private CA
+    path_style: bool | None = None  # address buckets in the path (MinIO, Ceph RGW, ...)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,14 @@ class ServerSettings:
     @property
     def secrets_env_path(self) -> str:
         return f"{self.data_dir}/secrets/secrets.env"
+
+    @property
+    def postgresql_ca_path(self) -> str:
+        return f"{self.data_dir}/secrets/postgresql-ca.pem"
+
+    @property
+    def s3_ca_path(self) -> str:
+        return f"{self.data_dir}/secrets/s3-ca.pem"
 
     @property
     def auth_config_path(self) -> str:
@@ -129,12 +145,28 @@ def layer(settings: ServerSettings) -> LayerDict:
     environment = {
         "MLFLOW_AUTH_CONFIG_PATH": settings.auth_config_path,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        # Nothing phones home: MLflow's usage telemetry (server and UI) is on by default.
+        # MLflow reads DO_NOT_TRACK only when it is "true", hence its own switch as well.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
     }
+    if settings.database and settings.database.sslmode:
+        environment["PGSSLMODE"] = settings.database.sslmode  # libpq, under psycopg2
+        if settings.database.ca:
+            environment["PGSSLROOTCERT"] = settings.postgresql_ca_path
     if settings.artifacts:
         if settings.artifacts.endpoint:
             environment["MLFLOW_S3_ENDPOINT_URL"] = settings.artifacts.endpoint
         if settings.artifacts.region:
             environment["AWS_DEFAULT_REGION"] = settings.artifacts.region
+        if settings.artifacts.ca_chain:
+            environment["AWS_CA_BUNDLE"] = settings.s3_ca_path
+        if settings.artifacts.path_style is not None:
+            # MLflow's artifact proxy sets boto3's addressing style from this, over any
+            # AWS config file.
+            style = "path" if settings.artifacts.path_style else "virtual"
+            environment["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = style
+    health = f"http://localhost:{settings.port}/health"
     return {
         "summary": "MLflow Tracking Server",
         "services": {
@@ -143,11 +175,10 @@ def layer(settings: ServerSettings) -> LayerDict:
                 secrets_env_path=settings.secrets_env_path,
                 command=server_command(settings),
                 environment=environment,
+                ready_notice=workload.ReadyNotice(health, READY_NOTICE),
             )
         },
-        "checks": {
-            READY_CHECK: workload.http_ready_check(f"http://localhost:{settings.port}/health")
-        },
+        "checks": {READY_CHECK: workload.http_ready_check(health)},
     }
 
 
@@ -173,10 +204,15 @@ def files(settings: ServerSettings) -> dict[str, str]:
     if settings.artifacts:
         secret_env["AWS_ACCESS_KEY_ID"] = settings.artifacts.access_key
         secret_env["AWS_SECRET_ACCESS_KEY"] = settings.artifacts.secret_key
-    return {
+    rendered = {
         settings.auth_config_path: auth_config,
         settings.secrets_env_path: workload.secrets_env(secret_env),
     }
+    if settings.database and settings.database.ca:
+        rendered[settings.postgresql_ca_path] = settings.database.ca
+    if settings.artifacts and settings.artifacts.ca_chain:
+        rendered[settings.s3_ca_path] = settings.artifacts.ca_chain
+    return rendered
 
 
 class MLflowAPI:
@@ -225,37 +261,70 @@ class MLflowAPI:
 
     def ensure_experiment(self, name: str) -> str:
         """The id of the experiment ``name``, created if missing."""
+        found = self.get_experiment(name)
+        return found["experiment_id"] if found else self.create_experiment(name, {})
+
+    def get_experiment(self, name: str) -> dict | None:
+        """The experiment ``name`` (id, tags, ...), or None if there is none."""
         try:
             found = self._call(
                 "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
             )
-            return found["experiment"]["experiment_id"]
         except RESTError as error:
-            if error.code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-        return self._call("POST", "/api/2.0/mlflow/experiments/create", {"name": name})[
-            "experiment_id"
-        ]
+            if error.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return found["experiment"]
+
+    def create_experiment(self, name: str, tags: dict[str, str]) -> str:
+        """Create the experiment ``name`` with ``tags``; its id."""
+        body = {"name": name, "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        return self._call("POST", "/api/2.0/mlflow/experiments/create", body)["experiment_id"]
+
+    def experiment_permission(self, experiment_id: str, username: str) -> str | None:
+        """The permission granted to ``username`` on the experiment, or None (the default)."""
+        listed = self._call(
+            "GET", "/api/3.0/mlflow/users/permissions/list", {"username": username}
+        )
+        for row in listed.get("permissions", []):
+            # Only the user's own grants (its `__user_<id>__` role), not an operator's roles.
+            own = str(row.get("role_name", "")).startswith("__user_")
+            if (
+                own
+                and row.get("resource_type") == "experiment"
+                and str(row.get("resource_pattern")) == str(experiment_id)
+            ):
+                return row.get("permission")
+        return None
 
     def grant_experiment_permission(
         self, experiment_id: str, username: str, permission: str
     ) -> None:
-        """Give ``username`` exactly ``permission`` on the experiment (grant or replace)."""
+        """Give ``username`` exactly ``permission`` on the experiment, changing only what differs.
+
+        A grant cannot be updated in place, and replacing it (revoke, then grant) leaves the
+        user without it in between: so it is read first and replaced only when it differs.
+        """
+        current = self.experiment_permission(experiment_id, username)
+        if current == permission:
+            return
         grant = {
             "username": username,
             "resource_type": "experiment",
             "resource_id": experiment_id,
             "permission": permission,
         }
-        try:
-            self._call("POST", "/api/3.0/mlflow/users/permissions/grant", grant)
-        except RESTError as error:
-            if error.code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            # A grant cannot be updated in place: replace it.
-            revoke = {key: grant[key] for key in ("username", "resource_type", "resource_id")}
-            self._call("POST", "/api/3.0/mlflow/users/permissions/revoke", revoke)
-            self._call("POST", "/api/3.0/mlflow/users/permissions/grant", grant)
+        if current is not None:
+            self.revoke_experiment_permission(experiment_id, username)
+        self._call("POST", "/api/3.0/mlflow/users/permissions/grant", grant)
+
+    def revoke_experiment_permission(self, experiment_id: str, username: str) -> None:
+        revoke = {
+            "username": username,
+            "resource_type": "experiment",
+            "resource_id": experiment_id,
+        }
+        self._call("POST", "/api/3.0/mlflow/users/permissions/revoke", revoke)
 
     def get_model_version(self, name: str, version: str) -> dict | None:
         """The registered model version, or None if the model or version does not exist."""

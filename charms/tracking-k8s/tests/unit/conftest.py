@@ -1,8 +1,9 @@
 """Fixtures building the common state of tracking-k8s's unit tests.
 
-The MLflow REST client is the only thing replaced: every test talks to an in-memory
-``FakeMLflow``. The storage is a real folder mounted at the charm's storage location, so files
-the charm pushes survive from one hook to the next, as they do on a unit.
+The MLflow JSON client is the only thing replaced: the charm's real ``MLflowAPI`` talks to an
+in-memory ``FakeMLflow`` that answers as MLflow 3.17.2 does. The storage is a real folder
+mounted at the charm's storage location, so files the charm pushes survive from one hook to
+the next, as they do on a unit.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import ops
 import pytest
 from ops import testing
 from tracking_testing import DATA_DIR, MODEL, FakeMLflow, server_secret
 
 import charm
+import mlflow_server
 from tests.charm_testing import record_service_changes
 
 
@@ -22,7 +25,7 @@ from tests.charm_testing import record_service_changes
 def mlflow(monkeypatch: pytest.MonkeyPatch) -> FakeMLflow:
     """The MLflow server every ``MLflowAPI`` the charm makes talks to."""
     server = FakeMLflow()
-    monkeypatch.setattr(charm, "MLflowAPI", server.client)
+    monkeypatch.setattr(mlflow_server, "JSONClient", server.client)
     return server
 
 
@@ -91,3 +94,17 @@ def make_state(container: testing.Container, admin_secret: testing.Secret) -> St
 def pebble_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the ``ops.Container`` methods called that change running services."""
     return record_service_changes(monkeypatch)
+
+
+@pytest.fixture
+def secret_grants(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The relation ids of every ``secret-grant`` hook tool call, in order."""
+    grants: list[int] = []
+    original = ops.Secret.grant
+
+    def spy(self, relation: ops.Relation, *, unit: ops.Unit | None = None) -> None:
+        grants.append(relation.id)
+        original(self, relation, unit=unit)
+
+    monkeypatch.setattr(ops.Secret, "grant", spy)
+    return grants

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 from ops import testing
-from tracking_testing import ADMIN_PASSWORD, INGRESS_URL, INTERNAL_URL, ingress_relation
+from tracking_testing import (
+    ADMIN_PASSWORD,
+    DEFAULT_EXPERIMENT_ID,
+    INGRESS_URL,
+    INTERNAL_URL,
+    ingress_relation,
+)
 
 
 def run_action(ctx, state: testing.State, name: str, **params) -> dict:
@@ -64,25 +70,40 @@ def test_create_user_grants_the_permission_on_the_default_experiment(ctx, make_s
     state = make_state(config={"default-experiment": "shared"})
     results = run_action(ctx, state, "create-user", username="ada", permission="READ")
     assert (results["permission"], results["experiment"]) == ("READ", "shared")
-    assert mlflow.permissions[mlflow.experiments["shared"], "ada"] == "READ"
+    assert mlflow.permission("ada", "shared") == "READ"
 
 
 def test_create_user_grants_edit_when_no_permission_is_given(ctx, make_state, mlflow):
     run_action(ctx, make_state(), "create-user", username="ada")
-    assert mlflow.permissions[mlflow.experiments["Default"], "ada"] == "EDIT"
+    assert mlflow.permission("ada", "Default") == "EDIT"
+
+
+def test_create_user_grants_on_the_existing_default_experiment(ctx, make_state, mlflow):
+    run_action(ctx, make_state(), "create-user", username="ada")
+    assert mlflow.called("experiments/create") == []
+    assert mlflow.grants["ada", DEFAULT_EXPERIMENT_ID] == "EDIT"
+
+
+@pytest.mark.parametrize("permission", ["READ", "EDIT", "MANAGE"])
+def test_create_user_grants_exactly_the_permission_asked_for(ctx, make_state, mlflow, permission):
+    run_action(ctx, make_state(), "create-user", username="ada", permission=permission)
+    assert {key: value for key, value in mlflow.grants.items() if key[0] == "ada"} == {
+        ("ada", DEFAULT_EXPERIMENT_ID): permission
+    }
 
 
 def test_create_admin_user_makes_an_mlflow_administrator(ctx, make_state, mlflow):
     results = run_action(ctx, make_state(), "create-user", username="ada", permission="ADMIN")
     assert mlflow.users["ada"]["is_admin"] is True
-    assert mlflow.called("grant_experiment_permission") == []
+    assert mlflow.called("users/permissions/grant") == []
     assert results["experiment"] == ""
 
 
 def test_create_user_fails_for_an_existing_user(ctx, make_state, mlflow):
-    mlflow.users["ada"] = {"username": "ada", "password": "old"}
+    mlflow.add_user("ada", "old-Pa55word-of-ada")
     assert failure(ctx, make_state(), "create-user", username="ada") == "user 'ada' already exists"
-    assert mlflow.users["ada"]["password"] == "old"
+    assert mlflow.users["ada"]["password"] == "old-Pa55word-of-ada"
+    assert mlflow.called("users/create") == []
 
 
 BAD_CREATE_USER_PARAMS = {
@@ -104,7 +125,7 @@ def test_create_user_with_bad_params_fails_in_one_line_before_any_call(
     message = failure(ctx, make_state(), "create-user", **params)
     assert message.startswith("Error in action parameters: ")
     assert "\n" not in message
-    assert mlflow.calls == []
+    assert mlflow.requests == []
 
 
 def test_create_user_fails_while_the_server_is_not_ready(ctx, make_state, mlflow):
@@ -129,10 +150,48 @@ def test_create_user_fails_before_the_admin_secret_exists(ctx, make_state):
 
 
 def test_create_user_reports_a_refusing_server_in_one_line(ctx, make_state, mlflow):
-    mlflow.fail("create_user", "database is locked")
+    mlflow.fail("users/create", "database is locked\nTraceback (most recent call last): ...")
     assert failure(ctx, make_state(), "create-user", username="ada") == (
         "MLflow refused the request (500): database is locked"
     )
+    assert "ada" not in mlflow.users
+
+
+@pytest.mark.parametrize(
+    ("permission", "endpoint"),
+    [("EDIT", "users/permissions/grant"), ("ADMIN", "users/update-admin")],
+    ids=["grant", "admin"],
+)
+def test_create_user_removes_the_user_when_granting_fails(
+    ctx, make_state, mlflow, permission, endpoint
+):
+    mlflow.fail(endpoint, "database is locked")
+
+    message = failure(ctx, make_state(), "create-user", username="ada", permission=permission)
+
+    assert message == "MLflow refused the request (500): database is locked"
+    assert mlflow.called("users/delete") == [{"username": "ada"}]
+    assert "ada" not in mlflow.users
+
+
+def test_create_user_can_be_run_again_after_granting_failed(ctx, make_state, mlflow):
+    mlflow.fail("users/permissions/grant", "database is locked")
+    failure(ctx, make_state(), "create-user", username="ada")
+    del mlflow.failures["users/permissions/grant"]
+
+    results = run_action(ctx, make_state(), "create-user", username="ada")
+
+    assert mlflow.users["ada"]["password"] == results["password"]
+    assert mlflow.permission("ada", "Default") == "EDIT"
+
+
+def test_create_user_reports_the_grant_failure_when_the_cleanup_fails_too(ctx, make_state, mlflow):
+    mlflow.fail("users/permissions/grant", "database is locked")
+    mlflow.fail("users/delete", "server is read-only")
+
+    message = failure(ctx, make_state(), "create-user", username="ada")
+
+    assert message == "MLflow refused the request (500): database is locked"
 
 
 # --- promote-model -----------------------------------------------------------------------
@@ -192,7 +251,7 @@ def test_promote_model_with_bad_params_fails_in_one_line_before_any_call(
     message = failure(ctx, make_state(), "promote-model", **params)
     assert message.startswith("Error in action parameters: ")
     assert "\n" not in message
-    assert registry.calls == []
+    assert registry.requests == []
 
 
 def test_promote_model_fails_while_the_server_is_not_ready(ctx, make_state, registry):
@@ -202,6 +261,6 @@ def test_promote_model_fails_while_the_server_is_not_ready(ctx, make_state, regi
 
 
 def test_promote_model_reports_a_refusing_server_in_one_line(ctx, make_state, registry):
-    registry.fail("set_model_alias", "PERMISSION_DENIED", status=403)
+    registry.fail("registered-models/alias", "PERMISSION_DENIED", status=403)
     message = failure(ctx, make_state(), "promote-model", model="fraud-detector", version=3)
     assert message == "MLflow refused the request (403): PERMISSION_DENIED"

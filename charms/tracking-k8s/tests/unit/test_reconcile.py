@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import stat
+import subprocess
 
+import ops
 import pytest
 from ops import pebble, testing
 from tracking_testing import (
     ADMIN_PASSWORD,
     AUTH_CONFIG,
     FLASK_SECRET_KEY,
+    READY_NOTICE,
     SECRETS_ENV,
     allowed_hosts,
     consumer_relation,
@@ -26,7 +29,7 @@ from tracking_testing import (
     s3_secret,
     secret_by_label,
     server_args,
-    service_command,
+    service_script,
     stored,
 )
 
@@ -88,6 +91,12 @@ def _relation_event(kind, build_relation, *build_secrets):
     return build
 
 
+def _custom_notice(ctx, make_state, container):
+    notice = testing.Notice(READY_NOTICE)
+    container = dataclasses.replace(container, notices=[notice])
+    return ctx.on.pebble_custom_notice(container, notice), make_state(containers={container})
+
+
 def _secret_changed(ctx, make_state, container):
     secret = database_secret()
     relation = database_relation(secret)
@@ -103,6 +112,7 @@ OBSERVED_EVENTS = {
     "mlflow-pebble-ready": _pebble_ready,
     "mlflow-pebble-check-failed": _check_event("pebble_check_failed", pebble.CheckStatus.DOWN),
     "mlflow-pebble-check-recovered": _check_event("pebble_check_recovered", pebble.CheckStatus.UP),
+    "mlflow-pebble-custom-notice": _custom_notice,
     "mlflow-data-storage-attached": _storage_attached,
     "mlops-tracking-relation-joined": _relation_event("joined", consumer_relation),
     "mlops-tracking-relation-changed": _relation_event("changed", consumer_relation),
@@ -226,9 +236,40 @@ def test_allowed_hosts_option_adds_its_hosts(ctx, make_state):
 
 
 def test_service_sources_the_secrets_file_before_starting_mlflow(planned):
-    assert service_command(planned).startswith(
-        f"/bin/sh -c '. {SECRETS_ENV} && exec mlflow server "
+    script = service_script(planned)
+    assert script.startswith(f". {SECRETS_ENV} && ")
+    assert script.index(SECRETS_ENV) < script.index(" && exec mlflow server ")
+
+
+def test_service_command_is_valid_shell(planned):
+    checked = subprocess.run(
+        ["/bin/sh", "-n", "-c", service_script(planned)], capture_output=True, text=True
     )
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_service_records_the_ready_notice_once_health_answers(planned):
+    script = service_script(planned)
+    watcher = script[: script.index(" && exec mlflow server ")]
+    assert f"/charm/bin/pebble notify {READY_NOTICE}" in watcher
+    assert watcher.index("http://localhost:5000/health") < watcher.index("pebble notify")
+
+
+def test_ready_watcher_runs_in_the_background_so_mlflow_starts_at_once(planned):
+    script = service_script(planned)
+    watcher_end = script.index(" && exec mlflow server ")
+    assert script[:watcher_end].endswith(" & }")
+
+
+def test_ready_watcher_follows_the_port_option(ctx, make_state):
+    state_out = ctx.run(ctx.on.config_changed(), make_state(config={"port": 8080}))
+    assert "http://localhost:8080/health" in service_script(state_out)
+    assert "http://localhost:5000/health" not in service_script(state_out)
+
+
+def test_server_sends_no_usage_telemetry(planned):
+    env = environment(planned)
+    assert (env["MLFLOW_DISABLE_TELEMETRY"], env["DO_NOT_TRACK"]) == ("true", "1")
 
 
 def test_secrets_env_holds_the_admin_password_and_flask_key(planned, data_dir):
@@ -285,6 +326,27 @@ def test_non_leader_runs_the_server_with_the_leaders_admin_secret(ctx, make_stat
     )
 
 
+def test_unreadable_admin_secret_fails_the_hook_and_mints_no_new_one(ctx, make_state, monkeypatch):
+    # A new admin password would lock the charm out: MLflow keeps the first one it read.
+    def unreadable(self, *, id=None, label=None):
+        raise ops.ModelError("ERROR cannot read secret: connection reset by peer")
+
+    added = []
+    monkeypatch.setattr(ops.Model, "get_secret", unreadable)
+    monkeypatch.setattr(ops.Application, "add_secret", lambda self, content, **_: added.append(1))
+
+    with pytest.raises(testing.errors.UncaughtCharmError) as failed:
+        ctx.run(ctx.on.config_changed(), make_state())
+
+    assert type(failed.value.__cause__) is ops.ModelError
+    assert added == []
+
+
+def test_secret_remove_removes_the_revision_juju_names(ctx, make_state, admin_secret):
+    ctx.run(ctx.on.secret_remove(admin_secret, revision=2), make_state())
+    assert ctx.removed_secret_revisions == [2]
+
+
 def test_non_leader_without_the_admin_secret_creates_nothing_and_plans_nothing(ctx, make_state):
     state_out = ctx.run(
         ctx.on.config_changed(), make_state(leader=False, admin_secret_exists=False)
@@ -308,9 +370,12 @@ def test_without_pebble_nothing_is_planned(ctx, make_state, container):
 # --- idempotency -------------------------------------------------------------------------
 
 
-def test_first_reconcile_replans_once_and_restarts_nothing(ctx, make_state, pebble_calls):
-    ctx.run(ctx.on.config_changed(), make_state())
-    assert pebble_calls == ["replan"]
+def test_first_reconcile_starts_the_server_with_a_single_change(ctx, make_state, pebble_calls):
+    state_out = ctx.run(ctx.on.config_changed(), make_state())
+    assert len(pebble_calls) == 1, pebble_calls  # a replan or a (re)start, never both
+    assert (
+        state_out.get_container("mlflow").service_statuses["mlflow"] == pebble.ServiceStatus.ACTIVE
+    )
 
 
 def test_second_identical_reconcile_neither_replans_nor_restarts(ctx, planned, pebble_calls):

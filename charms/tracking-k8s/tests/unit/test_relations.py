@@ -1,30 +1,33 @@
-"""The relations: database and S3 arriving and leaving, ingress, and mlops-tracking consumers."""
+"""The relations: database and S3 arriving and leaving (TLS included), and ingress."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import stat
 
 import pytest
-from ops import pebble, testing
+from ops import testing
 from tracking_testing import (
     ADMIN_PASSWORD,
     AUTH_CONFIG,
+    DATA_DIR,
+    DB_CA,
     DB_HOST,
     DB_PASSWORD,
     DB_USERNAME,
+    FLASK_SECRET_KEY,
     INGRESS_HOST,
-    INGRESS_URL,
-    INTERNAL_URL,
     S3_ACCESS_KEY,
     S3_ENDPOINT,
+    S3_INTERMEDIATE_CA,
+    S3_ROOT_CA,
     S3_SECRET_KEY,
     SECRETS_ENV,
     allowed_hosts,
-    consumer_relation,
-    consumer_secret,
     database_relation,
     database_secret,
+    database_tls_secret,
     environment,
     ingress_relation,
     option,
@@ -37,6 +40,8 @@ from tracking_testing import (
 POSTGRESQL_URL = f"postgresql+psycopg2://{DB_USERNAME}@{DB_HOST}:5432/mlflow"
 SQLITE_URL = "sqlite:////var/lib/mlflow/mlflow.db"
 LOCAL_ARTIFACTS = "/var/lib/mlflow/artifacts"
+POSTGRESQL_CA = f"{DATA_DIR}/secrets/postgresql-ca.pem"
+S3_CA = f"{DATA_DIR}/secrets/s3-ca.pem"
 
 
 def local_app_data(state: testing.State, relation: testing.Relation) -> dict[str, str]:
@@ -135,6 +140,67 @@ def test_rotated_database_password_restarts_the_server_without_replanning(
     assert pebble_calls == ["restart"]
 
 
+# --- database TLS ------------------------------------------------------------------------
+
+
+def on_database_with_tls(ctx, make_state, db_secret, tls_secret) -> testing.State:
+    relation = database_relation(db_secret, tls_secret=tls_secret)
+    state_in = make_state(relations={relation}, secrets={db_secret, tls_secret})
+    return ctx.run(ctx.on.relation_changed(relation), state_in)
+
+
+@pytest.fixture
+def ca_secret() -> testing.Secret:
+    return database_tls_secret()
+
+
+@pytest.fixture
+def on_verified_postgresql(ctx, make_state, db_secret, ca_secret) -> testing.State:
+    """A unit whose server reaches PostgreSQL over TLS, verified against the provider's CA."""
+    return on_database_with_tls(ctx, make_state, db_secret, ca_secret)
+
+
+def test_database_ca_makes_the_server_verify_postgresql(on_verified_postgresql):
+    env = environment(on_verified_postgresql)
+    assert (env["PGSSLMODE"], env["PGSSLROOTCERT"]) == ("verify-full", POSTGRESQL_CA)
+
+
+def test_database_ca_is_pushed_where_the_server_reads_it(on_verified_postgresql, data_dir):
+    ca_file = stored(data_dir, POSTGRESQL_CA)
+    assert ca_file.read_text() == DB_CA + "\n"
+    assert stat.S_IMODE(ca_file.stat().st_mode) == 0o600
+
+
+def test_database_tls_without_a_ca_requires_tls(ctx, make_state, db_secret, data_dir):
+    state_out = on_database_with_tls(ctx, make_state, db_secret, database_tls_secret(ca=None))
+    env = environment(state_out)
+    assert env["PGSSLMODE"] == "require"
+    assert "PGSSLROOTCERT" not in env
+    assert not stored(data_dir, POSTGRESQL_CA).exists()
+
+
+def test_database_without_tls_leaves_the_ssl_mode_to_libpq(ctx, make_state, db_secret):
+    state_out = on_database_with_tls(
+        ctx, make_state, db_secret, database_tls_secret(tls="False", ca=None)
+    )
+    assert not {"PGSSLMODE", "PGSSLROOTCERT"} & environment(state_out).keys()
+
+
+def test_rotated_database_ca_restarts_the_server_without_replanning(
+    ctx, on_verified_postgresql, ca_secret, data_dir, pebble_calls
+):
+    new_ca = DB_CA.replace("postgresqlCA", "renewedCA")
+    rotated = testing.Secret({"tls": "True", "tls-ca": new_ca}, id=ca_secret.id)
+    state_in = dataclasses.replace(
+        on_verified_postgresql, secrets={*on_verified_postgresql.secrets} - {ca_secret} | {rotated}
+    )
+
+    ctx.run(ctx.on.secret_changed(rotated), state_in)
+
+    assert stored(data_dir, POSTGRESQL_CA).read_text() == new_ca + "\n"
+    assert pebble_calls == ["restart"]
+
+
 # --- S3 ----------------------------------------------------------------------------------
 
 
@@ -206,6 +272,46 @@ def test_s3_leaving_removes_the_keys_from_the_secrets_file(ctx, on_s3, bucket_re
     assert S3_SECRET_KEY not in stored(data_dir, SECRETS_ENV).read_text()
 
 
+def on_bucket(ctx, make_state, keys_secret, **changes: str) -> testing.State:
+    relation = s3_relation(keys_secret, **changes)
+    state_in = make_state(relations={relation}, secrets={keys_secret})
+    return ctx.run(ctx.on.relation_changed(relation), state_in)
+
+
+def test_s3_ca_chain_makes_the_server_trust_the_endpoints_ca(ctx, make_state, keys_secret):
+    chain = json.dumps([S3_ROOT_CA, S3_INTERMEDIATE_CA])
+    state_out = on_bucket(ctx, make_state, keys_secret, **{"tls-ca-chain": chain})
+    assert environment(state_out)["AWS_CA_BUNDLE"] == S3_CA
+
+
+def test_s3_ca_chain_is_pushed_where_boto_reads_it(ctx, make_state, keys_secret, data_dir):
+    chain = json.dumps([S3_ROOT_CA, S3_INTERMEDIATE_CA])
+    on_bucket(ctx, make_state, keys_secret, **{"tls-ca-chain": chain})
+    ca_file = stored(data_dir, S3_CA)
+    assert ca_file.read_text() == f"{S3_ROOT_CA}\n{S3_INTERMEDIATE_CA}\n"
+    assert stat.S_IMODE(ca_file.stat().st_mode) == 0o600
+
+
+def test_s3_without_a_ca_chain_trusts_the_system_cas(on_s3, data_dir):
+    assert "AWS_CA_BUNDLE" not in environment(on_s3)
+    assert not stored(data_dir, S3_CA).exists()
+
+
+@pytest.mark.parametrize(
+    ("uri_style", "addressing_style"), [("path", "path"), ("host", "virtual")]
+)
+def test_s3_uri_style_reaches_mlflows_own_addressing_switch(
+    ctx, make_state, keys_secret, uri_style, addressing_style
+):
+    state_out = on_bucket(ctx, make_state, keys_secret, **{"s3-uri-style": uri_style})
+    assert environment(state_out)["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] == addressing_style
+
+
+def test_s3_without_a_uri_style_leaves_addressing_to_mlflow(ctx, make_state, keys_secret):
+    state_out = on_bucket(ctx, make_state, keys_secret, **{"s3-uri-style": ""})
+    assert "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE" not in environment(state_out)
+
+
 def test_database_and_s3_together_make_the_server_stateless(
     ctx, make_state, db_relation, db_secret, bucket_relation, keys_secret
 ):
@@ -267,176 +373,37 @@ def test_ingress_leaving_drops_its_host_from_the_allowed_hosts(ctx, make_state):
     assert INGRESS_HOST not in allowed_hosts(state_out)
 
 
-# --- mlops-tracking consumers ------------------------------------------------------------
-
-
-@pytest.fixture
-def consumer() -> testing.Relation:
-    return consumer_relation("trainer", experiment="fraud")
-
-
-def provision(ctx, make_state, *relations, **state) -> testing.State:
-    """Run relation-changed for the first consumer with all of ``relations`` in the state."""
-    return ctx.run(
-        ctx.on.relation_changed(relations[0]), make_state(relations=set(relations), **state)
-    )
-
-
-def consumer_credentials(state: testing.State, relation: testing.Relation) -> dict[str, str]:
-    secret_id = json.loads(local_app_data(state, relation)["credentials_secret_id"])
-    return dict(state.get_secret(id=secret_id).latest_content)
-
-
-def test_leader_creates_an_mlflow_user_for_the_consumer(ctx, make_state, consumer, mlflow):
-    state_out = provision(ctx, make_state, consumer)
-    credentials = consumer_credentials(state_out, consumer)
-    assert credentials["username"] == f"relation-{consumer.id}-trainer"
-    assert mlflow.users[credentials["username"]]["password"] == credentials["password"]
-
-
-def test_consumer_credentials_secret_is_granted_to_the_consumer_app(ctx, make_state, consumer):
-    state_out = provision(ctx, make_state, consumer)
-    secret_id = json.loads(local_app_data(state_out, consumer)["credentials_secret_id"])
-    assert state_out.get_secret(id=secret_id).remote_grants == {consumer.id: {"trainer"}}
-
-
-def test_leader_publishes_where_and_how_to_log(ctx, make_state, consumer):
-    state_out = provision(ctx, make_state, consumer)
-    secret = state_out.get_secret(label=f"mlops-tracking-{consumer.id}")
-    assert local_app_data(state_out, consumer) == {
-        "tracking_uri": json.dumps(INTERNAL_URL),
-        "credentials_secret_id": json.dumps(secret.id),
-        "default_experiment": '"fraud"',
-    }
-
-
-def test_consumer_gets_edit_on_the_experiment_it_asked_for(ctx, make_state, consumer, mlflow):
-    provision(ctx, make_state, consumer)
-    experiment_id = mlflow.experiments["fraud"]
-    assert mlflow.permissions[experiment_id, f"relation-{consumer.id}-trainer"] == "EDIT"
-
-
-def test_consumer_without_an_experiment_gets_the_default_one(ctx, make_state, mlflow):
-    relation = consumer_relation("labeller", experiment=None)
-    state_out = provision(ctx, make_state, relation, config={"default-experiment": "shared"})
-    assert json.loads(local_app_data(state_out, relation)["default_experiment"]) == "shared"
-    assert (
-        mlflow.permissions[mlflow.experiments["shared"], f"relation-{relation.id}-labeller"]
-        == "EDIT"
-    )
-
-
-def test_consumers_get_the_external_url_when_there_is_ingress(ctx, make_state, consumer):
-    state_out = provision(ctx, make_state, consumer, ingress_relation())
-    assert json.loads(local_app_data(state_out, consumer)["external_tracking_uri"]) == INGRESS_URL
-
-
-def test_leader_provisions_as_the_admin_on_the_local_server(ctx, make_state, consumer, mlflow):
-    provision(ctx, make_state, consumer)
-    assert set(mlflow.clients) == {("http://localhost:5000", "admin", ADMIN_PASSWORD)}
-
-
-def test_existing_consumer_keeps_its_user_and_password(ctx, make_state, consumer, mlflow):
-    secret = consumer_secret(consumer, password="kept-password")
-    username = secret.latest_content["username"]
-    mlflow.users[username] = {"username": username, "password": "kept-password"}
-
-    state_out = provision(ctx, make_state, consumer, secrets={secret})
-
-    assert mlflow.called("create_user") == []
-    assert consumer_credentials(state_out, consumer)["password"] == "kept-password"
-
-
-def test_consumer_user_missing_on_the_server_is_recreated_from_its_secret(
-    ctx, make_state, consumer, mlflow
-):
-    secret = consumer_secret(consumer, password="kept-password")
-    provision(ctx, make_state, consumer, secrets={secret})
-    assert mlflow.called("create_user") == [(secret.latest_content["username"], "kept-password")]
-
-
-def test_non_leader_does_not_provision_consumers(ctx, make_state, consumer, mlflow):
-    state_out = provision(ctx, make_state, consumer, leader=False)
-    assert mlflow.called("create_user") == []
-    assert not local_app_data(state_out, consumer)
-
-
-def test_consumers_wait_for_a_healthy_server(ctx, make_state, consumer, mlflow):
-    mlflow.healthy = False
-    state_out = provision(ctx, make_state, consumer)
-    assert mlflow.called("create_user") == []
-    assert not local_app_data(state_out, consumer)
-
-
-def test_waiting_consumers_are_provisioned_when_the_ready_check_recovers(
-    ctx, make_state, consumer
-):
-    recovered = testing.CheckInfo("mlflow-ready", level=pebble.CheckLevel.READY)
-    running = ctx.run(ctx.on.config_changed(), make_state())
-    container = dataclasses.replace(running.get_container("mlflow"), check_infos={recovered})
-    state_in = dataclasses.replace(running, containers={container}, relations={consumer})
-
-    state_out = ctx.run(ctx.on.pebble_check_recovered(container, recovered), state_in)
-
-    assert local_app_data(state_out, consumer)["default_experiment"] == '"fraud"'
-
-
-MALFORMED_REQUESTS = {
-    "not JSON": {"experiment": "fraud"},
-    "not a string": {"experiment": "42"},
-    "blank": {"experiment": '"   "'},
-    "too long": {"experiment": json.dumps("x" * 300)},
+BAD_INGRESS_HOSTS = {
+    "wildcard": "http://*.example.com/mlops-tracking-k8s",
+    "list": "http://mlops.example.com,evil.example.net/mlops-tracking-k8s",
+    "user info": "http://admin@mlops.example.com/mlops-tracking-k8s",
 }
 
 
-@pytest.mark.parametrize("databag", MALFORMED_REQUESTS.values(), ids=MALFORMED_REQUESTS.keys())
-def test_malformed_consumer_request_provisions_nothing(ctx, make_state, mlflow, databag):
-    relation = consumer_relation("trainer", databag=databag)
-    state_out = provision(ctx, make_state, relation)
-    assert mlflow.called("create_user") == []
-    assert not local_app_data(state_out, relation)
+@pytest.mark.parametrize("url", BAD_INGRESS_HOSTS.values(), ids=BAD_INGRESS_HOSTS.keys())
+def test_ingress_url_with_a_bad_host_never_reaches_the_allowed_hosts(ctx, make_state, url):
+    without_ingress = allowed_hosts(ctx.run(ctx.on.config_changed(), make_state()))
+    relation = ingress_relation(url)
+
+    state_out = ctx.run(ctx.on.relation_changed(relation), make_state(relations={relation}))
+
+    assert allowed_hosts(state_out) == without_ingress
 
 
-def test_malformed_consumer_does_not_hold_up_the_others(ctx, make_state, consumer, mlflow):
-    bad = consumer_relation("broken-app", databag={"experiment": "not json"})
-    state_out = provision(ctx, make_state, bad, consumer)
-    assert local_app_data(state_out, consumer)["default_experiment"] == '"fraud"'
+# --- secrets never in the plan -----------------------------------------------------------
 
 
-def test_refused_provisioning_publishes_nothing_and_fails_no_hook(
-    ctx, make_state, consumer, mlflow
+def test_plan_holds_no_secret_with_every_store_related(
+    ctx, make_state, db_secret, ca_secret, keys_secret
 ):
-    mlflow.fail("create_user", "database is locked")
-    state_out = provision(ctx, make_state, consumer)
-    assert not local_app_data(state_out, consumer)
+    database = database_relation(db_secret, tls_secret=ca_secret)
+    bucket = s3_relation(keys_secret, **{"tls-ca-chain": json.dumps([S3_ROOT_CA])})
+    state_in = make_state(
+        relations={database, bucket, ingress_relation()},
+        secrets={db_secret, ca_secret, keys_secret},
+    )
 
+    plan = ctx.run(ctx.on.config_changed(), state_in).get_container("mlflow").plan.to_yaml()
 
-@pytest.fixture
-def provisioned(ctx, make_state, consumer, mlflow) -> testing.State:
-    return provision(ctx, make_state, consumer)
-
-
-def test_consumer_leaving_deletes_its_mlflow_user(ctx, provisioned, consumer, mlflow):
-    ctx.run(ctx.on.relation_broken(provisioned.get_relation(consumer.id)), provisioned)
-    assert mlflow.called("delete_user") == [(f"relation-{consumer.id}-trainer",)]
-    assert f"relation-{consumer.id}-trainer" not in mlflow.users
-
-
-def test_consumer_leaving_removes_its_credentials_secret(ctx, provisioned, consumer):
-    state_out = ctx.run(ctx.on.relation_broken(provisioned.get_relation(consumer.id)), provisioned)
-    assert not [s for s in state_out.secrets if s.label == f"mlops-tracking-{consumer.id}"]
-
-
-def test_consumer_leaving_removes_its_secret_even_when_the_server_refuses(
-    ctx, provisioned, consumer, mlflow
-):
-    mlflow.fail("delete_user", "server is read-only")
-    state_out = ctx.run(ctx.on.relation_broken(provisioned.get_relation(consumer.id)), provisioned)
-    assert not [s for s in state_out.secrets if s.label == f"mlops-tracking-{consumer.id}"]
-
-
-def test_consumer_leaving_a_non_leader_deletes_nothing(ctx, provisioned, consumer, mlflow):
-    state_in = dataclasses.replace(provisioned, leader=False)
-    state_out = ctx.run(ctx.on.relation_broken(state_in.get_relation(consumer.id)), state_in)
-    assert mlflow.called("delete_user") == []
-    assert [s for s in state_out.secrets if s.label == f"mlops-tracking-{consumer.id}"]
+    for secret in (ADMIN_PASSWORD, FLASK_SECRET_KEY, DB_PASSWORD, S3_ACCESS_KEY, S3_SECRET_KEY):
+        assert secret not in plan
