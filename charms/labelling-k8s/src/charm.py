@@ -2,8 +2,8 @@
 """Juju glue for Label Studio: observe, reconcile, collect status, actions.
 
 The labelling work itself (importing a version, exporting annotations, consistency reports,
-re-labelling) is ``mlops-workload labelling`` run in the workload container through Pebble
-exec; the hook only starts it, waits for its JSON answer and reports.
+re-labelling) is ``mlops-workload labelling`` run in the workload container as a job
+(``mlops_charms.jobs``): the hook starts it, and acts on its end when Pebble reports it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import ops
 
 import label_studio
 from label_studio import PostgreSQLDatabase, RegistryAccess, ServerSettings
-from mlops_charms import databags, pebble, secrets, sidecar
-from mlops_charms.dataset import DatasetProviderData, DatasetRequirerData
+from mlops_charms import databags, jobs, pebble, secrets, sidecar
+from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
+from mlops_charms.jobs import Job, JobRunner, JobSpec
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
 
@@ -31,10 +32,9 @@ DATASET_ENDPOINT = "mlops-dataset"
 RELABEL_ENDPOINT = "mlops-relabel"
 SERVER_SECRET = "label-studio-server"  # noqa: S105 - a label: admin password, token, key
 PRESETS = ("text-classification", "image-classification", "named-entities")
-VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
-# Imports and exports of big versions take minutes; the exec is bounded all the same.
-ACTION_TIMEOUT = 1800.0
-RELABEL_TIMEOUT = 120.0
+JOB_SLOT = "labelling"
+# How long an action with wait=true waits for its job before returning the job's id.
+ACTION_WAIT = 300.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class ImportVersionParams:
     labels: str = ""
     label_config: str = ""
     overlap: int | None = None
+    wait: bool = True
 
     def __post_init__(self):
         if not VERSION_PATTERN.match(self.version):
@@ -106,6 +107,7 @@ class ExportAnnotationsParams:
 
     project: str
     message: str = ""
+    wait: bool = True
 
     def __post_init__(self):
         _check_project(self.project)
@@ -120,6 +122,7 @@ class ConsistencyReportParams:
     project: str
     threshold: float | None = None
     requeue: bool = False
+    wait: bool = True
 
     def __post_init__(self):
         _check_project(self.project)
@@ -132,10 +135,6 @@ class RegistryAnswer(NamedTuple):
 
     access: RegistryAccess | None
     problem: ops.StatusBase | None
-
-
-class WorkloadError(Exception):
-    """A labelling command failed; the message is its one-line reason."""
 
 
 class LabellingCharm(ops.CharmBase):
@@ -152,14 +151,18 @@ class LabellingCharm(ops.CharmBase):
             self.on[DATASET_ENDPOINT].relation_broken,
             self.on[RELABEL_ENDPOINT].relation_changed,
             self.on.secret_changed,
+            self.on[CONTAINER].pebble_custom_notice,
             *self.database.events,
         ):
             framework.observe(event, self._reconcile)
+        # Kept: the framework holds its observers weakly.
+        self._revision_pruner = secrets.RevisionPruner(self)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
         framework.observe(self.on.import_version_action, self._on_import_version)
         framework.observe(self.on.export_annotations_action, self._on_export_annotations)
         framework.observe(self.on.consistency_report_action, self._on_consistency_report)
+        framework.observe(self.on.list_jobs_action, self._on_list_jobs)
 
     # --- goal state -------------------------------------------------------------------------
 
@@ -177,6 +180,9 @@ class LabellingCharm(ops.CharmBase):
 
     def _config_problem(self) -> str | None:
         return sidecar.config_problem(self, LabellingConfig)
+
+    def _jobs(self) -> JobRunner:
+        return JobRunner(self.container, f"{self._data_dir}/jobs", slot=JOB_SLOT)
 
     def _server_secret(self) -> dict[str, str] | None:
         return secrets.ensure_app_secret(
@@ -204,6 +210,8 @@ class LabellingCharm(ops.CharmBase):
                 name=connection.database,
                 user=connection.username,
                 password=connection.password,
+                sslmode=connection.sslmode,
+                ca=connection.ca,
             )
             if connection
             else None,
@@ -220,9 +228,9 @@ class LabellingCharm(ops.CharmBase):
         if data is None or not data.registry_url or not data.credentials_secret_id:
             return RegistryAnswer(None, ops.WaitingStatus("waiting for the data registry"))
         if data.access != "write":
+            # Asked for (see _request_write_access); the registry answers on its next hook.
             return RegistryAnswer(
-                None,
-                ops.BlockedStatus(f"{DATASET_ENDPOINT}: the registry granted no write access"),
+                None, ops.WaitingStatus(f"{DATASET_ENDPOINT}: waiting for write access")
             )
         try:
             content = self.model.get_secret(id=data.credentials_secret_id).get_content(
@@ -244,7 +252,6 @@ class LabellingCharm(ops.CharmBase):
                 dvc_endpoint=data.remote_endpoint,
                 s3_access_key=content.get("access-key", ""),
                 s3_secret_key=content.get("secret-key", ""),
-                s3_region=data.remote_region,
             ),
             None,
         )
@@ -264,6 +271,10 @@ class LabellingCharm(ops.CharmBase):
             # Keep the server on its current database until the new one is complete.
             return
         settings = self._settings(config, server_secret)
+        if not self.unit.is_leader() and self._scale_out_problem():
+            # Behind the one Service, this unit would serve another database: it must not.
+            pebble.stop_layer_services(self.container, label_studio.layer(settings))
+            return
         files_changed = [
             pebble.push_if_changed(self.container, path, content)
             for path, content in label_studio.files(settings).items()
@@ -274,81 +285,117 @@ class LabellingCharm(ops.CharmBase):
             label_studio.layer(settings),
             restart=any(files_changed),
         )
+        runner = self._jobs()
+        for job in runner.unreported():
+            if job.kind == "relabel" and not self.unit.is_leader():
+                continue  # the leader acknowledges batches (after a change of leader too)
+            self._act_on(job)
+            runner.mark_reported(job)
         if self.unit.is_leader():
-            self._queue_relabel_batches(config, settings)
+            self._queue_relabel_batches(config, settings, runner)
+
+    def _scale_out_problem(self) -> str | None:
+        return sidecar.scale_out_problem(self, has_database=self.database.connection() is not None)
 
     def _request_write_access(self) -> None:
         for relation in self.model.relations[DATASET_ENDPOINT]:
             databags.save_app_data(relation, self.app, DatasetRequirerData(access="write"))
 
-    def _queue_relabel_batches(self, config: LabellingConfig, settings: ServerSettings) -> None:
-        """Queue every new ``mlops-relabel`` batch into its project's re-label sibling."""
+    def _act_on(self, job: Job) -> None:
+        """Act once on an ended job: a relabel batch is queued, or failed for good."""
+        if job.state == "failed":
+            logger.warning("job %s (%s) failed: %s", job.id, job.kind, job.error)
+        if job.kind != "relabel":
+            return  # an action's job: list-jobs (and the action, when it waited) report it
+        relation = self.model.get_relation(RELABEL_ENDPOINT)
+        if relation is None:
+            return
+        own = self._relabel_acknowledgement(relation)
+        batch_id = job.params.get("batch", "")
+        queued, failed = list(own.queued or []), list(own.failed or [])
+        if job.state == "succeeded":
+            queued.append(batch_id)
+        else:
+            failed.append(batch_id)  # reported once, never retried
+        databags.save_app_data(
+            relation, self.app, RelabelRequirerData(queued=queued or None, failed=failed or None)
+        )
+
+    def _relabel_acknowledgement(self, relation: ops.Relation) -> RelabelRequirerData:
+        own, _problem = databags.load_app_data(relation, self.app, RelabelRequirerData)
+        return own or RelabelRequirerData()
+
+    def _queue_relabel_batches(
+        self, config: LabellingConfig, settings: ServerSettings, runner: JobRunner
+    ) -> None:
+        """Queue the next new ``mlops-relabel`` batch into its project's re-label sibling.
+
+        One batch per job, one job at a time: the next one starts when this one's end is
+        reported. The acknowledgement keeps only batches the provider still offers.
+        """
         relation = self.model.get_relation(RELABEL_ENDPOINT)
         if relation is None:
             return
         data, problem = databags.load_remote_app_data(relation, RelabelProviderData)
-        if problem or data is None or not data.batches:
+        if problem or data is None:
+            return
+        offered = {b.batch_id for b in data.batches or [] if b.batch_id}
+        own = self._relabel_acknowledgement(relation)
+        handled = set(own.queued or []) | set(own.failed or [])
+        databags.save_app_data(
+            relation,
+            self.app,
+            RelabelRequirerData(
+                queued=[b for b in own.queued or [] if b in offered] or None,
+                failed=[b for b in own.failed or [] if b in offered] or None,
+            ),
+        )
+        waiting = [
+            b
+            for b in data.batches or []
+            if _batch_is_complete(b)
+            and b.batch_id not in handled
+            and (b.project or config.relabel_project)
+        ]
+        if not waiting or runner.current() is not None:
             return
         if not label_studio.is_healthy(settings):
-            return  # retried on update-status or when the ready check recovers
-        own = relation.load(RelabelRequirerData, self.app) if relation.data[self.app] else None
-        queued = list((own.queued if own else None) or [])
-        for batch in data.batches:
-            if not _batch_is_complete(batch) or batch.batch_id in queued:
-                continue
-            project = batch.project or config.relabel_project
-            if not project:
-                continue
-            try:
-                self._run_labelling(
-                    settings,
-                    None,
-                    "relabel",
-                    "--project",
-                    project,
-                    "--items",
-                    json.dumps(batch.items),
-                    "--reason",
-                    _relabel_reason(batch),
-                    "--batch",
-                    str(batch.batch_id),
-                    timeout=RELABEL_TIMEOUT,
-                )
-            except WorkloadError as error:
-                logger.warning("could not queue relabel batch %s: %s", batch.batch_id, error)
-                continue
-            queued.append(str(batch.batch_id))
-        databags.save_app_data(relation, self.app, RelabelRequirerData(queued=queued or None))
+            return  # a job now could not reach it and would fail the batch for good
+        batch = waiting[0]
+        spec = self._labelling_job(
+            settings,
+            None,
+            "relabel",
+            "--project",
+            batch.project or config.relabel_project,
+            "--items",
+            json.dumps(batch.items),
+            "--reason",
+            _relabel_reason(batch),
+            "--batch",
+            str(batch.batch_id),
+            params={"batch": str(batch.batch_id)},
+        )
+        runner.start(spec)
 
     # --- the workload's commands ------------------------------------------------------------
 
-    def _run_labelling(
+    def _labelling_job(
         self,
         settings: ServerSettings,
         registry: RegistryAccess | None,
         command: str,
         *args: str,
-        timeout: float = ACTION_TIMEOUT,
-    ) -> dict[str, Any]:
-        """Run ``mlops-workload labelling`` in the workload container; return its JSON."""
-        process = self.container.exec(
-            label_studio.labelling_command(settings, command, *args),
+        params: dict[str, str],
+    ) -> JobSpec:
+        """A job running ``mlops-workload labelling <command>`` in the workload container."""
+        return JobSpec(
+            kind=command,
+            command=label_studio.labelling_command(settings, command, *args),
+            params=params,
             environment=label_studio.workload_environment(settings, registry),
             working_dir=settings.data_dir,
-            timeout=timeout,
         )
-        try:
-            stdout, _ = process.wait_output()
-        except ops.pebble.ExecError as error:
-            raise WorkloadError(_one_line(str(error.stderr or ""), command)) from None
-        except ops.pebble.TimeoutError:
-            raise WorkloadError(f"{command} did not finish in {timeout:.0f} s") from None
-        except ops.pebble.ChangeError as error:
-            raise WorkloadError(_one_line(str(error.err), command)) from None
-        try:
-            return json.loads(stdout)
-        except json.JSONDecodeError:
-            raise WorkloadError(f"{command} gave no JSON result") from None
 
     # --- status -----------------------------------------------------------------------------
 
@@ -375,10 +422,9 @@ class LabellingCharm(ops.CharmBase):
                 ops.WaitingStatus("waiting for the leader to create the admin secret")
             )
             return
-        if not self.unit.is_leader() and self.database.connection() is None:
-            event.add_status(
-                ops.BlockedStatus("scale-out needs the database relation: SQLite is per unit")
-            )
+        scale_out = self._scale_out_problem()
+        if scale_out:
+            event.add_status(ops.BlockedStatus(scale_out))
         settings = self._settings(self._config(), server_secret)
         if not label_studio.is_healthy(settings):
             event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
@@ -402,10 +448,15 @@ class LabellingCharm(ops.CharmBase):
             )
         if not self.unit.is_leader():
             return None  # only the leader queues batches and may read what it acknowledged
-        own = relation.load(RelabelRequirerData, self.app) if relation.data[self.app] else None
-        waiting = {b.batch_id for b in batches} - set((own.queued if own else None) or [])
+        own = self._relabel_acknowledgement(relation)
+        waiting = {b.batch_id for b in batches} - set(own.queued or []) - set(own.failed or [])
         if waiting:
             return ops.WaitingStatus(f"{RELABEL_ENDPOINT}: {len(waiting)} batches to queue")
+        if own.failed:
+            return ops.BlockedStatus(
+                f"{RELABEL_ENDPOINT}: batches could not be queued: {', '.join(own.failed)}"
+                " (list-jobs says why)"
+            )
         return None
 
     # --- actions ----------------------------------------------------------------------------
@@ -452,6 +503,17 @@ class LabellingCharm(ops.CharmBase):
             results["url"] = self._internal_url
         event.set_results(results)
 
+    def _run_action_job(self, event: ops.ActionEvent, spec: JobSpec, *, wait: bool) -> None:
+        """Start the action's job; report its result when it ends within the wait."""
+        job = jobs.start_for_action(event, self._jobs(), spec, wait=wait, timeout=ACTION_WAIT)
+        if job is None or not job.ended:
+            return
+        self._jobs().mark_reported(job)  # reported here, to the action
+        if job.state == "failed":
+            event.fail(f"{job.kind} failed: {job.error}")
+            return
+        event.set_results({"job": job.id, **_results(job.result or {})})
+
     def _on_import_version(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ImportVersionParams, errors="fail")
         settings = self._ready_settings(event)
@@ -464,23 +526,20 @@ class LabellingCharm(ops.CharmBase):
             else ("--label-config", params.label_config)
         )
         overlap = params.overlap or self._config().overlap
-        try:
-            result = self._run_labelling(
-                settings,
-                registry,
-                "import-version",
-                "--project",
-                params.project,
-                "--version",
-                params.version,
-                *config_args,
-                "--overlap",
-                str(overlap),
-            )
-        except WorkloadError as error:
-            event.fail(str(error))
-            return
-        event.set_results(_results(result))
+        spec = self._labelling_job(
+            settings,
+            registry,
+            "import-version",
+            "--project",
+            params.project,
+            "--version",
+            params.version,
+            *config_args,
+            "--overlap",
+            str(overlap),
+            params={"project": params.project, "version": params.version},
+        )
+        self._run_action_job(event, spec, wait=params.wait)
 
     def _on_export_annotations(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ExportAnnotationsParams, errors="fail")
@@ -491,12 +550,10 @@ class LabellingCharm(ops.CharmBase):
         args = ["--project", params.project]
         if params.message:
             args += ["--message", params.message]
-        try:
-            result = self._run_labelling(settings, registry, "export-annotations", *args)
-        except WorkloadError as error:
-            event.fail(str(error))
-            return
-        event.set_results(_results(result))
+        spec = self._labelling_job(
+            settings, registry, "export-annotations", *args, params={"project": params.project}
+        )
+        self._run_action_job(event, spec, wait=params.wait)
 
     def _on_consistency_report(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ConsistencyReportParams, errors="fail")
@@ -511,12 +568,16 @@ class LabellingCharm(ops.CharmBase):
         args = ["--project", params.project, "--threshold", str(threshold)]
         if params.requeue:
             args.append("--requeue")
-        try:
-            result = self._run_labelling(settings, None, "consistency-report", *args)
-        except WorkloadError as error:
-            event.fail(str(error))
+        spec = self._labelling_job(
+            settings, None, "consistency-report", *args, params={"project": params.project}
+        )
+        self._run_action_job(event, spec, wait=params.wait)
+
+    def _on_list_jobs(self, event: ops.ActionEvent) -> None:
+        if not self.container.can_connect():
+            event.fail("the label-studio container is not ready yet")
             return
-        event.set_results(_results(result))
+        jobs.list_for_action(event, self._jobs())
 
 
 def _batch_is_complete(batch: RelabelBatch) -> bool:
@@ -526,14 +587,6 @@ def _batch_is_complete(batch: RelabelBatch) -> bool:
 def _relabel_reason(batch: RelabelBatch) -> str:
     reason = batch.reason or "sent back by error analysis"
     return f"{reason} (run {batch.run_id})" if batch.run_id else reason
-
-
-def _one_line(stderr: str, command: str) -> str:
-    """The workload's one-line failure (``error: why``), or a generic one."""
-    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
-    if not lines:
-        return f"{command} failed"
-    return lines[-1].removeprefix("error: ")[:300]
 
 
 def _results(result: dict[str, Any]) -> dict[str, Any]:

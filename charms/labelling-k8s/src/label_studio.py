@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 SERVICE = "label-studio"
 READY_CHECK = "label-studio-ready"
+# Recorded by the service once Label Studio answers: waiting relabel batches go at once.
+READY_NOTICE = "mlops-stack.dev/label-studio/ready"
 ADMIN_USERNAME = "admin@labelling.mlops.invalid"
 
 
@@ -38,6 +40,9 @@ class Binaries:
     mlops_workload: str = "/opt/mlops/bin/mlops-workload"
 
 
+ROCK = Binaries()
+
+
 @dataclass(frozen=True)
 class PostgreSQLDatabase:
     """Label Studio's PostgreSQL database; the password travels in ``secrets.env``."""
@@ -47,6 +52,8 @@ class PostgreSQLDatabase:
     name: str
     user: str
     password: str = field(repr=False)
+    sslmode: str | None = None  # libpq's: verify-full with ``ca``, require with TLS alone
+    ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,11 +69,15 @@ class ServerSettings:
     threads: int = 4
     database: PostgreSQLDatabase | None = None
     bind_address: str = "0.0.0.0"  # noqa: S104 - the server is reached through the pod's service
-    binaries: Binaries = field(default_factory=Binaries)
+    binaries: Binaries = field(default_factory=lambda: ROCK)
 
     @property
     def secrets_env_path(self) -> str:
         return f"{self.data_dir}/secrets/secrets.env"
+
+    @property
+    def postgresql_ca_path(self) -> str:
+        return f"{self.data_dir}/secrets/postgresql-ca.pem"
 
     @property
     def media_root(self) -> str:
@@ -84,12 +95,23 @@ class ServerSettings:
 
 
 def server_command(settings: ServerSettings) -> list[str]:
-    """The uWSGI command line (no secrets in it); options follow upstream's uwsgi.ini."""
+    """The uWSGI command line (no secrets in it); options follow upstream's uwsgi.ini.
+
+    Plus HTTP/1.1 keep-alive in uWSGI's HTTP router. Without it the router closes every
+    connection after one response without saying so (no ``Connection: close``), so a client
+    that pools connections, as the official SDK does, sends its next request on a closed
+    socket and gets "Server disconnected" or "Connection reset by peer". With it, a
+    connection stays open between requests, and the router adds ``Connection: close`` to a
+    response it cannot keep the connection open after (one without a length).
+    """
     return [
         settings.binaries.uwsgi,
         "--master",
         "--http",
         f"{settings.bind_address}:{settings.port}",
+        # Idle connections close after 75 s: later than pooling clients drop them (httpx,
+        # the SDK's, after 5 s), so a client does not reuse one just as the server closes it.
+        "--http-keepalive=75",
         "--chdir",
         settings.binaries.app_dir,
         "--module",
@@ -130,6 +152,13 @@ def environment(settings: ServerSettings) -> dict[str, str]:
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         # Otherwise the server asks PyPI for the latest version on every start.
         "LATEST_VERSION_CHECK": "false",
+        # Nothing phones home. Label Studio reports errors to its vendor's Sentry by default
+        # (with personal data), sends usage analytics from the server (tele.labelstud.io),
+        # and its pages load Sentry and Google Analytics in the browser.
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "COLLECT_ANALYTICS": "false",
+        "DO_NOT_TRACK": "1",
         "LOCAL_FILES_SERVING_ENABLED": "true",
         "LOCAL_FILES_DOCUMENT_ROOT": settings.media_root,
         "APP_WEBSERVER": "uwsgi",
@@ -144,6 +173,10 @@ def environment(settings: ServerSettings) -> dict[str, str]:
                 "POSTGRE_USER": settings.database.user,
             }
         )
+        if settings.database.sslmode:
+            env["PGSSLMODE"] = settings.database.sslmode  # libpq, under psycopg2
+        if settings.database.ca:
+            env["PGSSLROOTCERT"] = settings.postgresql_ca_path
     return env
 
 
@@ -162,6 +195,7 @@ def layer(settings: ServerSettings) -> LayerDict:
                 ),
                 command=server_command(settings),
                 environment=environment(settings),
+                ready_notice=workload.ReadyNotice(f"{settings.local_url}/health", READY_NOTICE),
             )
         },
         "checks": {READY_CHECK: workload.http_ready_check(f"{settings.local_url}/health")},
@@ -178,7 +212,10 @@ def files(settings: ServerSettings) -> dict[str, str]:
     }
     if settings.database:
         secret_env["POSTGRE_PASSWORD"] = settings.database.password
-    return {settings.secrets_env_path: workload.secrets_env(secret_env)}
+    rendered = {settings.secrets_env_path: workload.secrets_env(secret_env)}
+    if settings.database and settings.database.ca:
+        rendered[settings.postgresql_ca_path] = settings.database.ca
+    return rendered
 
 
 def is_healthy(settings: ServerSettings, timeout: float = 5.0) -> bool:
@@ -196,7 +233,6 @@ class RegistryAccess:
     dvc_endpoint: str | None = None
     s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
-    s3_region: str | None = None
 
 
 def workload_environment(
@@ -209,7 +245,9 @@ def workload_environment(
     """
     env = {
         "HOME": settings.data_dir,
+        # Nothing phones home: DVC's usage analytics, and any tool honouring DO_NOT_TRACK.
         "DVC_NO_ANALYTICS": "1",
+        "DO_NOT_TRACK": "1",
         "LABEL_STUDIO_URL": settings.local_url,
         "LABEL_STUDIO_API_KEY": settings.admin_token,
         "MLOPS_LABELLING_MEDIA_ROOT": settings.media_root,
@@ -228,8 +266,6 @@ def workload_environment(
     )
     if registry.dvc_endpoint:
         env["MLOPS_DVC_ENDPOINT_URL"] = registry.dvc_endpoint
-    if registry.s3_region:
-        env["AWS_DEFAULT_REGION"] = registry.s3_region
     return env
 
 

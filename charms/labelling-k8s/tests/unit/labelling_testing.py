@@ -21,6 +21,7 @@ REGISTRY_USER = "relation-4-labelling-k8s"
 REGISTRY_PASSWORD = "registry-Pa55word"
 DB_HOST = "postgresql-k8s-primary.mlops.svc.cluster.local"
 DB_PASSWORD = "db-Pa55word-from-postgresql"
+DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB-the-database-CA\n-----END CERTIFICATE-----\n"
 
 
 def server_secret() -> testing.Secret:
@@ -82,7 +83,7 @@ def database_secret() -> testing.Secret:
     return testing.Secret({"username": "relation_id_9", "password": DB_PASSWORD})
 
 
-def database_relation(secret: testing.Secret) -> testing.Relation:
+def database_relation(secret: testing.Secret, **fields: str) -> testing.Relation:
     """``database`` as postgresql-k8s 16 answers it (v0 contract)."""
     return testing.Relation(
         "database",
@@ -93,14 +94,11 @@ def database_relation(secret: testing.Secret) -> testing.Relation:
             "endpoints": f"{DB_HOST}:5432",
             "secret-user": secret.id,
             "version": "16.9",
+            **fields,
         },
     )
 
 
-def workload_exec(command: str, result: dict | None = None, *, error: str = "") -> testing.Exec:
-    """A ``mlops-workload labelling <command>`` run: its JSON result, or a one-line error."""
-    if error:
-        return testing.Exec(
-            [WORKLOAD, "labelling", command], return_code=1, stderr=f"error: {error}\n"
-        )
-    return testing.Exec([WORKLOAD, "labelling", command], stdout=json.dumps(result or {}))
+def database_tls_secret(ca: str = DB_CA) -> testing.Secret:
+    """The TLS secret postgresql-k8s shares once its server has a certificate."""
+    return testing.Secret({"tls": "True", "tls-ca": ca})

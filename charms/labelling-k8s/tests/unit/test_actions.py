@@ -1,23 +1,35 @@
-"""The actions: validated params, the workload command they run, results and failures."""
+"""The actions: validated params, the job they run, its result or its one-line failure."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import stat
 
 import pytest
 from labelling_testing import (
     ADMIN_PASSWORD,
     ADMIN_TOKEN,
+    DATA_DIR,
     REGISTRY_PASSWORD,
     REGISTRY_URL,
     REGISTRY_USER,
     S3_ENDPOINT,
+    database_relation,
+    database_secret,
     dataset_relation,
     registry_secret,
-    workload_exec,
+    relabel_relation,
 )
-from ops import testing
+from ops import pebble, testing
+from workload_jobs import LATER, WHILE_WAITED, Outcome
 
+import charm
+
+CONTAINER = "label-studio"
+JOB_SERVICE = "labelling-job"
+STILL_RUNNING = "still running: its end shows in list-jobs and in the unit's status"
+IMPORT = {"version": "v1", "project": "reviews", "preset": "text-classification", "labels": "a"}
 IMPORTED = {
     "project": "reviews",
     "project_id": 3,
@@ -50,19 +62,26 @@ REPORT = {
 
 @pytest.fixture
 def registry_state(make_state):
-    """A unit related to the registry with write access, running the given execs."""
+    """A unit related to the registry, which granted write access."""
 
-    def make(*execs: testing.Exec, **kwargs) -> testing.State:
+    def make(**kwargs) -> testing.State:
         secret = registry_secret()
-        return make_state(
-            relations={dataset_relation(secret)}, secrets={secret}, execs=set(execs), **kwargs
-        )
+        return make_state(relations={dataset_relation(secret)}, secrets={secret}, **kwargs)
 
     return make
 
 
 def _arg(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
+
+
+def _failure(ctx, event, state) -> str:
+    with pytest.raises(testing.ActionFailed) as failure:
+        ctx.run(event, state)
+    return failure.value.message
+
+
+# --- get-admin-credentials -----------------------------------------------------------------
 
 
 def test_get_admin_credentials_returns_the_secret(ctx, make_state):
@@ -75,23 +94,35 @@ def test_get_admin_credentials_returns_the_secret(ctx, make_state):
     }
 
 
+def test_get_admin_credentials_leaves_out_the_url_while_the_config_is_invalid(ctx, make_state):
+    ctx.run(ctx.on.action("get-admin-credentials"), make_state(config={"port": 1}))
+    assert ctx.action_results is not None
+    assert "url" not in ctx.action_results
+    assert ctx.action_results["password"] == ADMIN_PASSWORD
+
+
 def test_get_admin_credentials_fails_before_the_secret_exists(ctx, make_state):
-    with pytest.raises(testing.ActionFailed, match="admin secret does not exist yet"):
-        ctx.run(ctx.on.action("get-admin-credentials"), make_state(admin_secret_exists=False))
+    message = _failure(
+        ctx, ctx.on.action("get-admin-credentials"), make_state(admin_secret_exists=False)
+    )
+    assert message == "the admin secret does not exist yet: wait for the leader"
 
 
-def test_import_version_runs_the_workload_with_the_registry_credentials(ctx, registry_state):
-    state = registry_state(workload_exec("import-version", IMPORTED), config={"overlap": 2})
-    params = {
-        "version": "v1",
-        "project": "reviews",
-        "preset": "text-classification",
-        "labels": "positive, negative",
-    }
-    ctx.run(ctx.on.action("import-version", params=params), state)
-    (run,) = ctx.exec_history["label-studio"]
+# --- import-version ------------------------------------------------------------------------
+
+
+def test_import_version_runs_a_job_with_the_registry_credentials(
+    ctx, registry_state, workload_jobs, data_dir
+):
+    workload_jobs.succeeds("import-version", IMPORTED)
+    params = {**IMPORT, "labels": "positive, negative"}
+    state = ctx.run(
+        ctx.on.action("import-version", params=params), registry_state(config={"overlap": 2})
+    )
+    (run,) = workload_jobs.runs
     assert run.command[:3] == ["/opt/mlops/bin/mlops-workload", "labelling", "import-version"]
     assert (_arg(run.command, "--version"), _arg(run.command, "--project")) == ("v1", "reviews")
+    assert _arg(run.command, "--preset") == "text-classification"
     assert _arg(run.command, "--labels") == "positive,negative"
     assert _arg(run.command, "--overlap") == "2"  # from config
     env = run.environment
@@ -103,140 +134,434 @@ def test_import_version_runs_the_workload_with_the_registry_credentials(ctx, reg
         REGISTRY_USER,
         REGISTRY_PASSWORD,
     )
-    assert env["LABEL_STUDIO_API_KEY"] == ADMIN_TOKEN
-    assert "AWS_DEFAULT_REGION" not in env  # the embedded remote has no region
-    assert REGISTRY_PASSWORD not in " ".join(run.command)
-    assert ctx.action_results is not None
-    assert ctx.action_results["tasks-created"] == "6"
-    assert ctx.action_results["project-id"] == "3"
-
-
-def test_an_external_remote_s_region_reaches_the_workload(ctx, make_state):
-    secret = registry_secret()
-    relation = dataset_relation(secret, remote_region="eu-west-1")
-    state = make_state(
-        relations={relation}, secrets={secret}, execs={workload_exec("export-annotations", {})}
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        REGISTRY_USER,
+        REGISTRY_PASSWORD,
     )
-    ctx.run(ctx.on.action("export-annotations", params={"project": "reviews"}), state)
-    (run,) = ctx.exec_history["label-studio"]
-    assert run.environment["AWS_DEFAULT_REGION"] == "eu-west-1"
+    assert env["MLOPS_REGISTRY_WORKSPACE"] == f"{DATA_DIR}/registry-workspace"
+    assert env["LABEL_STUDIO_API_KEY"] == ADMIN_TOKEN
+    assert "AWS_DEFAULT_REGION" not in env  # the registry's own remote has no region
+    assert ctx.action_results == {
+        "job": run.id,
+        "project": "reviews",
+        "project-id": "3",
+        "version": "v1",
+        "items": "6",
+        "tasks-created": "6",
+        "tasks-total": "6",
+        "skipped-files": "3",
+        "overlap": "2",
+    }
+    # The credentials are in the job's private env file only.
+    env_file = data_dir / "jobs" / run.id / "env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert REGISTRY_PASSWORD in env_file.read_text()
+    assert REGISTRY_PASSWORD not in state.get_container(CONTAINER).plan.to_yaml()
+    record = json.loads((data_dir / "jobs" / run.id / "job.json").read_text())
+    assert record["params"] == {"project": "reviews", "version": "v1"}
 
 
-def test_import_version_passes_a_custom_label_config(ctx, registry_state):
+def test_import_version_passes_a_custom_label_config(ctx, registry_state, workload_jobs):
+    workload_jobs.succeeds("import-version", IMPORTED)
     config = '<View><Text name="t" value="$text"/><Choices name="c" toName="t"/></View>'
     params = {"version": "v1", "project": "reviews", "label-config": config, "overlap": 3}
-    ctx.run(
-        ctx.on.action("import-version", params=params),
-        registry_state(workload_exec("import-version", IMPORTED)),
-    )
-    (run,) = ctx.exec_history["label-studio"]
-    assert _arg(run.command, "--label-config") == config
-    assert _arg(run.command, "--overlap") == "3"
-    assert "--preset" not in run.command
+    ctx.run(ctx.on.action("import-version", params=params), registry_state())
+    command = workload_jobs.last.command
+    assert _arg(command, "--label-config") == config
+    assert _arg(command, "--overlap") == "3"
+    assert "--preset" not in command
 
 
 @pytest.mark.parametrize(
     ("params", "reason"),
     [
-        (
-            {"version": "latest", "project": "p", "preset": "text-classification", "labels": "a"},
-            "version must be a version name",
-        ),
-        (
-            {"version": "v1", "project": " p", "preset": "text-classification", "labels": "a"},
-            "project must be 1-100 characters",
-        ),
+        ({**IMPORT, "version": "latest"}, "version must be a version name such as v3"),
+        ({**IMPORT, "version": "v0"}, "version must be a version name such as v3"),
+        ({**IMPORT, "project": " p"}, "project must be 1-100 characters"),
+        ({**IMPORT, "project": "x" * 101}, "project must be 1-100 characters"),
         ({"version": "v1", "project": "p"}, "give exactly one of preset and label-config"),
         (
-            {"version": "v1", "project": "p", "preset": "text-classification"},
-            "labels: give the preset's labels",
+            {**IMPORT, "label-config": '<View><Text value="$text"/></View>'},
+            "give exactly one of preset and label-config",
         ),
+        ({**IMPORT, "preset": "audio"}, "preset must be one of text-classification"),
+        ({**IMPORT, "labels": " , "}, "labels: give the preset's labels"),
         (
             {"version": "v1", "project": "p", "label-config": "<View/>"},
             "label-config must read $text or $image",
         ),
+        ({**IMPORT, "overlap": 11}, "overlap must be between 1 and 10"),
     ],
 )
-def test_import_version_rejects_bad_params(ctx, registry_state, params, reason):
-    with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action("import-version", params=params), registry_state())
-    assert reason in failure.value.message
-    assert ctx.exec_history.get("label-studio", []) == []
+def test_import_version_rejects_bad_params(ctx, registry_state, workload_jobs, params, reason):
+    message = _failure(ctx, ctx.on.action("import-version", params=params), registry_state())
+    assert reason in message
+    assert "\n" not in message
+    assert workload_jobs.runs == []
 
 
-def test_import_version_needs_the_registry(ctx, make_state):
-    params = {"version": "v1", "project": "p", "preset": "text-classification", "labels": "a"}
-    with pytest.raises(testing.ActionFailed, match="no data registry: relate mlops-dataset"):
-        ctx.run(ctx.on.action("import-version", params=params), make_state())
+def test_import_version_needs_the_registry(ctx, make_state, workload_jobs):
+    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), make_state())
+    assert message == "no data registry: relate mlops-dataset to data-versioning-k8s"
+    assert workload_jobs.runs == []
 
 
-def test_a_workload_failure_fails_the_action_with_its_one_line(ctx, registry_state):
-    failing = workload_exec(
-        "import-version", error="unknown version v9: the registry has no such tag"
+def test_import_version_waits_for_write_access(ctx, make_state, workload_jobs):
+    secret = registry_secret()
+    relation = dataset_relation(secret, access="read")
+    message = _failure(
+        ctx,
+        ctx.on.action("import-version", params=IMPORT),
+        make_state(relations={relation}, secrets={secret}),
     )
-    params = {"version": "v9", "project": "p", "preset": "text-classification", "labels": "a"}
-    with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action("import-version", params=params), registry_state(failing))
-    assert failure.value.message == "unknown version v9: the registry has no such tag"
+    assert message == ("the data registry is not usable: mlops-dataset: waiting for write access")
+    assert workload_jobs.runs == []
 
 
-def test_actions_fail_while_label_studio_is_down(ctx, registry_state, healthy):
+def test_a_failed_job_fails_the_action_with_its_one_line(ctx, registry_state, workload_jobs):
+    workload_jobs.fails("import-version", "unknown version v9: the registry has no such tag")
+    message = _failure(
+        ctx, ctx.on.action("import-version", params={**IMPORT, "version": "v9"}), registry_state()
+    )
+    assert message == "import-version failed: unknown version v9: the registry has no such tag"
+
+
+def test_import_version_of_another_version_into_a_project_is_refused(
+    ctx, registry_state, workload_jobs
+):
+    # The workload refuses (see tests/workload/labelling/test_reimport.py); its reason reaches
+    # the operator as the action's failure.
+    workload_jobs.fails(
+        "import-version", "project 'reviews' labels v1: import v2 into a new project"
+    )
+    message = _failure(
+        ctx, ctx.on.action("import-version", params={**IMPORT, "version": "v2"}), registry_state()
+    )
+    assert message == (
+        "import-version failed: project 'reviews' labels v1: import v2 into a new project"
+    )
+
+
+def test_a_job_printing_no_json_fails_the_action(ctx, registry_state, workload_jobs):
+    workload_jobs.prints("import-version", "imported\n")
+    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), registry_state())
+    assert message == "import-version failed: the job printed no JSON result"
+
+
+def test_a_failed_job_without_a_reason_gives_its_exit_code(ctx, registry_state, workload_jobs):
+    workload_jobs.outcomes["import-version"] = Outcome(exit_code=137)  # killed, silent
+    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), registry_state())
+    assert message == "import-version failed: exit code 137"
+
+
+def test_an_action_waits_for_a_job_that_ends_while_it_waits(ctx, registry_state, workload_jobs):
+    workload_jobs.succeeds("import-version", IMPORTED, ends=WHILE_WAITED)
+    state = ctx.run(ctx.on.action("import-version", params=IMPORT), registry_state())
+    assert ctx.action_results is not None
+    assert ctx.action_results["tasks-created"] == "6"
+    statuses = state.get_container(CONTAINER).service_statuses
+    assert statuses[JOB_SERVICE] == pebble.ServiceStatus.INACTIVE
+
+
+def test_an_action_that_does_not_wait_returns_the_job_at_once(
+    ctx, registry_state, workload_jobs, data_dir
+):
+    workload_jobs.succeeds("import-version", IMPORTED, ends=LATER)
+    state = ctx.run(
+        ctx.on.action("import-version", params={**IMPORT, "wait": False}), registry_state()
+    )
+    job_id = workload_jobs.last.id
+    assert ctx.action_results == {"job": job_id, "state": "running", "message": STILL_RUNNING}
+    assert ctx.action_logs == [f"job {job_id} started"]
+
+    # Its end: the notice's hook takes note of it once; list-jobs shows how it ended.
+    state, notice = workload_jobs.end(state)
+    state = ctx.run(ctx.on.pebble_custom_notice(state.get_container(CONTAINER), notice), state)
+    assert list((data_dir / "jobs" / "unreported").iterdir()) == []
+    ctx.run(ctx.on.action("list-jobs"), state)
+    assert ctx.action_results is not None
+    (listed,) = json.loads(ctx.action_results["jobs"])
+    assert (listed["id"], listed["state"]) == (job_id, "succeeded")
+
+
+def test_a_job_outlasting_the_wait_is_returned_running(
+    ctx, registry_state, workload_jobs, monkeypatch
+):
+    monkeypatch.setattr(charm, "ACTION_WAIT", 0.0)
+    workload_jobs.succeeds("export-annotations", EXPORTED, ends=LATER)
+    ctx.run(ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state())
+    assert ctx.action_results == {
+        "job": workload_jobs.last.id,
+        "state": "running",
+        "message": STILL_RUNNING,
+    }
+
+
+def test_a_failed_job_reported_to_its_action_is_not_reported_again(
+    ctx, registry_state, workload_jobs, data_dir
+):
+    workload_jobs.fails("import-version", "unknown version v9")
+    state = registry_state()
+    with pytest.raises(testing.ActionFailed):
+        ctx.run(ctx.on.action("import-version", params=IMPORT), state)
+    assert list((data_dir / "jobs" / "unreported").iterdir()) == []
+    state, notice = workload_jobs.deliver(state)
+    ctx.run(ctx.on.pebble_custom_notice(state.get_container(CONTAINER), notice), state)
+    assert not [line for line in ctx.juju_log if "unknown version v9" in line.message]
+
+
+def test_the_end_of_a_job_no_action_waited_for_is_logged_once(ctx, registry_state, workload_jobs):
+    workload_jobs.fails("import-version", "unknown version v9", ends=LATER)
+    state = ctx.run(
+        ctx.on.action("import-version", params={**IMPORT, "wait": False}), registry_state()
+    )
+    state, notice = workload_jobs.end(state)
+    state = ctx.run(ctx.on.pebble_custom_notice(state.get_container(CONTAINER), notice), state)
+    job_id = workload_jobs.last.id
+    logged = f"job {job_id} (import-version) failed: unknown version v9"
+    assert [line.level for line in ctx.juju_log if line.message == logged] == ["WARNING"]
+    ctx.run(ctx.on.update_status(), state)
+    assert [line.level for line in ctx.juju_log if line.message == logged] == ["WARNING"]
+
+
+def test_an_action_on_a_busy_slot_fails_naming_the_running_job(ctx, registry_state, workload_jobs):
+    workload_jobs.succeeds("relabel", {"queued": 1}, ends=LATER)
+    workload_jobs.succeeds("import-version", IMPORTED)
+    relation = relabel_relation({"batch_id": "b1", "items": ["a.txt"], "project": "reviews"})
+    state_in = registry_state()
+    state_in = dataclasses.replace(state_in, relations={*state_in.relations, relation})
+    busy = ctx.run(ctx.on.relation_changed(relation), state_in)
+    relabel_job = workload_jobs.last.id
+    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), busy)
+    assert message == f"job {relabel_job} (relabel) is running; wait for it (list-jobs)"
+    assert [run.command[2] for run in workload_jobs.runs] == ["relabel"]
+
+
+def test_actions_fail_while_label_studio_is_down(ctx, registry_state, healthy, workload_jobs):
     healthy["up"] = False
-    with pytest.raises(testing.ActionFailed, match="Label Studio is not ready"):
-        ctx.run(
-            ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state()
-        )
+    message = _failure(
+        ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state()
+    )
+    assert message == "Label Studio is not ready: check `juju status`"
+    assert workload_jobs.runs == []
 
 
-def test_export_annotations_returns_the_new_version(ctx, registry_state):
-    state = registry_state(workload_exec("export-annotations", EXPORTED))
+def test_actions_fail_without_pebble(ctx, registry_state, make_container, workload_jobs):
+    state = registry_state(container=make_container(can_connect=False))
+    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), state)
+    assert message == "the label-studio container is not ready yet"
+
+
+def test_actions_fail_before_the_admin_secret_exists(ctx, registry_state):
+    message = _failure(
+        ctx,
+        ctx.on.action("consistency-report", params={"project": "reviews"}),
+        registry_state(admin_secret_exists=False),
+    )
+    assert message == "the admin secret does not exist yet: wait for the leader"
+
+
+def test_actions_fail_while_the_config_is_invalid(ctx, registry_state):
+    message = _failure(
+        ctx,
+        ctx.on.action("consistency-report", params={"project": "reviews"}),
+        registry_state(config={"workers": 0}),
+    )
+    assert message == "cannot run while blocked: invalid config: workers: must be between 1 and 16"
+
+
+# --- export-annotations --------------------------------------------------------------------
+
+
+def test_export_annotations_returns_the_new_version(ctx, registry_state, workload_jobs):
+    workload_jobs.succeeds("export-annotations", EXPORTED)
     params = {"project": "reviews", "message": "first labels"}
-    ctx.run(ctx.on.action("export-annotations", params=params), state)
-    (run,) = ctx.exec_history["label-studio"]
-    assert _arg(run.command, "--message") == "first labels"
+    ctx.run(ctx.on.action("export-annotations", params=params), registry_state())
+    run = workload_jobs.last
+    assert run.command[2:] == [
+        "export-annotations",
+        "--project",
+        "reviews",
+        "--message",
+        "first labels",
+    ]
+    assert run.environment["MLOPS_REGISTRY_PASSWORD"] == REGISTRY_PASSWORD
     assert ctx.action_results is not None
     assert (ctx.action_results["version"], ctx.action_results["parent"]) == ("v2", "v1")
+    assert ctx.action_results["labels-path"] == "labels/reviews.jsonl"
 
 
-def test_export_annotations_reports_no_annotations(ctx, registry_state):
-    failing = workload_exec("export-annotations", error="project 'reviews' has no annotations")
-    with pytest.raises(testing.ActionFailed, match="has no annotations"):
-        ctx.run(
-            ctx.on.action("export-annotations", params={"project": "reviews"}),
-            registry_state(failing),
-        )
+def test_export_annotations_without_a_message_passes_none(ctx, registry_state, workload_jobs):
+    workload_jobs.succeeds("export-annotations", {**EXPORTED, "parent": None})
+    ctx.run(ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state())
+    assert "--message" not in workload_jobs.last.command
+    assert ctx.action_results is not None
+    assert ctx.action_results["parent"] == ""
 
 
-def test_consistency_report_uses_the_configured_threshold_and_lists_tasks(ctx, make_state):
-    state = make_state(
-        execs={workload_exec("consistency-report", REPORT)},
-        config={"consistency-threshold": 0.75},
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        ({"project": "reviews", "message": "two\nlines"}, "message must be one line"),
+        ({"project": "reviews", "message": "x" * 501}, "message must be one line"),
+        ({"project": ""}, "project must be 1-100 characters"),
+    ],
+)
+def test_export_annotations_rejects_bad_params(ctx, registry_state, workload_jobs, params, reason):
+    message = _failure(ctx, ctx.on.action("export-annotations", params=params), registry_state())
+    assert reason in message
+    assert workload_jobs.runs == []
+
+
+def test_export_annotations_reports_no_annotations(ctx, registry_state, workload_jobs):
+    workload_jobs.fails("export-annotations", "project 'reviews' has no annotations")
+    message = _failure(
+        ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state()
     )
+    assert message == "export-annotations failed: project 'reviews' has no annotations"
+
+
+def test_export_annotations_needs_the_registry(ctx, make_state, workload_jobs):
+    message = _failure(
+        ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), make_state()
+    )
+    assert message == "no data registry: relate mlops-dataset to data-versioning-k8s"
+    assert workload_jobs.runs == []
+
+
+# --- consistency-report --------------------------------------------------------------------
+
+
+def test_consistency_report_uses_the_configured_threshold_and_lists_tasks(
+    ctx, make_state, workload_jobs
+):
+    workload_jobs.succeeds("consistency-report", REPORT)
+    state = make_state(config={"consistency-threshold": 0.75})
     ctx.run(ctx.on.action("consistency-report", params={"project": "reviews"}), state)
-    (run,) = ctx.exec_history["label-studio"]
+    run = workload_jobs.last
     assert _arg(run.command, "--threshold") == "0.75"
     assert "--requeue" not in run.command
     assert "MLOPS_REGISTRY_PASSWORD" not in run.environment  # needs no registry
     results = ctx.action_results
     assert results is not None
     assert results["krippendorff-alpha"] == "0.125"
-    assert results["inconsistent-count"] == "1"
+    assert (results["inconsistent-count"], results["ambiguous-count"]) == ("1", "0")
     assert json.loads(results["inconsistent"]) == REPORT["inconsistent"]
+    assert json.loads(results["ambiguous"]) == []
 
 
-def test_consistency_report_requeues_on_request(ctx, make_state):
-    state = make_state(execs={workload_exec("consistency-report", REPORT)})
+def test_consistency_report_requeues_on_request(ctx, make_state, workload_jobs):
+    requeue = {
+        "relabel_project": "reviews re-label",
+        "queued": 1,
+        "already_queued": 0,
+        "missing": [],
+    }
+    workload_jobs.succeeds("consistency-report", {**REPORT, "requeue": requeue})
     params = {"project": "reviews", "threshold": 0.9, "requeue": True}
-    ctx.run(ctx.on.action("consistency-report", params=params), state)
-    (run,) = ctx.exec_history["label-studio"]
-    assert _arg(run.command, "--threshold") == "0.9"
-    assert "--requeue" in run.command
+    ctx.run(ctx.on.action("consistency-report", params=params), make_state())
+    command = workload_jobs.last.command
+    assert _arg(command, "--threshold") == "0.9"
+    assert "--requeue" in command
+    assert ctx.action_results is not None
+    assert ctx.action_results["requeue"] == {
+        "relabel-project": "reviews re-label",
+        "queued": "1",
+        "already-queued": "0",
+        "missing": "[]",
+        "missing-count": "0",
+    }
 
 
-def test_consistency_report_fails_for_an_unknown_project(ctx, make_state):
-    failing = workload_exec("consistency-report", error="unknown project 'nope'")
-    with pytest.raises(testing.ActionFailed, match="unknown project 'nope'"):
-        ctx.run(
-            ctx.on.action("consistency-report", params={"project": "nope"}),
-            make_state(execs={failing}),
-        )
+@pytest.mark.parametrize("threshold", [-0.1, 1.5])
+def test_consistency_report_rejects_a_threshold_outside_0_to_1(
+    ctx, make_state, workload_jobs, threshold
+):
+    params = {"project": "reviews", "threshold": threshold}
+    message = _failure(ctx, ctx.on.action("consistency-report", params=params), make_state())
+    assert "threshold must be between 0 and 1" in message
+    assert workload_jobs.runs == []
+
+
+def test_consistency_report_fails_for_an_unknown_project(ctx, make_state, workload_jobs):
+    workload_jobs.fails("consistency-report", "unknown project 'nope'")
+    message = _failure(
+        ctx, ctx.on.action("consistency-report", params={"project": "nope"}), make_state()
+    )
+    assert message == "consistency-report failed: unknown project 'nope'"
+
+
+# --- list-jobs -----------------------------------------------------------------------------
+
+
+def test_list_jobs_without_jobs_lists_none(ctx, make_state):
+    ctx.run(ctx.on.action("list-jobs"), make_state())
+    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}
+
+
+def test_list_jobs_lists_every_job_newest_first_with_its_end(ctx, registry_state, workload_jobs):
+    workload_jobs.fails("consistency-report", "unknown project 'nope'")
+    workload_jobs.succeeds("import-version", IMPORTED, ends=LATER)
+    state = registry_state()
+    with pytest.raises(testing.ActionFailed):
+        ctx.run(ctx.on.action("consistency-report", params={"project": "nope"}), state)
+    params = {**IMPORT, "wait": False}
+    state = ctx.run(ctx.on.action("import-version", params=params), state)
+    failed, running = workload_jobs.runs
+
+    ctx.run(ctx.on.action("list-jobs"), state)
+    results = ctx.action_results
+    assert results is not None
+    assert (results["count"], results["running"]) == (2, running.id)
+    listed = json.loads(results["jobs"])
+    assert [(job["id"], job["kind"], job["state"]) for job in listed] == [
+        (running.id, "import-version", "running"),
+        (failed.id, "consistency-report", "failed"),
+    ]
+    assert listed[0]["params"] == {"project": "reviews", "version": "v1"}
+    assert listed[1]["error"] == "unknown project 'nope'"
+    assert "finished" in listed[1] and "finished" not in listed[0]
+
+
+def test_list_jobs_shows_a_job_lost_with_its_container_as_failed(
+    ctx, registry_state, workload_jobs
+):
+    workload_jobs.succeeds("import-version", IMPORTED, ends=LATER)
+    state = ctx.run(
+        ctx.on.action("import-version", params={**IMPORT, "wait": False}), registry_state()
+    )
+    # The container restarted: Pebble's plan is new, the job's folder has no exit.
+    container = dataclasses.replace(state.get_container(CONTAINER), layers={}, service_statuses={})
+    ctx.run(ctx.on.action("list-jobs"), dataclasses.replace(state, containers={container}))
+    assert ctx.action_results is not None
+    (listed,) = json.loads(ctx.action_results["jobs"])
+    assert (listed["state"], listed["error"]) == (
+        "failed",
+        "the job ended without recording a result",
+    )
+
+
+def test_list_jobs_fails_without_pebble(ctx, make_state, make_container):
+    message = _failure(
+        ctx, ctx.on.action("list-jobs"), make_state(container=make_container(can_connect=False))
+    )
+    assert message == "the label-studio container is not ready yet"
+
+
+def test_a_follower_takes_note_of_the_end_of_its_own_action_s_job(
+    ctx, make_state, workload_jobs, data_dir
+):
+    workload_jobs.fails("consistency-report", "unknown project 'nope'", ends=LATER)
+    secret = database_secret()
+    relation = database_relation(secret)
+    state = make_state(leader=False, planned_units=2, relations={relation}, secrets={secret})
+    params = {"project": "nope", "wait": False}
+    state = ctx.run(ctx.on.action("consistency-report", params=params), state)
+    state, notice = workload_jobs.end(state)
+    ctx.run(ctx.on.pebble_custom_notice(state.get_container(CONTAINER), notice), state)
+    assert list((data_dir / "jobs" / "unreported").iterdir()) == []
+
+
+def test_list_jobs_works_while_the_config_is_invalid(ctx, make_state):
+    ctx.run(ctx.on.action("list-jobs"), make_state(config={"port": 1}))
+    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}

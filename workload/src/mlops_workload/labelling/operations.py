@@ -66,6 +66,14 @@ def import_version(
 ) -> dict[str, Any]:
     """Create or update ``project_title`` so that it holds a task per item of ``version``."""
     data_key = presets.data_key(label_config)
+    project = ls.project_by_title(project_title)
+    held = project_metadata(project).get("version") if project else None
+    if held and held != version:
+        # Tasks are keyed by item path: another version's content under the same paths
+        # would be exported with the labels given to the old content.
+        raise LabellingError(
+            f"project {project_title!r} labels {held}: import {version} into a new project"
+        )
     version_dir = media_root / slug(project_title) / version
     fetch_version(ws, version, version_dir)
     paths, skipped = items.item_paths(version_dir, data_key)
@@ -78,7 +86,6 @@ def import_version(
         "maximum_annotations": overlap,
         "overlap_cohort_percentage": 100,
     }
-    project = ls.project_by_title(project_title)
     if project is None:
         project = ls.create_project({"title": project_title, **fields})
         existing: set[str] = set()
