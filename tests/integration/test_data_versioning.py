@@ -1,4 +1,4 @@
-"""data-versioning-k8s on MicroK8s: deploy with tracking-k8s, cut and inspect versions by actions.
+"""data-versioning-k8s on MicroK8s: deploy it, cut and inspect versions by actions (jobs).
 
 The tests run in order and share one model (pytest-operator makes one per module). Data for
 a version is written into the registry container with ``juju ssh --container``; versions are
@@ -9,12 +9,12 @@ Environment overrides:
 
 - ``MLOPS_REGISTRY_IMAGE``: the ``registry-image`` resource (default: the rock pushed to the
   MicroK8s registry, ``localhost:32000/data-registry:0.1.0``);
-- ``MLOPS_MLFLOW_IMAGE``: tracking-k8s's image, as in test_tracking.py;
-- ``MLOPS_CHARM_DATA_VERSIONING_K8S``/``MLOPS_CHARM_TRACKING_K8S``: packed charms to deploy.
+- ``MLOPS_CHARM_DATA_VERSIONING_K8S``: a packed charm to deploy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -27,10 +27,8 @@ from pytest_operator.plugin import OpsTest
 APP = "data-versioning-k8s"
 UNIT = f"{APP}/0"
 CONTAINER = "registry"
-TRACKING = "tracking-k8s"
 REGISTRY_IMAGE = os.environ.get("MLOPS_REGISTRY_IMAGE", "localhost:32000/data-registry:0.1.0")
-MLFLOW_IMAGE = os.environ.get("MLOPS_MLFLOW_IMAGE", "localhost:32000/mlflow:3.17.2")
-INCOMING = "/var/lib/registry/incoming/batch"
+INCOMING = "/var/lib/registry/uploads/batch"
 DEPLOY_TIMEOUT_S = 20 * 60
 
 
@@ -39,7 +37,7 @@ async def _write_source(ops_test: OpsTest, files: dict[str, str]) -> None:
     script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}"]
     for name, content in files.items():
         script.append(f"printf %s {shlex.quote(content)} > {INCOMING}/{name}")
-    script.append("chown -R _daemon_:_daemon_ /var/lib/registry/incoming")
+    script.append("chown -R _daemon_:_daemon_ /var/lib/registry/uploads")
     await ops_test.juju(
         "ssh",
         "--container",
@@ -54,19 +52,15 @@ async def _write_source(ops_test: OpsTest, files: dict[str, str]) -> None:
 
 
 @pytest.mark.abort_on_fail
-async def test_build_and_deploy_with_tracking(ops_test: OpsTest, charm_builder):
-    """Deploy the registry beside tracking-k8s; both reach active/idle on their own."""
+async def test_build_and_deploy(ops_test: OpsTest, charm_builder):
+    """Deploy the registry alone; it reaches active/idle with its embedded remote."""
     assert ops_test.model is not None
     registry_charm = await charm_builder(APP)
-    tracking_charm = await charm_builder(TRACKING)
     await ops_test.model.deploy(
         registry_charm, application_name=APP, resources={"registry-image": REGISTRY_IMAGE}
     )
-    await ops_test.model.deploy(
-        tracking_charm, application_name=TRACKING, resources={"mlflow-image": MLFLOW_IMAGE}
-    )
     await ops_test.model.wait_for_idle(
-        apps=[APP, TRACKING], status="active", raise_on_blocked=True, timeout=DEPLOY_TIMEOUT_S
+        apps=[APP], status="active", raise_on_blocked=True, timeout=DEPLOY_TIMEOUT_S
     )
     assert ops_test.model.units[UNIT].workload_status_message == "no versions yet"
 
@@ -90,6 +84,24 @@ async def test_identical_data_makes_no_version(ops_test: OpsTest, run_action):
     assert "identical to v2" in failed.message
 
 
+async def test_a_job_started_without_waiting_is_listed(ops_test: OpsTest, run_action):
+    assert ops_test.model is not None
+    await _write_source(ops_test, {"a.txt": "alpha, again"})
+    started = await run_action(UNIT, "create-version", source=INCOMING, wait=False)
+    job = started.results["job"]
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)
+
+    for _ in range(60):
+        listed = await run_action(UNIT, "list-jobs")
+        state = {j["id"]: j["state"] for j in json.loads(listed.results["jobs"])}[job]
+        if state != "running":
+            break
+        await asyncio.sleep(5)
+    assert state == "succeeded"
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)
+    assert "latest v3" in ops_test.model.units[UNIT].workload_status_message
+
+
 async def test_diff_versions(run_action):
     diff = await run_action(UNIT, "diff-versions", **{"from": "v1", "to": "v2"})
     assert json.loads(diff.results["added"]) == ["data/c.txt"]
@@ -103,7 +115,7 @@ async def test_pin_and_rollback(ops_test: OpsTest, run_action):
     await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)
     assert "pinned v1" in ops_test.model.units[UNIT].workload_status_message
     rolled = await run_action(UNIT, "rollback", to="v1")
-    assert rolled.results["version"] == "v3"
+    assert rolled.results["version"] == "v4"
     assert rolled.results["source"] == "rollback"
     failed = await run_action(UNIT, "rollback", to="v0", expect_failure=True)
     assert "version name" in failed.message

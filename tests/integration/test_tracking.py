@@ -342,6 +342,24 @@ async def test_promote_model(run_action, shared):
     assert "has no version 99" in failed.message
 
 
+async def test_a_second_unit_without_a_database_does_not_serve(ops_test: OpsTest):
+    """Scale-out before a database: both units blocked, the second one's MLflow stopped."""
+    model = model_of(ops_test)
+    application = model.applications[APP]
+    await application.add_unit(count=1)
+    await model.wait_for_idle(apps=[APP], status="blocked", timeout=DEPLOY_TIMEOUT_S)
+    messages = {unit.name: unit.workload_status_message for unit in application.units}
+    assert set(messages.values()) == {"scale-out needs the database relation: SQLite is per unit"}
+    second = next(unit.name for unit in application.units if unit.name != UNIT)
+    _, services, _ = await ops_test.juju(
+        "ssh", "--container", CONTAINER, second, "/charm/bin/pebble", "services", SERVICE
+    )
+    # The second unit's MLflow does not run: its ready check takes it out of the Service.
+    assert "inactive" in services, services
+    await application.destroy_unit(second)
+    await wait_active(ops_test, [APP], DEPLOY_TIMEOUT_S)
+
+
 @pytest.mark.abort_on_fail
 async def test_postgresql_becomes_the_backend_store(
     ops_test: OpsTest, run_action, unit_address, pebble_plan, shared, tmp_path
