@@ -15,8 +15,8 @@ The folder of a job, ``<jobs_dir>/<id>/``:
     stderr     its standard error; the last line is the one-line reason of a failure
     exit       the exit code and end time, written last: the job has ended once it exists
 
-``<jobs_dir>/unreported/<id>`` marks an ended job the charm has not acted on yet: one
-directory listing tells a hook whether there is anything to do.
+``<jobs_dir>/unreported/<id>`` marks a job whose end the charm has not acted on yet (made
+just before ``exit``): one directory listing tells a hook whether there is anything to do.
 """
 
 from __future__ import annotations
@@ -158,13 +158,14 @@ class JobRunner:
 
     def _layer(self, folder: str, spec: JobSpec) -> ops.pebble.LayerDict:
         notify = shlex.join(workload.JUJU_PEBBLE.notify_command(NOTICE_KEY))
-        # Run the command, record its end, mark it unreported, tell the charm; the wrapper
-        # itself always succeeds, so Pebble neither restarts nor reports it.
+        # Run the command, mark it unreported, record its end, tell the charm. The mark comes
+        # first: whoever sees the end (an action waiting on it) sees the mark too, and can
+        # clear it. The wrapper itself always succeeds: Pebble neither restarts nor reports it.
         script = (
             'dir="$1"; shift; . "$dir/env" && "$@" >"$dir/stdout" 2>"$dir/stderr"; code=$?; '
+            f'id=$(basename "$dir"); : >"$(dirname "$dir")/{UNREPORTED}/$id"; '
             'echo "$code $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/exit.new" '
-            '&& mv "$dir/exit.new" "$dir/exit"; id=$(basename "$dir"); '
-            f': >"$(dirname "$dir")/{UNREPORTED}/$id"; '
+            '&& mv "$dir/exit.new" "$dir/exit"; '
             f'{notify} "job=$id" >/dev/null 2>&1; exit 0'
         )
         command = ["/bin/sh", "-c", script, "job", folder, *spec.command]

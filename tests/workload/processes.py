@@ -99,6 +99,8 @@ def run_pebble(tmp_path: Path) -> Iterator[PebbleDaemon]:
         "PEBBLE": str(pebble_dir),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
+    # The tests' module path is not the workload's (a charm's src/ would shadow a package).
+    env.pop("PYTHONPATH", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [binary, "run", "--create-dirs"], env=env, stdout=log, stderr=subprocess.STDOUT

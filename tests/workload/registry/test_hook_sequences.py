@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import secrets
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +22,6 @@ from mlops_charms import jobs
 from tests.workload.pebble_backed import wait_until
 from tests.workload.processes import free_port
 from tests.workload.registry.harness import (
-    VENV_BIN,
     RunningRegistry,
     charm,
     chown_tree,
@@ -35,41 +32,12 @@ from tests.workload.registry.harness import (
     registry,
     start_registry,
 )
+from tests.workload.s3_server import S3Server, run_s3_server
 from tests.workload.tls import server_certificate
 
 pytestmark = pytest.mark.slow
 
 SERVICES = {registry.GIT_SERVICE, registry.S3_SERVICE, registry.S3_READ_ONLY_SERVICE}
-
-
-@dataclasses.dataclass(frozen=True)
-class ExternalS3:
-    """A real S3 server over a folder, and what s3-integrator would publish for it."""
-
-    endpoint: str
-    root: Path
-    access_key: str
-    secret_key: str
-
-    def relation(self, **data: str) -> tuple[testing.Relation, testing.Secret]:
-        """s3-integrator's answer on ``s3-credentials`` (version 1: the keys in a secret)."""
-        keys = testing.Secret({"access-key": self.access_key, "secret-key": self.secret_key})
-        relation = testing.Relation(
-            "s3-credentials",
-            interface="s3",
-            remote_app_name="s3-integrator",
-            remote_app_data={
-                "version": "1",
-                "secret-extra": keys.id,
-                "bucket": "team-bucket",
-                "path": "/registry/",
-                "endpoint": self.endpoint,
-                "s3-uri-style": "path",
-                **data,
-            },
-            remote_units_data={0: {}},
-        )
-        return relation, keys
 
 
 @pytest.fixture(scope="module")
@@ -79,32 +47,9 @@ def running_registry() -> Iterator[RunningRegistry]:
 
 
 @pytest.fixture(scope="module")
-def external_s3(running_registry: RunningRegistry) -> Iterator[ExternalS3]:
-    root = running_registry.base / "external-s3"
-    (root / "team-bucket").mkdir(parents=True)
-    access_key, secret_key = "external" + secrets.token_hex(6), secrets.token_urlsafe(24)
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(VENV_BIN / "rclone"),
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            f"{access_key},{secret_key}",
-            "--dir-cache-time",
-            "1s",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield ExternalS3(f"http://127.0.0.1:{port}", root, access_key, secret_key)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+def external_s3(running_registry: RunningRegistry) -> Iterator[S3Server]:
+    with run_s3_server(running_registry.base / "external-s3") as server:
+        yield server
 
 
 class Life:
@@ -250,7 +195,7 @@ def test_registry_through_its_life(running_registry, external_s3, tmp_path):
     life.check("upgrade-charm")
 
     # External S3: the objects are moved in a job, then the services serve the bucket.
-    relation, keys = external_s3.relation()
+    relation, keys = external_s3.relation(path="/registry/")
     state = dataclasses.replace(
         running_registry.state,
         relations={*running_registry.state.relations, relation},
@@ -304,7 +249,9 @@ def test_registry_through_its_life(running_registry, external_s3, tmp_path):
 def test_a_failed_move_keeps_serving_and_says_why(running_registry, external_s3, tmp_path):
     life = Life(running_registry, tmp_path)
     life.cut("before-a-failed-move")
-    relation, keys = external_s3.relation(endpoint=f"http://127.0.0.1:{free_port()}")
+    relation, keys = external_s3.relation(
+        path="/registry/", endpoint=f"http://127.0.0.1:{free_port()}"
+    )
     state = dataclasses.replace(
         running_registry.state,
         relations={*running_registry.state.relations, relation},
@@ -354,32 +301,10 @@ def test_external_s3_behind_a_private_ca(running_registry, tmp_path):
     """s3-integrator's tls-ca-chain reaches rclone: without it the move fails, with it not."""
     certificate = server_certificate(tmp_path / "tls")
     root = running_registry.base / "tls-s3"
-    (root / "team-bucket").mkdir(parents=True)
-    access_key, secret_key = "tls" + secrets.token_hex(6), secrets.token_urlsafe(24)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(VENV_BIN / "rclone"),
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--cert",
-            str(certificate.cert),
-            "--key",
-            str(certificate.key),
-            "--auth-key",
-            f"{access_key},{secret_key}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with run_s3_server(root, tls=certificate) as bucket:
         life = Life(running_registry, tmp_path)
         version = life.cut("before-the-tls-move")
-        bucket = ExternalS3(f"https://127.0.0.1:{port}", root, access_key, secret_key)
-        relation, keys = bucket.relation()
+        relation, keys = bucket.relation(path="/registry/")
         state = dataclasses.replace(
             running_registry.state,
             relations={*running_registry.state.relations, relation},
@@ -414,9 +339,6 @@ def test_external_s3_behind_a_private_ca(running_registry, tmp_path):
         life.remove_relation(with_ca.id)
         life.deliver_job_ends()
         life.check("back on the unit's storage")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_a_departed_consumer_loses_access(running_registry, tmp_path):
