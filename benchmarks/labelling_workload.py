@@ -44,7 +44,7 @@ def main() -> None:
             git_url=registry.settings.git_url,
             username=registry.labelling.username,
             password=registry.labelling.password,
-            dvc_endpoint=registry.settings.remote_endpoint(write=True),
+            dvc_endpoint=registry.settings.remote_endpoint,
             s3_access_key=registry.labelling.s3_access_key,
             s3_secret_key=registry.labelling.s3_secret_key,
         )

@@ -90,7 +90,7 @@ async def test_a_job_started_without_waiting_is_listed(ops_test: OpsTest, run_ac
     started = await run_action(UNIT, "create-version", source=INCOMING, wait=False)
     job = started.results["job"]
     await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)
-
+    state = "running"
     for _ in range(60):
         listed = await run_action(UNIT, "list-jobs")
         state = {j["id"]: j["state"] for j in json.loads(listed.results["jobs"])}[job]

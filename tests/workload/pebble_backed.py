@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import ops
 import pytest
@@ -180,7 +180,7 @@ class PebbleBackedCharm:
                 out = self.context.run(self.context.on.action(name, params=params), state)
             except testing.ActionFailed as failure:
                 self.hooks_run += 1
-                return failure, failure.state
+                return failure, cast("testing.State", failure.state)
         self.hooks_run += 1
         return self.context.action_results, out
 
