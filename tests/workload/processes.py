@@ -85,6 +85,14 @@ class PebbleDaemon:
         raise AssertionError(f"check {name} not up after {timeout}s:\n{self.log_path.read_text()}")
 
 
+def _answers(client: pebble.Client) -> bool:
+    try:
+        client.get_system_info()
+    except (pebble.ConnectionError, pebble.APIError, FileNotFoundError, ConnectionError):
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def run_pebble(tmp_path: Path) -> Iterator[PebbleDaemon]:
     """A real Pebble daemon whose services find this interpreter's tools on PATH."""
@@ -106,13 +114,14 @@ def run_pebble(tmp_path: Path) -> Iterator[PebbleDaemon]:
             [binary, "run", "--create-dirs"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     socket_path = pebble_dir / ".pebble.socket"
+    client = pebble.Client(socket_path=str(socket_path))
     deadline = time.monotonic() + 20
-    while not socket_path.exists():
+    # The socket file appears before Pebble accepts connections: wait until it answers.
+    while not _answers(client):
         if time.monotonic() > deadline or process.poll() is not None:
             process.kill()
             raise AssertionError(f"pebble did not start:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    client = pebble.Client(socket_path=str(socket_path))
+        time.sleep(0.02)
     try:
         yield PebbleDaemon(client=client, log_path=log_path)
     finally:

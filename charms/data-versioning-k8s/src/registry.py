@@ -597,6 +597,8 @@ else
     {dvc} init --quiet
     git remote add origin "$repo"
 fi
+# Committed: consumers' own dvc sends no analytics either.
+{dvc} config core.analytics false
 {dvc} remote add --force --default {REMOTE_NAME} {q(settings.remote_url)}
 {dvc} remote modify {REMOTE_NAME} endpointurl {q(settings.remote_endpoint)}
 git add .dvc/config

@@ -54,7 +54,7 @@ class PostgreSQLBackend:
 
 @dataclass(frozen=True)
 class S3Artifacts:
-    """An S3 artifact store proxied by the server; clients need no S3 credentials."""
+    """An S3 artifact store behind the server: clients need no keys (downloads are presigned)."""
 
     destination: str
     endpoint: str | None
