@@ -57,6 +57,18 @@ with_group() {
     fi
 }
 
+# What this script needs before it installs anything, said at once rather than midway.
+for tool in snap curl; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is not installed" >&2; exit 1; }
+done
+# The strictly confined juju snap reads files under the user's home only: the bundle and the
+# packed charms must be there.
+case "$repo_root/" in
+    "$HOME"/*) ;;
+    *) echo "error: put the repository under $HOME (the juju snap cannot read $repo_root)" >&2
+       exit 1 ;;
+esac
+
 snap_install() {
     local name=$1 channel=$2; shift 2
     if snap list "$name" >/dev/null 2>&1; then
