@@ -27,14 +27,6 @@ def push_if_changed(
     return True
 
 
-def remove_if_present(container: ops.Container, path: str) -> bool:
-    """Remove ``path`` from the workload container; True when something was removed."""
-    if not container.exists(path):
-        return False
-    container.remove_path(path, recursive=True)
-    return True
-
-
 def apply_layer(
     container: ops.Container, label: str, layer: ops.pebble.LayerDict, *, restart: bool
 ) -> bool:

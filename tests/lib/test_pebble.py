@@ -19,7 +19,6 @@ from ops import pebble, testing
 from mlops_charms.pebble import (
     apply_layer,
     push_if_changed,
-    remove_if_present,
     stop_layer_services,
 )
 from mlops_charms.workload import http_ready_check, tcp_ready_check
@@ -133,18 +132,6 @@ def test_push_rewrites_changed_content(exec_container: ops.Container, tmp_path: 
 
     assert written is True
     assert path.read_text() == "a = 2\n"
-
-
-def test_remove_if_present_removes_a_folder_and_its_files(
-    exec_container: ops.Container, tmp_path: Path
-):
-    folder = tmp_path / "cache"
-    (folder / "sub").mkdir(parents=True)
-    (folder / "sub" / "file").write_text("x")
-
-    assert remove_if_present(exec_container, str(folder)) is True
-    assert not folder.exists()
-    assert remove_if_present(exec_container, str(folder)) is False
 
 
 def _another_user() -> tuple[str, str]:
