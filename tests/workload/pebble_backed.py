@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -234,6 +235,20 @@ class PebbleBackedCharm:
             for module, binaries in self._rock_paths.items():
                 patch.setattr(module, "ROCK", binaries)
             yield
+
+
+@contextlib.contextmanager
+def shared_folder(prefix: str) -> Iterator[Path]:
+    """A temporary folder the workloads' service users can read (pytest's tmp_path is 0700).
+
+    Short, under /tmp: a Pebble socket's path inside it must fit a Unix socket address.
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import shutil
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,7 +29,7 @@ from mlops_charms import jobs
 from tests.charm_testing import load_charm_module
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.labelling.harness import CHARM_ROOT, CHARM_SRC, binaries, label_studio
-from tests.workload.pebble_backed import PebbleBackedCharm, wait_until
+from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port
 from tests.workload.registry.harness import (
     RunningRegistry,
@@ -87,13 +85,8 @@ class Project:
 
 @pytest.fixture(scope="module")
 def labelling_base() -> Iterator[Path]:
-    # Short: the Pebble socket's path must fit a Unix socket address.
-    base = Path(tempfile.mkdtemp(prefix="labelling-life-"))
-    base.chmod(0o755)
-    try:
+    with shared_folder("labelling-life-") as base:
         yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Life:

@@ -23,7 +23,6 @@ from tests.workload.labelling.harness import RunningLabelStudio, label_studio, r
 from tests.workload.netns import (
     IsolatedPebble,
     exec_in,
-    probe_outside_connect,
     run_isolated_pebble,
 )
 
@@ -112,14 +111,3 @@ def test_label_studio_serves_the_sdk_the_app_and_the_workload_without_reaching_o
     for page in ("login", "projects"):
         found = [tracker for tracker in TRACKERS if tracker in pages[page]]
         assert not found, f"the {page} page makes browsers call {found}"
-
-
-def test_the_trace_catches_a_process_that_connects_outside(tmp_path: Path):
-    with run_isolated_pebble(tmp_path) as daemon:
-        probe_outside_connect(daemon)
-
-    found = daemon.outside_connections()
-    assert [(c.address, c.port, c.name) for c in found] == [
-        ("192.0.2.1", 443, None),
-        (found[-1].address, 443, "telemetry.example.com"),
-    ], found

@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from ops import pebble, testing
 
 from mlops_charms.dataset import DatasetProviderData
 from tests.charm_testing import load_charm_module
-from tests.workload.pebble_backed import PebbleBackedCharm
+from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder
 from tests.workload.processes import ExecResult, PebbleDaemon, free_port, missing, run_exec
 
 CHARM_ROOT = Path(__file__).resolve().parents[3] / "charms" / "data-versioning-k8s"
@@ -346,21 +345,18 @@ def deploy(unit: PebbleBackedCharm, state: testing.State) -> testing.State:
 @contextlib.contextmanager
 def start_registry() -> Iterator[RunningRegistry]:
     """The registry as the charm runs it after deploy, with a reader and a writer consumer."""
-    # Not under pytest's tmp_path: its 0700 folders would hide the files from the service user.
-    base = Path(tempfile.mkdtemp(prefix="registry-test-"))
-    base.chmod(0o755)
-    unit = registry_unit(base)
-    relations = {
-        "training": consumer_relation("training"),
-        "labelling": consumer_relation("labelling", "write"),
-    }
-    unit.start()
-    try:
-        state = deploy(unit, first_state(unit, relations.values()))
-        yield RunningRegistry(unit=unit, base=base, state=state, relations=relations)
-    finally:
-        unit.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with shared_folder("registry-test-") as base:
+        unit = registry_unit(base)
+        relations = {
+            "training": consumer_relation("training"),
+            "labelling": consumer_relation("labelling", "write"),
+        }
+        unit.start()
+        try:
+            state = deploy(unit, first_state(unit, relations.values()))
+            yield RunningRegistry(unit=unit, base=base, state=state, relations=relations)
+        finally:
+            unit.stop()
 
 
 def make_files(directory: Path, count: int, size: int, seed: str) -> dict[str, bytes]:

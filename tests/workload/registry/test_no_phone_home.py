@@ -114,6 +114,7 @@ def test_the_registry_versions_and_serves_data_without_reaching_outside(tmp_path
 
 
 def test_the_trace_catches_a_process_that_connects_outside(tmp_path: Path):
+    """The tracer the three workloads' tests share (tests/workload/netns.py) is not blind."""
     with run_isolated_pebble(tmp_path) as daemon:
         probe_outside_connect(daemon)
 

@@ -24,7 +24,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from ops import testing
 import charm
 import mlflow_server
 from tests.provider_data import postgresql_k8s_relation
-from tests.workload.pebble_backed import PebbleBackedCharm, wait_until
+from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, missing
 from tests.workload.s3_server import S3Server, run_s3_server
 from tests.workload.tracking.test_mlflow_workload import CLIENT_ENV
@@ -85,15 +84,11 @@ class LoggedRun:
 
 @pytest.fixture(scope="module")
 def external_s3() -> Iterator[S3Server]:
-    # MLflow's S3 artifact repository needs boto3 (the rock has boto3==1.44.8).
+    # MLflow's S3 artifact repository needs boto3 (the rock has it too).
     if importlib.util.find_spec("boto3") is None:
-        missing("boto3 is not installed: MLflow's S3 artifacts need it (boto3==1.44.8)")
-    root = Path(tempfile.mkdtemp(prefix="tracking-s3-"))
-    try:
-        with run_s3_server(root) as server:
-            yield server
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        missing("boto3 is not installed: MLflow's S3 artifacts need it (see requirements/)")
+    with shared_folder("tracking-s3-") as root, run_s3_server(root) as server:
+        yield server
 
 
 def _accepts(port: int) -> bool:
@@ -140,16 +135,6 @@ def print_service_logs(unit: PebbleBackedCharm, lines: int = 150) -> None:
         check=False,
     )
     print(f"--- the last {lines} lines of {container.name}'s services ---\n{logs.stdout}")
-
-
-@contextlib.contextmanager
-def unit_base(prefix: str) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix=prefix))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Life:
@@ -418,7 +403,7 @@ def life(cluster_dns: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
     Shared by the module's tests, in order, as a unit's life: each leaves it serving.
     """
-    with unit_base("tracking-hooks-") as base:
+    with shared_folder("tracking-hooks-") as base:
         unit = tracking_unit(base)
         try:
             deployed = Life(unit, first_state(unit), tmp_path_factory.mktemp("life"))
@@ -470,7 +455,7 @@ def test_a_second_unit_without_a_database_does_not_serve(life: Life):
     life.check("leader of two", life.trainer, status=testing.BlockedStatus)
 
     (server_secret,) = [s for s in life.state.secrets if s.label == charm.SERVER_SECRET]
-    with unit_base("tracking-second-") as base:
+    with shared_folder("tracking-second-") as base:
         unit = tracking_unit(base)
         try:
             state = first_state(

@@ -21,7 +21,7 @@ from ops import testing
 
 import charm
 from tests.provider_data import postgresql_k8s_relation
-from tests.workload.pebble_backed import PebbleBackedCharm, wait_until
+from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, run_postgresql
 from tests.workload.tls import ServerCertificate, server_certificate
 
@@ -79,15 +79,13 @@ def _deploy(unit: PebbleBackedCharm, relation: testing.Relation, secrets: set) -
 
 @pytest.fixture
 def unit() -> Iterator[PebbleBackedCharm]:
-    base = Path(tempfile.mkdtemp(prefix="tracking-tls-unit-"))
-    base.chmod(0o755)
-    running = PebbleBackedCharm(charm.TrackingCharm, CHARM_ROOT, base)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with shared_folder("tracking-tls-unit-") as base:
+        running = PebbleBackedCharm(charm.TrackingCharm, CHARM_ROOT, base)
+        running.start()
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 def _service_log(unit: PebbleBackedCharm) -> str:
