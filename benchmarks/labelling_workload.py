@@ -48,7 +48,7 @@ def main() -> None:
             s3_access_key=registry.labelling.s3_access_key,
             s3_secret_key=registry.labelling.s3_secret_key,
         )
-        with run_label_studio(Path(base)) as ls:
+        with run_label_studio(Path(base), migrated=False) as ls:
             print(f"{'first start (migrations, SQLite)':<34} {ls.first_start_seconds:6.1f} s")
             time.sleep(5)  # let the worker settle after its first requests
             print(f"{'RSS (uWSGI master + 1 worker)':<34} {ls.service_rss_kib() / 1024:6.0f} MB")

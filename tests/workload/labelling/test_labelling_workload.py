@@ -90,7 +90,8 @@ def stack() -> Iterator[Stack]:
         with tempfile.TemporaryDirectory(prefix="labelling-test-") as base:
             with run_label_studio(Path(base)) as running:
                 print(
-                    f"\nLabel Studio first start: {running.first_start_seconds:.1f} s, "
+                    f"\nLabel Studio start (database migrated beforehand): "
+                    f"{running.first_start_seconds:.1f} s, "
                     f"RSS {running.service_rss_kib() / 1024:.0f} MiB"
                 )
                 yield Stack(registry, running, access, v1)
