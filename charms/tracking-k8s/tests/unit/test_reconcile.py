@@ -293,6 +293,8 @@ def test_auth_config_keeps_users_in_sqlite_on_the_storage(planned, data_dir):
     auth_config = stored(data_dir, AUTH_CONFIG).read_text()
     assert "database_uri = sqlite:////var/lib/mlflow/basic_auth.db\n" in auth_config
     assert "admin_username = admin\n" in auth_config
+    # Verified passwords are cached: MLflow's default re-hashes the password on every request.
+    assert "auth_cache_ttl_seconds = 60\n" in auth_config
 
 
 def test_default_permission_option_reaches_the_auth_config(ctx, make_state, data_dir):
