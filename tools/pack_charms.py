@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,45 @@ ID=ubuntu
 ID_LIKE=debian
 UBUNTU_CODENAME=noble
 """
+
+
+def ubuntu_namespace_command(
+    os_release: Path,
+    command: Sequence[str],
+    *,
+    binds: Sequence[tuple[Path, Path]] = (),
+    setup: str = "",
+) -> list[str]:
+    """``command`` in a private mount namespace where ``os_release`` is the os-release file.
+
+    ``binds`` are ``(source, target)`` folders bind-mounted there too (the target made if
+    missing); ``setup`` is more shell run in the namespace before ``command``. Root only.
+    """
+    script = (
+        'mount --bind "$1" /usr/lib/os-release\n'
+        # /etc/os-release is usually a link to the file above, then already covered.
+        '[ -L /etc/os-release ] || mount --bind "$1" /etc/os-release\n'
+        "shift\n"
+        'while [ "$1" != -- ]; do mkdir -p "$2" && mount --bind "$1" "$2"; shift 2; done\n'
+        "shift\n"
+        f"{setup}\n"
+        'exec "$@"\n'
+    )
+    bound = [str(path) for pair in binds for path in pair]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-euc",
+        script,
+        "sh",
+        str(os_release),
+        *bound,
+        "--",
+        *command,
+    ]
 
 
 def is_compiler(name: str) -> bool:
@@ -221,37 +261,22 @@ def pack(
         os_release = scratch / "os-release"
         os_release.write_text(UBUNTU_2404_OS_RELEASE)
         path = compiler_free_path(scratch / "bin", python)
-        in_namespace = (
-            'mount --bind "$1" /usr/lib/os-release\n'
-            # /etc/os-release is usually a link to the file above, then already covered.
-            '[ -L /etc/os-release ] || mount --bind "$1" /etc/os-release\n'
-            'mkdir -p "$3" && mount --bind "$2" "$3"\n'
-            "shift 3\n"
-            'exec "$@"\n'
+        command = ubuntu_namespace_command(
+            os_release,
+            [
+                charmcraft,
+                "pack",
+                "--destructive-mode",
+                "--project-dir",
+                str(tree),
+                # In destructive mode charmcraft writes only inside the project folder.
+                "--output",
+                str(tree),
+                "--verbosity",
+                "brief",
+            ],
+            binds=[(pip_cache, user_pip_cache)],
         )
-        command = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-euc",
-            in_namespace,
-            "sh",
-            str(os_release),
-            str(pip_cache),
-            str(user_pip_cache),
-            charmcraft,
-            "pack",
-            "--destructive-mode",
-            "--project-dir",
-            str(tree),
-            # In destructive mode charmcraft writes only inside the project folder.
-            "--output",
-            str(tree),
-            "--verbosity",
-            "brief",
-        ]
         for old in out_dir.glob(f"{charm}_*.charm"):
             old.unlink()
         started = time.monotonic()

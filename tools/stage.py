@@ -9,7 +9,10 @@ stack's ``workload/`` package. This script stages such a folder under ``build/``
   own ``lib/``, the shared modules its ``src/`` imports, transitively (imports inside functions
   count; those under ``if TYPE_CHECKING:`` do not), and nothing else. The ``charm`` plugin's
   dispatch runs ``PYTHONPATH=lib:venv ./src/charm.py``, so ``lib/`` and ``src/`` are all the
-  charm's code needs besides its locked ``requirements.txt``.
+  charm's code needs besides its locked ``requirements.txt``. A machine charm that installs
+  the stack's workload package on its machine carries it too: the repository folders
+  ``CHARM_TREES`` names for it are copied under the same name (``build/training/workload/``),
+  and the ``charm`` plugin packs every top-level folder of the project.
 - a rock, ``build/rocks/<rock>/``: ``rocks/<rock>/`` plus every local part ``source`` the
   recipe names that is not in that folder, copied from the repository root under the same
   name (``source: workload`` gets a copy of ``workload/``). A source that climbs out of the
@@ -54,6 +57,8 @@ _IGNORED_ANYWHERE = shutil.ignore_patterns(
     "*.rock",
 )
 _IGNORED_AT_CHARM_ROOT = {"tests"}
+# Repository folders a charm carries whole, by charm: what a machine charm installs itself.
+CHARM_TREES: dict[str, tuple[str, ...]] = {"training": ("workload",)}
 # craft-parts' own work folders, left in a project folder by a destructive-mode build.
 _IGNORED_AT_ROCK_ROOT = {"parts", "stage", "prime"}
 
@@ -193,6 +198,10 @@ def stage_charm(charm: str, out_dir: Path = BUILD_DIR) -> Path:
 
     shutil.copytree(source, tree, ignore=ignore)
     _copy_shared_lib(charm, tree)
+    for carried in CHARM_TREES.get(charm, ()):
+        if (tree / carried).exists():
+            raise SystemExit(f"{charm}: {carried}/ exists in the charm itself; remove it")
+        shutil.copytree(REPO_ROOT / carried, tree / carried, ignore=_IGNORED_ANYWHERE)
     # dispatch execs ./src/charm.py directly: the entrypoint must be executable.
     entrypoint = tree / ENTRYPOINT
     entrypoint.chmod(entrypoint.stat().st_mode | 0o111)

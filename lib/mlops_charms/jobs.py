@@ -17,23 +17,31 @@ The folder of a job, ``<jobs_dir>/<id>/``:
 
 ``<jobs_dir>/unreported/<id>`` marks a job whose end the charm has not acted on yet (made
 just before ``exit``): one directory listing tells a hook whether there is anything to do.
+
+``JobRecords`` reads and writes these folders whatever runs the job; ``JobRunner`` runs jobs
+as Pebble services. A job that runs elsewhere (a Kubernetes Job) is recorded the same way by
+whatever sees it end, so list-jobs, actions and notices work alike.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import ops
 
 from mlops_charms import workload
 from mlops_charms.workload_exec import last_line
+
+if TYPE_CHECKING:
+    from mlops_charms.host_files import HostFiles
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +51,7 @@ KEEP = 20  # ended and reported jobs kept for list-jobs, per charm
 UNREPORTED = "unreported"
 
 JobState = Literal["running", "succeeded", "failed"]
+_JOB_ID = re.compile(r"^[0-9]{14}-[0-9]{4}$")
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,188 @@ class JobBusyError(Exception):
         self.job = job
 
 
-class JobRunner:
+class JobRecords:
+    """The folders of a charm's jobs on its storage: created, read, listed, acknowledged.
+
+    A job whose folder has no ``exit`` yet runs, unless ``_is_running`` says otherwise.
+
+    Args:
+        container: the workload container (the storage is mounted in it), or the machine's
+            own files (``host_files.HostFiles``) for a machine charm.
+        jobs_dir: where job folders live, on the unit's storage.
+        user, group: who owns the folders; None: root.
+
+    """
+
+    def __init__(
+        self,
+        container: ops.Container | HostFiles,
+        jobs_dir: str,
+        *,
+        user: str | None = None,
+        group: str | None = None,
+    ):
+        self.container = container
+        self.jobs_dir = jobs_dir.rstrip("/")
+        self.user = user
+        self.group = group or user
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        kind: str,
+        params: Mapping[str, str],
+        files: Mapping[str, tuple[str, int]] | None = None,
+    ) -> Job:
+        """A new job's folder with its ``job.json`` (and ``files``: name -> content, mode)."""
+        self._prune()
+        job_id = self._new_id()
+        folder = f"{self.jobs_dir}/{job_id}"
+        started = _now()
+        for directory in (self.jobs_dir, f"{self.jobs_dir}/{UNREPORTED}", folder):
+            self.container.make_dir(directory, make_parents=True, user=self.user, group=self.group)
+        record = {"id": job_id, "kind": kind, "params": dict(params), "started": started}
+        for name, (content, mode) in {
+            "job.json": (json.dumps(record), 0o644),
+            **(files or {}),
+        }.items():
+            self.container.push(
+                f"{folder}/{name}", content, permissions=mode, user=self.user, group=self.group
+            )
+        return Job(job_id, kind, started, "running", dict(params))
+
+    def record_end(
+        self, job_id: str, exit_code: int, *, stdout: str = "", stderr: str = ""
+    ) -> None:
+        """Record the end of a job that did not record its own (cancelled, or lost), once.
+
+        The same files in the same order as a job's wrapper: output, the unreported mark,
+        then ``exit``. A job that has recorded its end already is left as it is.
+        """
+        folder = f"{self.jobs_dir}/{job_id}"
+        if self._read(f"{folder}/exit") is not None:
+            return
+        for name, content in (("stdout", stdout), ("stderr", stderr)):
+            self.container.push(f"{folder}/{name}", content, user=self.user, group=self.group)
+        self.container.push(
+            f"{self.jobs_dir}/{UNREPORTED}/{job_id}", "", user=self.user, group=self.group
+        )
+        self.container.push(
+            f"{folder}/exit", f"{exit_code} {_now()}\n", user=self.user, group=self.group
+        )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """The job ``job_id`` of this folder, or None if there is no such job."""
+        folder = f"{self.jobs_dir}/{job_id}"
+        try:
+            record = json.loads(self.container.pull(f"{folder}/job.json").read())
+        except (ops.pebble.PathError, json.JSONDecodeError):
+            return None
+        ended = self._read(f"{folder}/exit")
+        base = {
+            "id": job_id,
+            "kind": str(record.get("kind", "")),
+            "started": str(record.get("started", "")),
+            "params": {str(k): str(v) for k, v in dict(record.get("params") or {}).items()},
+        }
+        if ended is None:
+            if self._is_running(job_id):
+                return Job(**base, state="running")
+            return Job(**base, state="failed", error="the job ended without recording a result")
+        code_text, _, finished = ended.strip().partition(" ")
+        code = int(code_text) if code_text.lstrip("-").isdigit() else -1
+        if code != 0:
+            reason = last_line(self._read(f"{folder}/stderr") or "") or f"exit code {code}"
+            return Job(**base, state="failed", finished=finished, exit_code=code, error=reason)
+        try:
+            result = json.loads(self._read(f"{folder}/stdout") or "")
+        except json.JSONDecodeError:
+            result = None
+        if not isinstance(result, dict):
+            error = "the job printed no JSON result"
+            return Job(**base, state="failed", finished=finished, exit_code=0, error=error)
+        return Job(**base, state="succeeded", finished=finished, exit_code=0, result=result)
+
+    def read_file(self, job_id: str, name: str) -> str | None:
+        """A file of the job's folder (``log``, ``stderr``...), or None if it has none."""
+        return self._read(f"{self.jobs_dir}/{job_id}/{name}")
+
+    def list(self) -> list[Job]:
+        """Every job kept, oldest first."""
+        jobs = (self.get(job_id) for job_id in self._job_ids())
+        return [job for job in jobs if job is not None]
+
+    def unreported(self) -> list[Job]:
+        """Ended jobs the charm has not acted on yet, oldest first (one listing when none)."""
+        try:
+            marks = self.container.list_files(f"{self.jobs_dir}/{UNREPORTED}")
+        except ops.pebble.APIError:  # no job ever started
+            return []
+        jobs = (self.get(mark.name) for mark in sorted(marks, key=lambda m: m.name))
+        return [job for job in jobs if job is not None and job.ended]
+
+    def mark_reported(self, job: Job) -> None:
+        """Record that the charm has acted on ``job``'s end."""
+        path = f"{self.jobs_dir}/{UNREPORTED}/{job.id}"
+        if self.container.exists(path):
+            self.container.remove_path(path)
+
+    def wait(self, job_id: str, timeout: float, poll: float = 0.5) -> Job | None:
+        """Wait up to ``timeout`` seconds for the job to end; the job as it then is."""
+        deadline = time.monotonic() + timeout
+        job = self.get(job_id)
+        while job is not None and not job.ended and time.monotonic() < deadline:
+            time.sleep(poll)
+            job = self.get(job_id)
+        return job
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _is_running(self, job_id: str) -> bool:
+        """Whether a job that has not recorded its end still runs (here: until it records it)."""
+        del job_id
+        return True
+
+    def _job_ids(self) -> list[str]:
+        try:
+            entries = self.container.list_files(self.jobs_dir)
+        except ops.pebble.APIError:
+            return []
+        folders = (e.name for e in entries if e.type == ops.pebble.FileType.DIRECTORY)
+        return sorted(name for name in folders if name[0].isdigit())
+
+    def _new_id(self) -> str:
+        """The start time, then a counter: ids sort in start order, within a second too."""
+        second = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
+        same = [job_id for job_id in self._job_ids() if job_id.startswith(second + "-")]
+        counters = [int(job_id.rsplit("-", 1)[1]) for job_id in same if job_id[-4:].isdigit()]
+        return f"{second}-{max(counters, default=0) + 1:04d}"
+
+    def _prune(self) -> None:
+        """Keep the newest ``KEEP`` jobs; older ones go once reported, or once lost.
+
+        A job without an end of its own that no longer runs was lost (a container restart),
+        and goes too; one that still runs stays.
+        """
+        job_ids = self._job_ids()
+        for job_id in job_ids[: max(0, len(job_ids) - KEEP)]:
+            if self.container.exists(f"{self.jobs_dir}/{UNREPORTED}/{job_id}"):
+                continue
+            folder = f"{self.jobs_dir}/{job_id}"
+            if self.container.exists(f"{folder}/exit") or not self._is_running(job_id):
+                self.container.remove_path(folder, recursive=True)
+
+    def _read(self, path: str) -> str | None:
+        try:
+            return self.container.pull(path).read()
+        except ops.pebble.PathError:
+            return None
+
+
+class JobRunner(JobRecords):
     """Starts, reads and lists the jobs of one slot of a workload container.
 
     Args:
@@ -118,11 +308,9 @@ class JobRunner:
         user: str | None = None,
         group: str | None = None,
     ):
-        self.container = container
-        self.jobs_dir = jobs_dir.rstrip("/")
+        super().__init__(container, jobs_dir, user=user, group=group)
+        self.workload = container  # the container itself: its services and layers too
         self.service = f"{slot}-job"
-        self.user = user
-        self.group = group or user
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -132,29 +320,17 @@ class JobRunner:
         if current is not None:
             raise JobBusyError(current)
         self._wait_for_the_wrapper()
-        self._prune()
-        job_id = self._new_id()
-        folder = f"{self.jobs_dir}/{job_id}"
-        started = _now()
-        for directory in (self.jobs_dir, f"{self.jobs_dir}/{UNREPORTED}", folder):
-            self.container.make_dir(directory, make_parents=True, user=self.user, group=self.group)
-        record = {"id": job_id, "kind": spec.kind, "params": dict(spec.params), "started": started}
-        files = {
-            "job.json": (json.dumps(record), 0o644),
-            "env": (workload.secrets_env(spec.environment), 0o600),
-        }
-        for name, (content, mode) in files.items():
-            self.container.push(
-                f"{folder}/{name}", content, permissions=mode, user=self.user, group=self.group
-            )
-        self.container.add_layer(LAYER, self._layer(folder, spec), combine=True)
+        env = (workload.secrets_env(spec.environment), 0o600)
+        job = self.create(spec.kind, spec.params, {"env": env})
+        folder = f"{self.jobs_dir}/{job.id}"
+        self.workload.add_layer(LAYER, self._layer(folder, spec), combine=True)
         try:
-            self.container.start(self.service)
+            self.workload.start(self.service)
         except ops.pebble.ChangeError:
             # "exited quickly": a job that ends within Pebble's 1 s okay delay; it has
             # recorded its own end (or is reported as lost).
-            logger.debug("job %s ended at once", job_id)
-        return Job(job_id, spec.kind, started, "running", dict(spec.params))
+            logger.debug("job %s ended at once", job.id)
+        return job
 
     def _layer(self, folder: str, spec: JobSpec) -> ops.pebble.LayerDict:
         notify = shlex.join(workload.JUJU_PEBBLE.notify_command(NOTICE_KEY))
@@ -192,86 +368,20 @@ class JobRunner:
         job = self.get(job_id) if job_id else None
         return job if job is not None and not job.ended else None
 
-    def get(self, job_id: str) -> Job | None:
-        """The job ``job_id`` of this runner's folder, or None if there is no such job."""
-        folder = f"{self.jobs_dir}/{job_id}"
-        try:
-            record = json.loads(self.container.pull(f"{folder}/job.json").read())
-        except (ops.pebble.PathError, json.JSONDecodeError):
-            return None
-        ended = self._read(f"{folder}/exit")
-        base = {
-            "id": job_id,
-            "kind": str(record.get("kind", "")),
-            "started": str(record.get("started", "")),
-            "params": {str(k): str(v) for k, v in dict(record.get("params") or {}).items()},
-        }
-        if ended is None:
-            if self._running_id() == job_id:
-                return Job(**base, state="running")
-            return Job(**base, state="failed", error="the job ended without recording a result")
-        code_text, _, finished = ended.strip().partition(" ")
-        code = int(code_text) if code_text.lstrip("-").isdigit() else -1
-        if code != 0:
-            reason = last_line(self._read(f"{folder}/stderr") or "") or f"exit code {code}"
-            return Job(**base, state="failed", finished=finished, exit_code=code, error=reason)
-        try:
-            result = json.loads(self._read(f"{folder}/stdout") or "")
-        except json.JSONDecodeError:
-            result = None
-        if not isinstance(result, dict):
-            error = "the job printed no JSON result"
-            return Job(**base, state="failed", finished=finished, exit_code=0, error=error)
-        return Job(**base, state="succeeded", finished=finished, exit_code=0, result=result)
-
-    def list(self) -> list[Job]:
-        """Every job kept, oldest first."""
-        jobs = (self.get(job_id) for job_id in self._job_ids())
-        return [job for job in jobs if job is not None]
-
-    def unreported(self) -> list[Job]:
-        """Ended jobs the charm has not acted on yet, oldest first (one listing when none)."""
-        try:
-            marks = self.container.list_files(f"{self.jobs_dir}/{UNREPORTED}")
-        except ops.pebble.APIError:  # no job ever started
-            return []
-        jobs = (self.get(mark.name) for mark in sorted(marks, key=lambda m: m.name))
-        return [job for job in jobs if job is not None and job.ended]
-
-    def mark_reported(self, job: Job) -> None:
-        """Record that the charm has acted on ``job``'s end."""
-        path = f"{self.jobs_dir}/{UNREPORTED}/{job.id}"
-        if self.container.exists(path):
-            self.container.remove_path(path)
-
-    def wait(self, job_id: str, timeout: float, poll: float = 0.5) -> Job | None:
-        """Wait up to ``timeout`` seconds for the job to end; the job as it then is."""
-        deadline = time.monotonic() + timeout
-        job = self.get(job_id)
-        while job is not None and not job.ended and time.monotonic() < deadline:
-            time.sleep(poll)
-            job = self.get(job_id)
-        return job
-
     # --- internals --------------------------------------------------------------------------
 
+    def _is_running(self, job_id: str) -> bool:
+        return self._running_id() == job_id
+
     def _running_id(self) -> str | None:
-        services = self.container.get_services(self.service)
+        services = self.workload.get_services(self.service)
         info = services.get(self.service)
         if info is None or not info.is_running():
             return None
-        command = self.container.get_plan().services[self.service].command
+        command = self.workload.get_plan().services[self.service].command
         words = shlex.split(command)
         # /bin/sh -c SCRIPT job FOLDER COMMAND...: the folder names the job.
         return words[4].rsplit("/", 1)[-1] if len(words) > 4 else None
-
-    def _job_ids(self) -> list[str]:
-        try:
-            entries = self.container.list_files(self.jobs_dir)
-        except ops.pebble.APIError:
-            return []
-        folders = (e.name for e in entries if e.type == ops.pebble.FileType.DIRECTORY)
-        return sorted(name for name in folders if name[0].isdigit())
 
     def _wait_for_the_wrapper(self, timeout: float = 10.0) -> None:
         """Let an ended job's wrapper exit (it still records its notice): the slot is free.
@@ -285,29 +395,18 @@ class JobRunner:
                 raise JobBusyError(job or Job(job_id, "", "", "running"))
             time.sleep(0.1)
 
-    def _new_id(self) -> str:
-        """The start time, then a counter: ids sort in start order, within a second too."""
-        second = f"{datetime.now(UTC):%Y%m%d%H%M%S}"
-        same = [job_id for job_id in self._job_ids() if job_id.startswith(second + "-")]
-        counters = [int(job_id.rsplit("-", 1)[1]) for job_id in same if job_id[-4:].isdigit()]
-        return f"{second}-{max(counters, default=0) + 1:04d}"
 
-    def _prune(self) -> None:
-        """Keep the newest ``KEEP`` jobs; older ones go once reported (or lost).
+def is_job_id(text: str) -> bool:
+    """Whether ``text`` has the form of a job id (``20260101120000-0001``)."""
+    return bool(_JOB_ID.match(text))
 
-        Called with no job running: a job without an end of its own was lost (a container
-        restart), and goes too.
-        """
-        job_ids = self._job_ids()
-        for job_id in job_ids[: max(0, len(job_ids) - KEEP)]:
-            if not self.container.exists(f"{self.jobs_dir}/{UNREPORTED}/{job_id}"):
-                self.container.remove_path(f"{self.jobs_dir}/{job_id}", recursive=True)
 
-    def _read(self, path: str) -> str | None:
-        try:
-            return self.container.pull(path).read()
-        except ops.pebble.PathError:
-            return None
+def started_at(job: Job) -> float:
+    """When ``job`` started, as a POSIX time (0 when its record has no readable time)."""
+    try:
+        return datetime.strptime(job.started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _now() -> str:
@@ -347,7 +446,7 @@ def start_for_action(
     return job
 
 
-def list_for_action(event: ops.ActionEvent, runner: JobRunner) -> None:
+def list_for_action(event: ops.ActionEvent, runner: JobRecords) -> None:
     """The list-jobs action: every job kept, newest first, as JSON."""
     try:
         listed = runner.list()
@@ -359,3 +458,22 @@ def list_for_action(event: ops.ActionEvent, runner: JobRunner) -> None:
     event.set_results(
         {"count": len(summaries), "running": ",".join(running), "jobs": json.dumps(summaries)}
     )
+
+
+def action_results(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's JSON result as action results: hyphenated keys, lists as JSON text.
+
+    Juju's action results are nested string maps: a list becomes its JSON text beside its
+    ``<name>-count``, None an empty string.
+    """
+    converted: dict[str, Any] = {}
+    for key, value in result.items():
+        name = str(key).replace("_", "-")
+        if isinstance(value, dict):
+            converted[name] = action_results(value)
+        elif isinstance(value, list):
+            converted[name] = json.dumps(value)
+            converted[f"{name}-count"] = str(len(value))
+        else:
+            converted[name] = "" if value is None else str(value)
+    return converted

@@ -82,7 +82,7 @@ def finished(runner: JobRunner, job: Job) -> Job:
     """
 
     def wrapper_exited() -> bool:
-        return not runner.container.get_service(runner.service).is_running()
+        return not runner.workload.get_service(runner.service).is_running()
 
     poll(wrapper_exited, 10, f"the wrapper of job {job.id} to exit")
     recorded = runner.get(job.id)
@@ -123,7 +123,7 @@ def test_the_environment_is_private_and_never_in_the_plan(runner: JobRunner, job
     env_file = jobs_dir / job.id / "env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert finished(runner, job).result == {"token": token}
-    assert "s3cr3t" not in runner.container.get_plan().to_yaml()
+    assert "s3cr3t" not in runner.workload.get_plan().to_yaml()
     assert "s3cr3t" not in (jobs_dir / job.id / "job.json").read_text()
 
 
@@ -132,7 +132,7 @@ def test_the_job_runs_as_the_slots_disabled_service_that_pebble_never_restarts(
 ):
     runner.start(SUCCEEDS)
 
-    service = runner.container.get_plan().services[runner.service]
+    service = runner.workload.get_plan().services[runner.service]
     assert service.startup == "disabled"
     assert (service.on_success, service.on_failure) == ("ignore", "ignore")
 
@@ -539,3 +539,54 @@ def test_a_running_job_beyond_keep_is_not_pruned(fake_ctx, monkeypatch: pytest.M
         kept = container.exists(f"/srv/jobs/{long_running.id}/job.json")
 
     assert kept
+
+
+# --- job folders written by something else than a Pebble slot (a Kubernetes Job's watcher) ---
+
+
+@pytest.fixture
+def records(shared_daemon: PebbleDaemon, jobs_dir: Path) -> jobs.JobRecords:
+    return jobs.JobRecords(container_on(shared_daemon.client), str(jobs_dir))
+
+
+def test_a_recorded_job_runs_until_its_end_is_written(records: jobs.JobRecords, jobs_dir: Path):
+    job = records.create("train", {"spec": "s"})
+    assert jobs.is_job_id(job.id)
+    assert records.get(job.id) == job  # no exit yet: running, whatever runs it
+    (jobs_dir / job.id / "stdout").write_text('{"run_id": "r"}\n')
+    (jobs_dir / "unreported" / job.id).touch()
+    (jobs_dir / job.id / "exit").write_text("0 2026-01-01T00:00:00Z\n")
+    ended = records.get(job.id)
+    assert ended is not None and ended.state == "succeeded" and ended.result == {"run_id": "r"}
+    assert [j.id for j in records.unreported()] == [job.id]
+
+
+def test_record_end_writes_a_failure_once(records: jobs.JobRecords):
+    job = records.create("train", {})
+    records.record_end(job.id, 1, stderr="cancelled\n")
+    records.record_end(job.id, 0, stdout='{"late": true}')  # too late: the end is recorded
+    ended = records.get(job.id)
+    assert ended is not None and (ended.state, ended.error) == ("failed", "cancelled")
+    assert [j.id for j in records.unreported()] == [job.id]
+
+
+def test_pruning_keeps_jobs_that_still_run(records: jobs.JobRecords, monkeypatch):
+    monkeypatch.setattr(jobs, "KEEP", 1)
+    ended = records.create("train", {})
+    records.record_end(ended.id, 1)
+    records.mark_reported(ended)
+    running = records.create("train", {})
+    records.create("train", {})  # the oldest, ended and reported, goes
+    assert records.get(ended.id) is None
+    records.create("train", {})  # the oldest now runs: it stays
+    assert records.get(running.id) is not None
+
+
+def test_action_results_are_hyphenated_with_lists_as_json():
+    results = jobs.action_results({"run_id": "r", "per_class": {"a_b": 1}, "items": [1, 2]})
+    assert results == {
+        "run-id": "r",
+        "per-class": {"a-b": "1"},
+        "items": "[1, 2]",
+        "items-count": "2",
+    }

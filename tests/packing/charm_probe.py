@@ -2,10 +2,14 @@
 
 The packed charm's dispatch runs ``PYTHONPATH=lib:venv ./src/charm.py``, so its ``sys.path`` is
 the tree's ``src/`` (the script's folder), ``lib/``, ``venv/`` and the standard library. The probe
-runs a clean interpreter (``python -I``) with exactly that ``sys.path``, imports the charm, then
+runs a clean interpreter (``python -I -S``) with exactly that ``sys.path``, imports the charm, then
 every module the tree's own files import anywhere (imports inside functions, which keep hooks
 fast, too), and reports every module that was loaded and from where. Every module must come
 from the tree or the standard library.
+
+A charm that carries charmhelpers is probed under an Ubuntu 24.04 os-release in a private mount
+namespace (``tools.pack_charms.ubuntu_namespace_command``): its ``core.host`` refuses to import
+on any other distribution, such as this Debian. Root only: elsewhere such a probe skips.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from tools.pack_charms import UBUNTU_2404_OS_RELEASE, ubuntu_namespace_command
 from tools.stage import module_imports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -128,10 +135,18 @@ def probe(tree: Path, report_dir: Path, interpreter: Interpreter) -> dict:
         "imports": tree_imports(tree),
         "report": str(report),
     }
+    # -I: no PYTHONPATH (tox sets it to the repository's lib/), no user site, no cwd;
+    # -S: no .pth files of the probing interpreter's own site-packages (setuptools' there
+    # would put its distutils shim in place from outside the tree); -B: leave the tree as packed.
+    command = [interpreter.executable, "-I", "-S", "-B", "-c", PROBE, json.dumps(spec)]
+    if needs_ubuntu(tree):
+        if os.geteuid() != 0:
+            pytest.skip(f"{tree.name} carries charmhelpers: its probe needs root (a namespace)")
+        os_release = report_dir / f"{tree.name}-os-release"
+        os_release.write_text(UBUNTU_2404_OS_RELEASE)
+        command = ubuntu_namespace_command(os_release, command)
     completed = subprocess.run(
-        # -I: no PYTHONPATH (tox sets it to the repository's lib/), no user site, no cwd;
-        # -B: leave the tree as packed.
-        [interpreter.executable, "-I", "-B", "-c", PROBE, json.dumps(spec)],
+        command,
         cwd=tree,  # Juju runs dispatch from the charm's folder
         capture_output=True,
         text=True,
@@ -139,6 +154,11 @@ def probe(tree: Path, report_dir: Path, interpreter: Interpreter) -> dict:
     )
     assert completed.returncode == 0, completed.stderr
     return json.loads(report.read_text())
+
+
+def needs_ubuntu(tree: Path) -> bool:
+    """Whether the tree's venv carries charmhelpers (which imports only on Ubuntu)."""
+    return (tree / "venv" / "charmhelpers").is_dir()
 
 
 def _inside(path: Path, folder: Path) -> bool:

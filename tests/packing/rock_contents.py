@@ -13,8 +13,9 @@ rockcraft is a snap and cannot run here, so the rock's file tree is derived from
   read from the installed distributions of the same name and version on this machine: this
   environment, the Label Studio venv (``$LABEL_STUDIO_VENV``) and the repository's tox envs;
 - a ``nil`` part's explicit venvs in ``override-build``: ``python3 -m venv DIR`` and
-  ``DIR/bin/pip install PKGS`` lines, where the venv lands where a ``cp`` into
-  ``$CRAFT_PART_INSTALL`` puts it; ``mkdir -p`` lines in ``override-build`` and
+  ``DIR/bin/pip install PKGS`` lines (``.`` or ``.[extras]``: the part's own project), where
+  the venv lands where a ``cp`` into ``$CRAFT_PART_INSTALL`` puts it; a ``cp`` of a file of
+  the part's source puts that file there; ``mkdir -p`` lines in ``override-build`` and
   ``override-prime`` add folders;
 - ``run-user``: rockcraft's ``_daemon_`` user and group.
 
@@ -49,6 +50,7 @@ _PYTHON_VERSIONED = re.compile(r"python3\.\d+")
 _USR_MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _DEB_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")
 INSTALL_VAR = re.compile(r"\$\{?CRAFT_PART_INSTALL\}?")
+_OWN_PROJECT = re.compile(r"\.(?:\[([\w,\s-]*)\])?")  # ``.`` or ``.[extra,...]``
 
 
 def usr_merged(path: str) -> str:
@@ -249,8 +251,10 @@ def distribution_closure(
 class SourceProject:
     """A part's own Python project (its source's pyproject.toml)."""
 
+    name: str
     requirements: tuple[Requirement, ...]
     scripts: tuple[str, ...]
+    extras: dict[str, tuple[Requirement, ...]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, source: Path) -> SourceProject | None:
@@ -258,10 +262,35 @@ class SourceProject:
         if not pyproject.is_file():
             return None
         project = tomllib.loads(pyproject.read_text()).get("project", {})
+        optional = project.get("optional-dependencies", {})
         return cls(
+            name=canonicalize_name(project.get("name", "")),
             requirements=tuple(Requirement(line) for line in project.get("dependencies", [])),
             scripts=(*project.get("scripts", {}), *project.get("gui-scripts", {})),
+            extras={
+                extra: tuple(Requirement(line) for line in lines)
+                for extra, lines in optional.items()
+            },
         )
+
+    def with_extras(self, extras: Iterable[str]) -> list[Requirement]:
+        """Its requirements with those of ``extras`` (an extra naming the project: its own)."""
+        found = list(self.requirements)
+        pending = list(extras)
+        seen: set[str] = set()
+        while pending:
+            extra = pending.pop()
+            if extra in seen:
+                continue
+            if extra not in self.extras:
+                raise RockRecipeError(f"{self.name} has no extra {extra!r}")
+            seen.add(extra)
+            for requirement in self.extras[extra]:
+                if canonicalize_name(requirement.name) == self.name:
+                    pending += list(requirement.extras)
+                else:
+                    found.append(requirement)
+        return found
 
 
 def venv_files(
@@ -401,6 +430,8 @@ class Rock:
                     venv = venvs.get(posixpath.normpath(copied))
                     if venv is not None:
                         self._add(venv.files(_landing(copied, destination), self.python))
+                    elif source is not None and (source / copied).is_file():
+                        self._add([_landing(copied, destination)])  # a file of the source
             self._add(_made_folders(line, relative_to=None))
 
 
@@ -413,13 +444,15 @@ class _Venv:
 
     def install(self, words: Iterable[str], source: Path | None, where: str) -> None:
         for word in words:
-            if word != ".":
+            project_word = _OWN_PROJECT.fullmatch(word)
+            if project_word is None:
                 self.requirements.append(Requirement(word))
                 continue
             project = SourceProject.read(source) if source else None
             if project is None:
                 raise RockRecipeError(f"{where} installs . but its source has no pyproject.toml")
-            self.requirements += project.requirements
+            extras = [e.strip() for e in (project_word.group(1) or "").split(",") if e.strip()]
+            self.requirements += project.with_extras(extras)
             self.scripts += project.scripts
 
     def files(self, landing: str, python: str) -> set[str]:

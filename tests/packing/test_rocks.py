@@ -323,3 +323,19 @@ def test_paths_on_storage_and_from_juju_are_met_without_the_rock(tmp_path: Path)
     assert unmet_needs(needs, rock, ["/var/lib/data"]) == []
     assert unmet_needs([Need("path", "/srv/elsewhere", "test")], rock, ["/var/lib/data"]) != []
     assert usr_merged("/bin/sh") == usr_merged("/usr/bin/sh")
+
+
+def test_a_copied_source_file_and_a_projects_extra_are_modelled(tmp_path: Path):
+    rock = Rock.read(stage_rocks(tmp_path / "intact", "training") / "training")
+    assert rock.holds("/opt/training/job_watcher.py")
+    assert any("/site-packages/cleanlab/" in path for path in rock.files)  # the training extra
+
+    def without_the_watcher_and_the_extra(recipe: dict) -> None:
+        watcher = recipe["parts"]["job-watcher"]
+        watcher["override-build"] = watcher["override-build"].replace("cp job_watcher.py", "true")
+        workload = recipe["parts"]["mlops-workload"]
+        workload["override-build"] = workload["override-build"].replace('".[training]"', ".")
+
+    broken = _restage_with(tmp_path / "broken", "training", without_the_watcher_and_the_extra)
+    assert not broken.holds("/opt/training/job_watcher.py")
+    assert not any("/site-packages/cleanlab/" in path for path in broken.files)

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import ops
 
@@ -512,7 +512,7 @@ class LabellingCharm(ops.CharmBase):
         if job.state == "failed":
             event.fail(f"{job.kind} failed: {job.error}")
             return
-        event.set_results({"job": job.id, **_results(job.result or {})})
+        event.set_results({"job": job.id, **jobs.action_results(job.result or {})})
 
     def _on_import_version(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ImportVersionParams, errors="fail")
@@ -587,21 +587,6 @@ def _batch_is_complete(batch: RelabelBatch) -> bool:
 def _relabel_reason(batch: RelabelBatch) -> str:
     reason = batch.reason or "sent back by error analysis"
     return f"{reason} (run {batch.run_id})" if batch.run_id else reason
-
-
-def _results(result: dict[str, Any]) -> dict[str, Any]:
-    """A workload result as action results: hyphenated keys, lists as JSON text."""
-    converted: dict[str, Any] = {}
-    for key, value in result.items():
-        name = key.replace("_", "-")
-        if isinstance(value, dict):
-            converted[name] = _results(value)
-        elif isinstance(value, list):
-            converted[name] = json.dumps(value)
-            converted[f"{name}-count"] = str(len(value))
-        else:
-            converted[name] = "" if value is None else str(value)
-    return converted
 
 
 if __name__ == "__main__":  # pragma: nocover

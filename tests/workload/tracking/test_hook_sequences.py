@@ -39,7 +39,7 @@ from tests.provider_data import postgresql_k8s_relation
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, missing
 from tests.workload.s3_server import S3Server, run_s3_server
-from tests.workload.tracking.test_mlflow_workload import CLIENT_ENV
+from tests.workload.tracking.harness import CLIENT_ENV
 
 pytestmark = [
     pytest.mark.slow,

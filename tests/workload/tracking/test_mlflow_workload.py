@@ -13,108 +13,20 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from ops import pebble, testing
 
-import charm
 from tests.provider_data import postgresql_k8s_relation
-from tests.workload.processes import PebbleDaemon, PostgreSQLServer, free_port, run_pebble
-
-CHARM_ROOT = Path(__file__).parents[3] / "charms" / "tracking-k8s"
-# Fail fast instead of MLflow's default four minutes of retries when something is wrong.
-CLIENT_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
-
-
-@dataclass
-class RunningServer:
-    """MLflow as started by Pebble from the charm's layer."""
-
-    url: str
-    data_dir: Path
-    admin_password: str
-    state: testing.State
-    context: testing.Context
-    pebble: PebbleDaemon
-
-
-def charm_context(data_dir: Path) -> testing.Context:
-    """The charm with its real metadata, except the storage mount points at ``data_dir``."""
-    raw = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
-    raw["containers"]["mlflow"]["mounts"][0]["location"] = str(data_dir)
-    meta = {
-        key: raw[key]
-        for key in ("name", "containers", "resources", "storage", "provides", "requires")
-    }
-    return testing.Context(
-        charm.TrackingCharm, meta=meta, config=raw["config"], actions=raw["actions"]
-    )
-
-
-def base_state(data_dir: Path, port: int, **kwargs) -> testing.State:
-    container = testing.Container(
-        "mlflow",
-        can_connect=True,
-        mounts={"data": testing.Mount(location=str(data_dir), source=data_dir)},
-    )
-    return testing.State(
-        leader=True,
-        config={"port": port},
-        containers={container},
-        storages={testing.Storage("mlflow-data")},
-        **kwargs,
-    )
-
-
-def start_from_layer(daemon: PebbleDaemon, state_out: testing.State) -> None:
-    """Hand the layer the charm planned to the real Pebble and let it start the service."""
-    layer = state_out.get_container("mlflow").layers["mlflow"]
-    daemon.client.add_layer("mlflow", layer.to_yaml(), combine=True)
-    daemon.client.replan_services()
-    daemon.wait_for_check("mlflow-ready")
-
-
-def admin_password(state: testing.State) -> str:
-    (secret,) = [s for s in state.secrets if s.label == "mlflow-server"]
-    return secret.tracked_content["admin-password"]
-
-
-def start_server(daemon: PebbleDaemon, data_dir: Path, **state_kwargs) -> RunningServer:
-    port = free_port()
-    context = charm_context(data_dir)
-    state_in = base_state(data_dir, port, **state_kwargs)
-    state_out = context.run(context.on.config_changed(), state_in)
-    start_from_layer(daemon, state_out)
-    return RunningServer(
-        url=f"http://127.0.0.1:{port}",
-        data_dir=data_dir,
-        admin_password=admin_password(state_out),
-        state=state_out,
-        context=context,
-        pebble=daemon,
-    )
+from tests.workload.processes import PebbleDaemon, PostgreSQLServer, run_pebble
+from tests.workload.tracking.harness import CLIENT_ENV, RunningServer, as_user, start_server
 
 
 @pytest.fixture
 def mlflow_client_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in CLIENT_ENV.items():
         monkeypatch.setenv(name, value)
-
-
-def as_user(monkeypatch: pytest.MonkeyPatch, url: str, username: str, password: str):
-    """An MLflow client authenticated as ``username`` (the client reads these variables)."""
-    import mlflow
-
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", username)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-    mlflow.set_tracking_uri(url)
-    return mlflow.MlflowClient(tracking_uri=url)
 
 
 def log_and_read_back(client, experiment_name: str, tmp_path: Path) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.workload.netns import exec_in, run_isolated_pebble
-from tests.workload.tracking.test_mlflow_workload import CLIENT_ENV, RunningServer, start_server
+from tests.workload.tracking.harness import CLIENT_ENV, RunningServer, start_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from mlops_workload import dataset
 from mlops_workload.labelling import cli as labelling_cli  # labelling's command group
+from mlops_workload.training import cli as training_cli  # training's command group
 from mlops_workload.workspace import RegistryError, Workspace
 
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("version")
     labelling_cli.register(groups)  # `mlops-workload labelling ...`: labelling/cli.py
+    training_cli.register(groups)  # `mlops-workload training ...`: training/cli.py
     return parser
 
 
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     """Run the parsed command and return its JSON-able result."""
     if args.group == "labelling":  # labelling's commands: labelling/cli.py
         return labelling_cli.run(args, parser)
+    if args.group == "training":  # training's commands: training/cli.py
+        return training_cli.run(args, parser)
     if not args.workspace or not args.registry:
         parser.error("--workspace and --registry (or their environment variables) are required")
     ws = Workspace(Path(args.workspace), args.registry, args.endpoint_url)

@@ -96,6 +96,7 @@ def list_versions(ws: Workspace) -> list[dict[str, Any]]:
                 "bytes": (metadata or {}).get("bytes"),
                 "approach": (metadata or {}).get("approach"),
                 "message": (metadata or {}).get("message", contents.strip()),
+                "details": (metadata or {}).get("details"),
             }
         )
     return sorted(versions, key=lambda version: version["number"])
@@ -195,14 +196,26 @@ def create_version(
     message: str = "",
     approach: str | None = None,
     source_endpoint_url: str | None = None,
+    parent: str | None = None,
+    source_uri: str | None = None,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Snapshot ``source`` as the next version; the tag appears only after the upload."""
+    """Snapshot ``source`` as the next version; the tag appears only after the upload.
+
+    ``parent`` is the version the data derives from (default: the newest one), ``source_uri``
+    what the metadata says it came from (default: ``source``), ``details`` more metadata of
+    its kind (an augmentation's transforms and seed).
+    """
     if source_kind not in SOURCE_KINDS or source_kind == "rollback":
         raise RegistryError(f"unknown source kind {source_kind!r}")
     with ws.locked():
         ws.sync()
         versions = list_versions(ws)
-        name, parent = _next_version(versions)
+        name, latest = _next_version(versions)
+        if parent is None:
+            parent = latest
+        else:
+            _find_version(versions, parent)
         with materialized(source, source_endpoint_url) as directory:
             stats = mirror(directory, ws.path / DATA_PATH)
         if stats.files == 0:
@@ -210,7 +223,7 @@ def create_version(
         ws.dvc("add", "--quiet", DATA_PATH, what="cannot hash the data")
         ws.git("add", f"{DATA_PATH}.dvc", ".gitignore")
         if not ws.git("status", "--porcelain", "--untracked-files=no").strip():
-            raise RegistryError(f"no change: the source is identical to {parent}")
+            raise RegistryError(f"no change: the source is identical to {latest}")
         try:
             upload(ws)
         except RegistryError:
@@ -220,19 +233,24 @@ def create_version(
             "version": name,
             "parent": parent,
             "source": source_kind,
-            "source_uri": source,
+            "source_uri": source if source_uri is None else source_uri,
             "files": stats.files,
             "bytes": stats.bytes,
             "approach": approach,
             "message": message,
         }
+        if details:
+            metadata["details"] = details
         subject = f"{name}: {message}" if message else f"{name}: {source_kind} of {source}"
         commit = _publish(ws, name, subject, metadata)
     return {**metadata, "commit": commit}
 
 
-def _dir_hash(dvc_file_text: str | None) -> str | None:
-    """The ``.dir`` hash of a .dvc file with exactly one directory output, else None."""
+def dir_hash(dvc_file_text: str | None) -> str | None:
+    """The ``.dir`` hash of a .dvc file with exactly one directory output, else None.
+
+    For ``data.dvc`` it is the version's content hash: equal hashes, byte-identical data.
+    """
     hashes = _HASH_PATTERN.findall(dvc_file_text or "")
     return hashes[0] if len(hashes) == 1 and hashes[0].endswith(".dir") else None
 
@@ -261,8 +279,8 @@ def upload(ws: Workspace) -> None:
     remote which of all the objects it lacks, which costs seconds on large datasets).
     """
     what = "cannot upload the data to the DVC remote"
-    new_dir = _dir_hash((ws.path / f"{DATA_PATH}.dvc").read_text())
-    old_dir = _dir_hash(ws.show("HEAD", f"{DATA_PATH}.dvc"))
+    new_dir = dir_hash((ws.path / f"{DATA_PATH}.dvc").read_text())
+    old_dir = dir_hash(ws.show("HEAD", f"{DATA_PATH}.dvc"))
     new_objects = _manifest(ws, new_dir) if new_dir else None
     old_objects = _manifest(ws, old_dir) if old_dir else None
     if new_dir is None or old_dir is None or new_objects is None or old_objects is None:

@@ -104,7 +104,7 @@ def workload(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> JobWorkload:
 
     def spy(runner: jobs.JobRunner, spec: jobs.JobSpec) -> jobs.Job:
         job = start(runner, spec)
-        fake.started(runner.container, job.id)
+        fake.started(runner.workload, job.id)
         return job
 
     monkeypatch.setattr(jobs.JobRunner, "start", spy)

@@ -40,25 +40,30 @@ def find_version(ws: Workspace, version: str) -> dict[str, Any]:
     raise RegistryError(f"unknown version {version}: the registry has no such tag")
 
 
+def copy_version_data(ws: Workspace, version: str, destination: Path) -> None:
+    """Copy the files of ``version`` into ``destination`` (the caller holds the synced ``ws``)."""
+    try:
+        ws.git("checkout", version, "--", f"{DATA_PATH}.dvc", what=f"cannot read {version}")
+        ws.dvc(
+            "pull",
+            "--quiet",
+            "--force",
+            f"{DATA_PATH}.dvc",
+            what=f"cannot download {version} from the DVC remote",
+        )
+        if destination.exists():
+            shutil.rmtree(destination)
+        shutil.copytree(ws.path / DATA_PATH, destination)
+    finally:
+        ws.discard_local_changes()
+
+
 def fetch_version(ws: Workspace, version: str, destination: Path) -> dict[str, Any]:
     """Copy the files of ``version`` into ``destination``; return the version's metadata."""
     with ws.locked():
         ws.sync()
         metadata = find_version(ws, version)
-        try:
-            ws.git("checkout", version, "--", f"{DATA_PATH}.dvc", what=f"cannot read {version}")
-            ws.dvc(
-                "pull",
-                "--quiet",
-                "--force",
-                f"{DATA_PATH}.dvc",
-                what=f"cannot download {version} from the DVC remote",
-            )
-            if destination.exists():
-                shutil.rmtree(destination)
-            shutil.copytree(ws.path / DATA_PATH, destination)
-        finally:
-            ws.discard_local_changes()
+        copy_version_data(ws, version, destination)
     return metadata
 
 

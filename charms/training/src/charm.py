@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Juju glue for training on a bare-metal GPU machine: observe, reconcile, status, actions.
+
+The runs are transient systemd services of this unit's machine (``systemd_jobs``), started
+from the same core as training-k8s's Jobs (``mlops_charms.training``: parameters, command,
+environment, relabel offering). An action starts one and returns its id at once; the job's
+``ExecStopPost`` records its end in its folder (``mlops_charms.jobs`` layout) and dispatches
+this charm's ``job-ended`` event through ``juju-exec``; the charm then reports it once.
+``update-status`` does the same, so an end whose dispatch was lost is only late.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import ops
+
+# charmhelpers imports distutils, gone in Python 3.12: setuptools' import puts its shim in place
+# (the venv's .pth that would do it is not read: dispatch puts the venv on PYTHONPATH).
+import setuptools  # noqa: F401
+from charmhelpers.core import host
+
+import gpus
+import installer
+import systemd_jobs
+from mlops_charms import databags, jobs, training
+from mlops_charms.dataset import DatasetRequirerData
+from mlops_charms.host_files import HostFiles
+from mlops_charms.jobs import Job
+from mlops_charms.tracking import TrackingRequirerData
+from mlops_charms.training import (
+    ACTION_WAIT,
+    DATASET_ENDPOINT,
+    RELABEL_ENDPOINT,
+    TRACKING_ENDPOINT,
+    JobLogsParams,
+    JobParams,
+    RunParams,
+)
+from systemd_jobs import JobUnit, SystemdJobRecords
+
+logger = logging.getLogger(__name__)
+
+WHEELHOUSE_RESOURCE = "wheelhouse"
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """The charm's config options, validated."""
+
+    gpus_per_job: int = 1
+    install_gpu_driver: bool = False
+    job_memory_max: str = ""
+    job_deadline: int = 86400
+    pip_index_url: str = ""
+    experiment: str = ""
+
+    def __post_init__(self):
+        if not 0 <= self.gpus_per_job <= 64:
+            raise ValueError("gpus-per-job: must be between 0 and 64")
+        if self.job_memory_max and not systemd_jobs.MEMORY_MAX.match(self.job_memory_max):
+            raise ValueError("job-memory-max: bytes with K/M/G/T, a percentage, or empty")
+        if self.job_deadline < 1:
+            raise ValueError("job-deadline: must be at least 1 second")
+        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
+            raise ValueError("pip-index-url: must be an http(s) URL")
+        if self.experiment and (len(self.experiment) > 256 or "\n" in self.experiment):
+            raise ValueError("experiment: must be one line of at most 256 characters")
+
+
+class JobEndedEvent(ops.EventBase):
+    """A job's ExecStopPost dispatched ``hooks/job-ended`` (through juju-exec)."""
+
+
+class TrainingMachineEvents(ops.CharmEvents):
+    """The charm's events, with ``job_ended``: ``JUJU_DISPATCH_PATH=hooks/job-ended``."""
+
+    job_ended = ops.EventSource(JobEndedEvent)
+
+
+class TrainingMachineCharm(ops.CharmBase):
+    """Runs training work as systemd jobs on this machine's GPUs and reports their ends."""
+
+    on = TrainingMachineEvents()  # type: ignore[reportAssignmentType]
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self._install_problem: str | None = None
+        for event in (
+            self.on.install,
+            self.on.upgrade_charm,
+            self.on.config_changed,
+            self.on.start,
+            self.on.update_status,
+            self.on.leader_elected,
+            self.on[DATASET_ENDPOINT].relation_created,
+            self.on[DATASET_ENDPOINT].relation_changed,
+            self.on[DATASET_ENDPOINT].relation_broken,
+            self.on[TRACKING_ENDPOINT].relation_created,
+            self.on[TRACKING_ENDPOINT].relation_changed,
+            self.on[TRACKING_ENDPOINT].relation_broken,
+            self.on[RELABEL_ENDPOINT].relation_created,
+            self.on[RELABEL_ENDPOINT].relation_changed,
+            self.on.secret_changed,
+            self.on.job_ended,
+        ):
+            framework.observe(event, self._reconcile)
+        framework.observe(self.on.collect_unit_status, self._on_collect_status)
+        for kind in training.RUN_ACTIONS:
+            framework.observe(self.on[kind].action, self._on_run_action)
+        framework.observe(self.on.list_jobs_action, self._on_list_jobs)
+        framework.observe(self.on.cancel_job_action, self._on_cancel_job)
+        framework.observe(self.on.job_logs_action, self._on_job_logs)
+
+    # --- goal state -------------------------------------------------------------------------
+
+    def _config_problem(self) -> str | None:
+        try:
+            self.load_config(MachineConfig)
+        except ValueError as error:
+            return str(error).splitlines()[0]
+        return None
+
+    def _config(self) -> MachineConfig:
+        return self.load_config(MachineConfig)
+
+    def _wheelhouse(self) -> Path | None:
+        try:
+            path = self.model.resources.fetch(WHEELHOUSE_RESOURCE)
+        except (ops.ModelError, NameError):
+            return None
+        return path if path.stat().st_size > 0 else None
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    def _reconcile(self, event: ops.EventBase) -> None:
+        """Install what jobs need, ask for access, report ended jobs; each step idempotent."""
+        if self.unit.is_leader():
+            self._request_access()
+        if self._config_problem():
+            return
+        config = self._config()
+        try:
+            self._install(config)
+        except (installer.InstallError, OSError) as error:
+            self._install_problem = str(error).splitlines()[0]
+            logger.error("install: %s", self._install_problem)
+            return
+        records = SystemdJobRecords()
+        if isinstance(event, ops.UpdateStatusEvent):
+            self._record_lost_jobs(records)
+        for job in records.unreported():
+            self._act_on(job)
+            records.mark_reported(job)
+        if self.unit.is_leader():
+            training.offer_relabel_batches(self.model, self.app, [])
+
+    def _install(self, config: MachineConfig) -> None:
+        installer.ensure_packages()
+        if config.install_gpu_driver:
+            inventory = gpus.detect()
+            if not inventory.gpus and inventory.pci_cards:
+                installer.install_gpu_driver()
+        paths = systemd_jobs.PATHS
+        if not host.user_exists(paths.user):
+            host.adduser(paths.user, shell="/usr/sbin/nologin", system_user=True)  # noqa: S604
+        host.mkdir(paths.jobs_dir, perms=0o755)
+        host.mkdir(paths.scripts_dir, perms=0o755)
+        script = systemd_jobs.JOB_ENDED_SCRIPT.read_text()
+        if _read(paths.job_ended) != script:
+            host.write_file(paths.job_ended, script, perms=0o755)
+        source = Path(self.charm_dir) / "workload"
+        installer.ensure_workload(source, self._wheelhouse, config.pip_index_url)
+
+    def _request_access(self) -> None:
+        for relation in self.model.relations[DATASET_ENDPOINT]:
+            # Write: augment makes new versions (the other jobs only read).
+            databags.save_app_data(relation, self.app, DatasetRequirerData(access="write"))
+        experiment = (
+            self._config().experiment if not self._config_problem() else ""
+        ) or self.app.name
+        for relation in self.model.relations[TRACKING_ENDPOINT]:
+            databags.save_app_data(relation, self.app, TrackingRequirerData(experiment=experiment))
+
+    def _act_on(self, job: Job) -> None:
+        """Act once on an ended job: its batch is offered (the leader writes the offer)."""
+        if self.unit.is_leader():
+            training.act_on_ended(self.model, self.app, job)
+        elif job.kind == "error-analysis" and job.state == "succeeded":
+            logger.warning("job %s ran on a non-leader unit: its batch is not offered", job.id)
+        if systemd_jobs.remove_unit_file(job.id):
+            systemd_jobs.systemctl("daemon-reload")
+
+    def _record_lost_jobs(self, records: SystemdJobRecords) -> None:
+        """Record as failed the jobs whose unit stopped without recording an end (a reboot)."""
+        for job in records.list():
+            if job.state == "failed" and job.exit_code is None and job.finished is None:
+                records.record_end(
+                    job.id, 1, stderr="its systemd unit is gone and its end was not recorded\n"
+                )
+
+    def _busy_gpus(self, records: SystemdJobRecords) -> set[int]:
+        return {
+            index
+            for job in records.list()
+            if not job.ended
+            for index in gpus.parse_allocation(job.params.get("gpus", ""))
+        }
+
+    # --- status -----------------------------------------------------------------------------
+
+    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
+        problem = self._config_problem()
+        if problem:
+            event.add_status(ops.BlockedStatus(problem))
+            return
+        if self._install_problem:
+            event.add_status(ops.BlockedStatus(f"install failed: {self._install_problem}"))
+        for answer in (
+            training.registry(self.model).problem,
+            training.tracking(self.model, outside_the_cluster=True).problem,
+        ):
+            if answer:
+                event.add_status(answer)
+        inventory = gpus.detect()
+        if inventory.pci_cards and not inventory.gpus:
+            hint = "" if self._config().install_gpu_driver else ": set install-gpu-driver=true"
+            event.add_status(ops.BlockedStatus(inventory.summary() + hint))
+        running = sum(1 for job in SystemdJobRecords().list() if not job.ended)
+        jobs_running = f"{running} job(s) running" if running else "no job running"
+        event.add_status(ops.ActiveStatus(f"{inventory.summary()}; {jobs_running}"))
+
+    # --- actions ----------------------------------------------------------------------------
+
+    def _on_run_action(self, event: ops.ActionEvent) -> None:
+        kind = event.handle.kind.removesuffix("_action").replace("_", "-")
+        params_type, needs_tracking, needs_write = training.RUN_ACTIONS[kind]
+        params = event.load_params(params_type, errors="fail")
+        problem = self._config_problem()
+        if problem:
+            event.fail(f"cannot run while blocked: {problem}")
+            return
+        if not Path(systemd_jobs.PATHS.mlops_workload).exists():
+            event.fail("the workload is not installed yet (see the unit's status)")
+            return
+        registry = training.registry(self.model)
+        if registry.access is None:
+            assert registry.problem is not None
+            event.fail(f"no data registry: {registry.problem.message}")
+            return
+        if needs_write and not registry.access.write:
+            event.fail(f"{kind} needs write access to the registry: not granted yet")
+            return
+        tracking = training.tracking(self.model, outside_the_cluster=True)
+        if needs_tracking and tracking.access is None:
+            assert tracking.problem is not None
+            event.fail(f"no tracking server: {tracking.problem.message}")
+            return
+        version = params.version or registry.version
+        if version is None:
+            event.fail("the registry has no dataset version yet: give version")
+            return
+        self._start_job(event, kind, params, version, registry.access, tracking.access)
+
+    def _start_job(
+        self,
+        event: ops.ActionEvent,
+        kind: str,
+        params: RunParams,
+        version: str,
+        registry: training.RegistryAccess,
+        tracking: training.TrackingAccess | None,
+    ) -> None:
+        config = self._config()
+        records = SystemdJobRecords()
+        inventory = gpus.detect()
+        wanted = config.gpus_per_job if inventory.gpus else 0
+        allocated = gpus.allocate(inventory.indices, self._busy_gpus(records), wanted)
+        if allocated is None:
+            event.fail(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
+            return
+        shown = {**params.shown(version), "gpus": ",".join(map(str, allocated))}
+        paths = systemd_jobs.PATHS
+        job: Job | None = None
+        try:
+            job = records.create(kind, shown)
+            unit = self._job_unit(job, params, version, registry, tracking, allocated)
+            work = Path(unit.folder) / "work"
+            work.mkdir()
+            host.chownr(str(work), paths.user, paths.user)
+            systemd_jobs.start(unit)
+        except (RuntimeError, ValueError, OSError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if job is not None:  # recorded, so list-jobs says why it never ran
+                records.record_end(job.id, 1, stderr=reason + "\n")
+                records.mark_reported(job)
+            event.fail(reason)
+            return
+        event.log(f"job {job.id} started: {unit.name}")
+        self._report(event, records, job, wait=params.wait)
+
+    def _job_unit(
+        self,
+        job: Job,
+        params: RunParams,
+        version: str,
+        registry: training.RegistryAccess,
+        tracking: training.TrackingAccess | None,
+        allocated: list[int],
+    ) -> JobUnit:
+        """The job's unit; its credentials written to the job's 0600 ``env`` first."""
+        config = self._config()
+        paths = systemd_jobs.PATHS
+        folder = f"{paths.jobs_dir}/{job.id}"
+        settings, credentials = training.environment(registry, tracking, workdir=f"{folder}/work")
+        HostFiles().push(f"{folder}/env", systemd_jobs.env_file(credentials), permissions=0o600)
+        return JobUnit(
+            job_id=job.id,
+            kind=job.kind,
+            juju_unit=self.unit.name,
+            command=training.command(paths.mlops_workload, job.kind, params.arguments(version)),
+            settings=settings,
+            gpus=allocated,
+            memory_max=config.job_memory_max,
+            runtime_max_sec=config.job_deadline,
+        )
+
+    def _report(
+        self, event: ops.ActionEvent, records: SystemdJobRecords, job: Job, *, wait: bool
+    ) -> None:
+        ended = records.wait(job.id, ACTION_WAIT) if wait else None
+        shown = {"job": job.id, "unit": systemd_jobs.unit_name(job.id), "gpus": job.params["gpus"]}
+        if ended is None or not ended.ended:
+            message = "its end shows in list-jobs and in the unit's status; job-logs its log"
+            event.set_results({**shown, "state": "running", "message": message})
+            return
+        self._act_on(ended)  # reported here, to the action
+        records.mark_reported(ended)
+        if ended.state == "failed":
+            event.fail(f"{ended.kind} failed: {ended.error}")
+            return
+        event.set_results(
+            {**shown, "state": ended.state, **jobs.action_results(ended.result or {})}
+        )
+
+    def _on_list_jobs(self, event: ops.ActionEvent) -> None:
+        jobs.list_for_action(event, SystemdJobRecords())
+
+    def _on_cancel_job(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(JobParams, errors="fail")
+        records = SystemdJobRecords()
+        job = records.get(params.job)
+        if job is None:
+            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
+            return
+        if job.ended:
+            event.fail(f"job {job.id} has ended already ({job.state})")
+            return
+        # Recorded first: its ExecStopPost then finds the end and adds nothing.
+        records.record_end(job.id, 1, stderr="cancelled by the cancel-job action\n")
+        records.mark_reported(records.get(job.id) or job)
+        # --no-block: this hook holds Juju's lock, which the job's ExecStopPost waits for.
+        stopped = systemd_jobs.stop(job.id)
+        event.set_results(
+            {"job": job.id, "state": "cancelled", "stopped": "yes" if stopped else "no"}
+        )
+
+    def _on_job_logs(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(JobLogsParams, errors="fail")
+        records = SystemdJobRecords()
+        job = records.get(params.job)
+        if job is None:
+            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
+            return
+        try:
+            text = systemd_jobs.journal(job.id, params.lines)
+        except (RuntimeError, OSError) as error:
+            event.fail(str(error))
+            return
+        lines = text.splitlines()[-params.lines :]
+        event.set_results(
+            {"job": job.id, "state": job.state, "lines": str(len(lines)), "log": "\n".join(lines)}
+        )
+
+
+def _read(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(TrainingMachineCharm)

@@ -1,0 +1,412 @@
+"""Training's core, shared by training-k8s and the training machine charm: no substrate here.
+
+An action's parameters, validated (``TrainParams``...), become the arguments of
+``mlops-workload training <command>`` (the CLI of the stack's workload package,
+``mlops_workload.training.cli``); the registry's and tracking's access, read from the
+``mlops-dataset`` and ``mlops-tracking`` relations and their Juju secrets, become the run's
+environment, split into plain settings and the credentials each substrate keeps private (a
+Kubernetes Secret, a 0600 systemd ``EnvironmentFile``). An error analysis's result becomes a
+relabel batch, offered on ``mlops-relabel`` until labelling acknowledges it.
+
+What differs per substrate (where the program lives, how a run starts and ends) stays in each
+charm: ``kubernetes_jobs`` in training-k8s, ``systemd_jobs`` in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import ops
+import pydantic
+
+from mlops_charms import databags, jobs
+from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData
+from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
+from mlops_charms.tracking import TrackingProviderData
+
+logger = logging.getLogger(__name__)
+
+DATASET_ENDPOINT = "mlops-dataset"
+TRACKING_ENDPOINT = "mlops-tracking"
+RELABEL_ENDPOINT = "mlops-relabel"
+APPROACHES = ("model-centric", "data-centric")
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+SPEC_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+MAX_JSON = 10_000
+MAX_BATCH_ITEMS = 10_000  # mlops_relabel's limit per batch
+MAX_LOG_LINES = 500  # job-logs at most; what a job's folder keeps of a log
+# Relabel batches offered at once; the oldest unacknowledged ones go first.
+MAX_OFFERED_BATCHES = 20
+# How long an action with wait=true waits for its job before returning the job's id.
+ACTION_WAIT = 300.0
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """The data registry as the trainer uses it (from ``mlops_dataset``)."""
+
+    git_url: str
+    username: str
+    password: str = field(repr=False)
+    access_key: str = ""
+    secret_key: str = field(default="", repr=False)
+    dvc_endpoint: str | None = None
+    write: bool = False
+
+
+@dataclass(frozen=True)
+class TrackingAccess:
+    """The tracking server as the trainer uses it (from ``mlops_tracking``)."""
+
+    uri: str
+    username: str
+    password: str = field(repr=False)
+    experiment: str | None = None
+
+
+def environment(
+    registry: RegistryAccess, tracking: TrackingAccess | None, *, workdir: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The trainer's environment: ``(settings, credentials)``; only settings are plain."""
+    settings = {
+        "MLOPS_REGISTRY_URL": registry.git_url,
+        "MLOPS_TRAINING_WORKDIR": workdir,
+        "PYTHONUNBUFFERED": "1",
+    }
+    credentials = {
+        "MLOPS_REGISTRY_USERNAME": registry.username,
+        "MLOPS_REGISTRY_PASSWORD": registry.password,
+        "AWS_ACCESS_KEY_ID": registry.access_key,
+        "AWS_SECRET_ACCESS_KEY": registry.secret_key,
+    }
+    if registry.dvc_endpoint:
+        settings["MLOPS_DVC_ENDPOINT_URL"] = registry.dvc_endpoint
+    if tracking is not None:
+        settings["MLFLOW_TRACKING_URI"] = tracking.uri
+        if tracking.experiment:
+            settings["MLFLOW_EXPERIMENT_NAME"] = tracking.experiment
+        credentials["MLFLOW_TRACKING_USERNAME"] = tracking.username
+        credentials["MLFLOW_TRACKING_PASSWORD"] = tracking.password
+    return settings, credentials
+
+
+def command(program: str, name: str, arguments: list[str]) -> list[str]:
+    """The trainer's command line: ``<program> training <name> ...``."""
+    return [program, "training", name, *arguments]
+
+
+# --- the actions' parameters, as the trainer's options ------------------------------------------
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    if len(text) > MAX_JSON:
+        raise ValueError(f"{option} is longer than {MAX_JSON} characters")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{option} is not JSON: {error.msg} at {error.pos}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{option} must be a JSON object")
+    return value
+
+
+def _check_common(version: str | None, project: str | None, approach: str | None) -> None:
+    if version is not None and not VERSION_PATTERN.match(version):
+        raise ValueError(f"version must be a version name such as v3, not {version!r}")
+    if project is not None and not (0 < len(project) <= 100 and "\n" not in project):
+        raise ValueError("project must be 1-100 characters without line breaks")
+    if approach is not None and approach not in APPROACHES:
+        raise ValueError(f"approach must be one of {', '.join(APPROACHES)}")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """What train, error-analysis and sweep share: a spec on a version."""
+
+    spec: str
+    version: str | None = None
+    params: str = "{}"
+    folds: int = 5
+    seed: int = 0
+    project: str | None = None
+    approach: str | None = None
+    wait: bool = False
+
+    def __post_init__(self):
+        _check_common(self.version, self.project, self.approach)
+        if not SPEC_PATTERN.match(self.spec):
+            raise ValueError("spec must be a model spec name such as text-tfidf-logreg")
+        _json_object(self.params, "params")
+        if not 2 <= self.folds <= 50:
+            raise ValueError("folds must be between 2 and 50")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError("seed must be between 0 and 2147483647")
+
+    def arguments(self, version: str) -> list[str]:
+        words = ["--version", version, "--spec", self.spec, "--params", self.params]
+        words += ["--folds", str(self.folds), "--seed", str(self.seed)]
+        words += ["--project", self.project] if self.project else []
+        words += ["--approach", self.approach] if self.approach else []
+        return words
+
+    def shown(self, version: str) -> dict[str, str]:
+        """What list-jobs shows of the job (no credentials are ever among them)."""
+        return {"version": version, "spec": self.spec}
+
+
+@dataclass(frozen=True)
+class TrainParams(ModelParams):
+    """Parameters of the train action."""
+
+
+@dataclass(frozen=True)
+class ErrorAnalysisParams(ModelParams):
+    """Parameters of the error-analysis action."""
+
+    top_k: int = 50
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.top_k <= MAX_BATCH_ITEMS:
+            raise ValueError(f"top-k must be between 1 and {MAX_BATCH_ITEMS}")
+
+    def arguments(self, version: str) -> list[str]:
+        return [*super().arguments(version), "--top-k", str(self.top_k)]
+
+
+@dataclass(frozen=True)
+class SweepParams(ModelParams):
+    """Parameters of the sweep action."""
+
+    grid: str = ""
+    metric: str = "accuracy"
+    promote: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        grid = _json_object(self.grid, "grid")
+        if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
+            raise ValueError('grid must map each param to a non-empty list: {"C": [1, 10]}')
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+        if self.promote is not None and (
+            not ALIAS_PATTERN.match(self.promote)
+            or self.promote.lower() == "latest"
+            or re.fullmatch(r"v\d+", self.promote)
+        ):
+            raise ValueError("promote: an alias is letters, digits, '_' or '-', not latest or vN")
+
+    def arguments(self, version: str) -> list[str]:
+        words = [*super().arguments(version), "--grid", self.grid, "--metric", self.metric]
+        return words + (["--promote", self.promote] if self.promote else [])
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Parameters of the augment action: a new version from an old one."""
+
+    transforms: str
+    seed: int
+    version: str | None = None
+    message: str = ""
+    project: str | None = None
+    approach: str | None = None
+    wait: bool = False
+
+    def __post_init__(self):
+        _check_common(self.version, self.project, self.approach)
+        transforms = _json_object(self.transforms, "transforms")
+        if not set(transforms) & {"image", "text"}:
+            raise ValueError('transforms must name image or text steps: {"image": [...]}')
+        if not 0 <= self.seed < 2**31:
+            raise ValueError("seed must be between 0 and 2147483647")
+        if "\n" in self.message or len(self.message) > 500:
+            raise ValueError("message must be one line of at most 500 characters")
+
+    def arguments(self, version: str) -> list[str]:
+        words = ["--version", version, "--transforms", self.transforms, "--seed", str(self.seed)]
+        words += ["--message", self.message] if self.message else []
+        words += ["--project", self.project] if self.project else []
+        return words + (["--approach", self.approach] if self.approach else [])
+
+    def shown(self, version: str) -> dict[str, str]:
+        return {"version": version, "seed": str(self.seed)}
+
+
+@dataclass(frozen=True)
+class JobParams:
+    """Parameters of cancel-job."""
+
+    job: str
+
+    def __post_init__(self):
+        if not jobs.is_job_id(self.job):
+            raise ValueError(f"job must be a job id from list-jobs, not {self.job!r}")
+
+
+@dataclass(frozen=True)
+class JobLogsParams(JobParams):
+    """Parameters of job-logs."""
+
+    lines: int = 100
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.lines <= MAX_LOG_LINES:
+            raise ValueError(f"lines must be between 1 and {MAX_LOG_LINES}")
+
+
+RunParams = ModelParams | AugmentParams
+# The actions that start a run: their parameters, and whether they need tracking and write.
+RUN_ACTIONS: dict[str, tuple[type[ModelParams] | type[AugmentParams], bool, bool]] = {
+    "train": (TrainParams, True, False),
+    "error-analysis": (ErrorAnalysisParams, True, False),
+    "sweep": (SweepParams, True, False),
+    "augment": (AugmentParams, False, True),
+}
+
+
+# --- the relations ------------------------------------------------------------------------------
+
+
+class RegistryAnswer(NamedTuple):
+    """The data registry's access for this app, the version to use, or why there is none."""
+
+    access: RegistryAccess | None
+    version: str | None
+    problem: ops.StatusBase | None
+
+
+class TrackingAnswer(NamedTuple):
+    """The tracking server's access for this app, or why there is none."""
+
+    access: TrackingAccess | None
+    problem: ops.StatusBase | None
+
+
+def _secret_content(model: ops.Model, secret_id: str) -> dict[str, str] | None:
+    try:
+        return model.get_secret(id=secret_id).get_content(refresh=True)
+    except (ops.SecretNotFoundError, ops.ModelError):
+        return None
+
+
+def registry(model: ops.Model) -> RegistryAnswer:
+    """The registry's access from ``mlops-dataset``, or the status saying why not."""
+    relation = model.get_relation(DATASET_ENDPOINT)
+    if relation is None:
+        blocked = ops.BlockedStatus(f"relate {DATASET_ENDPOINT} to data-versioning-k8s")
+        return RegistryAnswer(None, None, blocked)
+    data, problem = databags.load_remote_app_data(relation, DatasetProviderData)
+    if problem:
+        return RegistryAnswer(None, None, ops.BlockedStatus(f"{DATASET_ENDPOINT}: {problem}"))
+    if data is None or not data.registry_url or not data.credentials_secret_id:
+        return RegistryAnswer(None, None, ops.WaitingStatus("waiting for the data registry"))
+    content = _secret_content(model, data.credentials_secret_id)
+    if content is None:
+        blocked = ops.BlockedStatus(f"{DATASET_ENDPOINT}: credentials secret not readable")
+        return RegistryAnswer(None, None, blocked)
+    if not content.get("username") or not content.get("password"):
+        blocked = ops.BlockedStatus(f"{DATASET_ENDPOINT}: credentials lack a git user")
+        return RegistryAnswer(None, None, blocked)
+    access = RegistryAccess(
+        git_url=data.registry_url,
+        username=content["username"],
+        password=content["password"],
+        access_key=content.get("access-key", ""),
+        secret_key=content.get("secret-key", ""),
+        dvc_endpoint=data.remote_endpoint,
+        write=data.access == "write",
+    )
+    return RegistryAnswer(access, data.version_to_use, None)
+
+
+def tracking(model: ops.Model, *, outside_the_cluster: bool = False) -> TrackingAnswer:
+    """The tracking server's access from ``mlops-tracking``, or the status saying why not.
+
+    ``outside_the_cluster``: the runs are not in the tracking server's cluster (the machine
+    charm): its ingress URL, when it has one, rather than its in-cluster address.
+    """
+    relation = model.get_relation(TRACKING_ENDPOINT)
+    if relation is None:
+        return TrackingAnswer(
+            None, ops.BlockedStatus(f"relate {TRACKING_ENDPOINT} to tracking-k8s")
+        )
+    data, problem = databags.load_remote_app_data(relation, TrackingProviderData)
+    if problem:
+        return TrackingAnswer(None, ops.BlockedStatus(f"{TRACKING_ENDPOINT}: {problem}"))
+    if data is None or not data.tracking_uri or not data.credentials_secret_id:
+        return TrackingAnswer(None, ops.WaitingStatus("waiting for the tracking server"))
+    content = _secret_content(model, data.credentials_secret_id)
+    if content is None:
+        blocked = ops.BlockedStatus(f"{TRACKING_ENDPOINT}: credentials secret not readable")
+        return TrackingAnswer(None, blocked)
+    if not content.get("username") or not content.get("password"):
+        blocked = ops.BlockedStatus(f"{TRACKING_ENDPOINT}: credentials lack a user")
+        return TrackingAnswer(None, blocked)
+    uri = data.tracking_uri
+    if outside_the_cluster and data.external_tracking_uri:
+        uri = data.external_tracking_uri
+    access = TrackingAccess(
+        uri=uri,
+        username=content["username"],
+        password=content["password"],
+        experiment=data.default_experiment,
+    )
+    return TrackingAnswer(access, None)
+
+
+def relabel_batch(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The relabel batch of an error-analysis result, if it has items."""
+    batch = result.get("relabel_batch")
+    if not isinstance(batch, dict) or not batch.get("items"):
+        return None
+    return batch
+
+
+def offer_relabel_batches(
+    model: ops.Model, app: ops.Application, new: list[dict[str, Any]]
+) -> None:
+    """Offer ``new`` batches; drop those labelling has queued or failed (it said so)."""
+    relation = model.get_relation(RELABEL_ENDPOINT)
+    if relation is None:
+        if new:
+            logger.info("no %s relation: relabel batch not offered", RELABEL_ENDPOINT)
+        return
+    own, _problem = databags.load_app_data(relation, app, RelabelProviderData)
+    acknowledged, _problem = databags.load_remote_app_data(relation, RelabelRequirerData)
+    previous = (own.batches if own else None) or []
+    queued = (acknowledged.queued if acknowledged else None) or []
+    failed = (acknowledged.failed if acknowledged else None) or []
+    for batch in previous:
+        if batch.batch_id in failed:
+            logger.warning("labelling could not queue relabel batch %s", batch.batch_id)
+    done = set(queued) | set(failed)
+    offered = [batch for batch in previous if batch.batch_id not in done]
+    for raw in new:
+        try:
+            batch = RelabelBatch.model_validate(raw)
+        except pydantic.ValidationError as error:
+            logger.warning("relabel batch not offered: %s", databags.one_line(error))
+            continue
+        if batch.batch_id and batch.batch_id not in done | {b.batch_id for b in offered}:
+            offered.append(batch)
+    databags.save_app_data(
+        relation, app, RelabelProviderData(batches=offered[-MAX_OFFERED_BATCHES:] or None)
+    )
+
+
+def act_on_ended(model: ops.Model, app: ops.Application, job: jobs.Job) -> None:
+    """Act once on an ended job: log a failure, offer an error analysis's relabel batch."""
+    if job.state == "failed":
+        logger.warning("job %s (%s) failed: %s", job.id, job.kind, job.error)
+    elif job.kind == "error-analysis" and job.result:
+        batch = relabel_batch(job.result)
+        if batch is not None:
+            offer_relabel_batches(model, app, [batch])

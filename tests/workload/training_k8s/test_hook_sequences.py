@@ -1,0 +1,157 @@
+"""training-k8s's hooks in order, its container on a real Pebble that runs the real watcher.
+
+The charm's layer starts ``job_watcher.py`` under a real Pebble daemon; the watcher follows a
+Kubernetes API over HTTP (``tests/fake_kubernetes.py``, which the charm's lightkube reaches
+too) and records the Pebble notice with the real ``pebble notify``. What the cluster would do
+by itself (the Job's pod, its end) the test plays; everything between the action and the
+relabel batch on the relation is the charm's, the watcher's and Pebble's own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ops import testing
+
+from mlops_charms.jobs import NOTICE_KEY
+from tests.charm_testing import load_charm_module
+from tests.fake_kubernetes import FakeKubernetes
+from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
+
+CHARM_ROOT = Path(__file__).resolve().parents[3] / "charms" / "training-k8s"
+if str(CHARM_ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(CHARM_ROOT / "src"))
+if str(CHARM_ROOT / "tests" / "unit") not in sys.path:
+    sys.path.insert(0, str(CHARM_ROOT / "tests" / "unit"))
+
+from training_testing import (  # noqa: E402
+    MODEL,
+    app_data,
+    dataset_relation,
+    fake_cluster,
+    relabel_relation,
+    tracking_relation,
+)
+
+import training_workload  # noqa: E402
+
+charm = load_charm_module(CHARM_ROOT / "src", "training_charm")
+BATCH = {
+    "batch_id": "error-analysis-r7",
+    "items": ["texts/0001.txt", "texts/0002.txt"],
+    "reason": "suspected label error",
+    "run_id": "r7",
+    "dataset_version": "v2",
+    "project": "reviews",
+}
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKubernetes]:
+    with fake_cluster().serve() as fake:
+        monkeypatch.setenv("KUBECONFIG", str(fake.kubeconfig(tmp_path / "kubeconfig", MODEL)))
+        yield fake
+
+
+@pytest.fixture
+def unit(cluster: FakeKubernetes) -> Iterator[PebbleBackedCharm]:
+    with shared_folder("mlops-training-") as base:
+        account = base / "service-account"
+        account.mkdir()
+        (account / "token").write_text("token-of-the-pod\n")
+        rock = training_workload.Binaries(
+            python=sys.executable,
+            watcher=str(CHARM_ROOT / "src" / "job_watcher.py"),
+            api_server=cluster.url,
+            service_account=str(account),
+        )
+        harness = PebbleBackedCharm(
+            charm.TrainingCharm, CHARM_ROOT, base, rock_paths={training_workload: rock}
+        )
+        harness.context.app_name = "training-k8s"
+        harness.start()
+        try:
+            yield harness
+        finally:
+            harness.stop()
+
+
+def _state(unit: PebbleBackedCharm, tmp_path: Path, relabel: testing.Relation) -> testing.State:
+    image = tmp_path / "image.yaml"
+    image.write_text("registrypath: localhost:32000/training:0.1.0\n")
+    (dataset, dataset_secret), (tracking, tracking_secret) = (
+        dataset_relation(),
+        tracking_relation(),
+    )
+    return testing.State(
+        leader=True,
+        model=testing.Model(name=MODEL),
+        containers={unit.container_state("training")},
+        storages=unit.storages(),
+        relations={dataset, tracking, relabel},
+        secrets={dataset_secret, tracking_secret},
+        resources={testing.Resource(name="training-image", path=image)},
+    )
+
+
+def test_an_error_analysis_job_ends_in_a_relabel_batch_through_the_real_watcher(
+    unit: PebbleBackedCharm, cluster: FakeKubernetes, tmp_path: Path
+):
+    relabel = relabel_relation()
+    state = unit.run(
+        unit.context.on.pebble_ready(unit.container_state("training")),
+        _state(unit, tmp_path, relabel),
+    )
+    container = unit.containers["training"]
+    wait_until(lambda: "job-watcher" in container.running(), 10, "the watcher to run")
+    assert state.unit_status == testing.ActiveStatus("backend: Job; no job running")
+
+    results, state = unit.run_action("error-analysis", state, spec="text-tfidf-logreg")
+    job_id, name = results["job"], results["name"]
+    cluster.run_pod(
+        MODEL, name, json.dumps({"run_id": "r7", "relabel_batch": BATCH}) + "\n", exit_code=0
+    )
+    cluster.finish(MODEL, "jobs", name, succeeded=True)
+
+    wait_until(lambda: container.custom_notices(NOTICE_KEY), 15, "the watcher's notice")
+    jobs_dir = unit.storage["training-data"] / "jobs"
+    assert (jobs_dir / job_id / "exit").read_text().startswith("0 ")
+    event, state = unit.notice_event(state, "training", NOTICE_KEY)
+    state = unit.run(event, state)
+    assert app_data(state, relabel) == {"batches": [BATCH]}
+    assert not (jobs_dir / "unreported" / job_id).exists()
+
+    # A hook with nothing new changes nothing in Pebble: no replan, no restart.
+    before = container.last_change_id()
+    state = unit.run(unit.context.on.update_status(), state)
+    assert container.changes_since(before) == []
+    assert state.unit_status == testing.ActiveStatus("backend: Job; no job running")
+
+
+def test_a_restarted_container_watches_again_and_records_an_end_it_missed(
+    unit: PebbleBackedCharm, cluster: FakeKubernetes, tmp_path: Path
+):
+    state = unit.run(
+        unit.context.on.pebble_ready(unit.container_state("training")),
+        _state(unit, tmp_path, relabel_relation()),
+    )
+    results, state = unit.run_action("train", state, spec="image-svc")
+    unit.restart_container("training")  # the pod rescheduled: the watcher is gone
+    cluster.run_pod(MODEL, results["name"], "error: no labels in v2\n", exit_code=1)
+    cluster.finish(MODEL, "jobs", results["name"], succeeded=False, reason="PodFailurePolicy")
+    time.sleep(0.5)
+    state = unit.run(unit.context.on.pebble_ready(unit.container_state("training")), state)
+    container = unit.containers["training"]
+    wait_until(lambda: container.custom_notices(NOTICE_KEY), 15, "the watcher's notice")
+    event, state = unit.notice_event(state, "training", NOTICE_KEY)
+    state = unit.run(event, state)
+    listed, state = unit.run_action("list-jobs", state)
+    (job,) = json.loads(listed["jobs"])
+    assert job["state"] == "failed" and job["error"].startswith(
+        "no labels in v2 (PodFailurePolicy"
+    )
