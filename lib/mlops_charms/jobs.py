@@ -477,3 +477,42 @@ def action_results(result: Mapping[str, Any]) -> dict[str, Any]:
         else:
             converted[name] = "" if value is None else str(value)
     return converted
+
+
+def find_for_action(event: ops.ActionEvent, records: JobRecords, job_id: str) -> Job | None:
+    """The job ``job_id`` for an action; None after failing ``event``: there is no such job."""
+    job = records.get(job_id)
+    if job is None:
+        event.fail(f"no job {job_id} (list-jobs shows the jobs)")
+    return job
+
+
+def find_running_for_action(
+    event: ops.ActionEvent, records: JobRecords, job_id: str
+) -> Job | None:
+    """The running job ``job_id``; None after failing ``event``: no such job, or it has ended."""
+    job = find_for_action(event, records, job_id)
+    if job is not None and job.ended:
+        event.fail(f"job {job.id} has ended already ({job.state})")
+        return None
+    return job
+
+
+def record_failure(records: JobRecords, job: Job, reason: str) -> None:
+    """Record that ``job`` failed for ``reason`` (the charm saw it), and that it is reported."""
+    records.record_end(job.id, 1, stderr=reason + "\n")
+    records.mark_reported(job)
+
+
+def record_cancelled(records: JobRecords, job: Job) -> None:
+    """Record ``job`` as cancelled by the cancel-job action, before its runner is stopped.
+
+    Recorded first: whatever sees the runner stop finds the end and adds nothing.
+    """
+    record_failure(records, job, "cancelled by the cancel-job action")
+
+
+def log_results(job: Job, log: str, lines: int) -> dict[str, str]:
+    """The job-logs action's results: the last ``lines`` lines of the job's ``log``."""
+    tail = log.splitlines()[-lines:]
+    return {"job": job.id, "state": job.state, "lines": str(len(tail)), "log": "\n".join(tail)}

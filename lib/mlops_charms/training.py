@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -45,6 +45,7 @@ MAX_LOG_LINES = 500  # job-logs at most; what a job's folder keeps of a log
 MAX_OFFERED_BATCHES = 20
 # How long an action with wait=true waits for its job before returning the job's id.
 ACTION_WAIT = 300.0
+STILL_RUNNING = "its end shows in list-jobs and in the unit's status; job-logs shows its log"
 
 
 @dataclass(frozen=True)
@@ -410,3 +411,66 @@ def act_on_ended(model: ops.Model, app: ops.Application, job: jobs.Job) -> None:
         batch = relabel_batch(job.result)
         if batch is not None:
             offer_relabel_batches(model, app, [batch])
+
+
+class RunAccess(NamedTuple):
+    """What a run needs from the relations: the registry, tracking when related, a version."""
+
+    registry: RegistryAccess
+    tracking: TrackingAccess | None
+    version: str
+
+
+def access_for_run(
+    event: ops.ActionEvent,
+    model: ops.Model,
+    kind: str,
+    params: RunParams,
+    *,
+    outside_the_cluster: bool = False,
+) -> RunAccess | None:
+    """The relations' access for the run action ``kind``; None after failing ``event``: why not."""
+    _params_type, needs_tracking, needs_write = RUN_ACTIONS[kind]
+    registry_answer = registry(model)
+    if registry_answer.access is None:
+        assert registry_answer.problem is not None
+        event.fail(f"no data registry: {registry_answer.problem.message}")
+        return None
+    if needs_write and not registry_answer.access.write:
+        event.fail(f"{kind} needs write access to the registry: not granted yet")
+        return None
+    tracking_answer = tracking(model, outside_the_cluster=outside_the_cluster)
+    if needs_tracking and tracking_answer.access is None:
+        assert tracking_answer.problem is not None
+        event.fail(f"no tracking server: {tracking_answer.problem.message}")
+        return None
+    version = params.version or registry_answer.version
+    if version is None:
+        event.fail("the registry has no dataset version yet: give version")
+        return None
+    return RunAccess(registry_answer.access, tracking_answer.access, version)
+
+
+def report_job(
+    event: ops.ActionEvent,
+    records: jobs.JobRecords,
+    job: jobs.Job,
+    shown: Mapping[str, str],
+    act_on: Callable[[jobs.Job], None],
+    *,
+    wait: bool,
+) -> None:
+    """Report a run action's job: running, or (``wait``) its end, acted on once here.
+
+    ``shown`` names the job in the results; ``act_on`` is what the charm does on a job's end.
+    """
+    ended = records.wait(job.id, ACTION_WAIT) if wait else None
+    if ended is None or not ended.ended:
+        event.set_results({**shown, "state": "running", "message": STILL_RUNNING})
+        return
+    act_on(ended)  # reported here, to the action
+    records.mark_reported(ended)
+    if ended.state == "failed":
+        event.fail(f"{ended.kind} failed: {ended.error}")
+        return
+    event.set_results({**shown, "state": ended.state, **jobs.action_results(ended.result or {})})

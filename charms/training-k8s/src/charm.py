@@ -27,7 +27,6 @@ from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.jobs import Job, JobRecords
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
-    ACTION_WAIT,
     DATASET_ENDPOINT,
     RELABEL_ENDPOINT,
     TRACKING_ENDPOINT,
@@ -36,9 +35,7 @@ from mlops_charms.training import (
     JobLogsParams,
     JobParams,
     ModelParams,
-    RegistryAnswer,
     SweepParams,
-    TrackingAnswer,
     TrainParams,
 )
 
@@ -201,14 +198,6 @@ class TrainingCharm(ops.CharmBase):
     def _experiment(self) -> str:
         return self._config().experiment or self.app.name
 
-    def _registry(self) -> RegistryAnswer:
-        """The registry's access from ``mlops-dataset``, or the status saying why not."""
-        return training.registry(self.model)
-
-    def _tracking(self) -> TrackingAnswer:
-        """The tracking server's access from ``mlops-tracking``, or the status saying why not."""
-        return training.tracking(self.model)
-
     # --- reconcile --------------------------------------------------------------------------
 
     def _reconcile(self, event: ops.EventBase) -> None:
@@ -291,7 +280,10 @@ class TrainingCharm(ops.CharmBase):
         if not self.unit.is_leader():
             event.add_status(ops.ActiveStatus("standby: the leader unit runs the jobs"))
             return
-        for problem in (self._registry().problem, self._tracking().problem):
+        for problem in (
+            training.registry(self.model).problem,
+            training.tracking(self.model).problem,
+        ):
             if problem:
                 event.add_status(problem)
         config = self._config()
@@ -332,19 +324,19 @@ class TrainingCharm(ops.CharmBase):
 
     def _on_train(self, event: ops.ActionEvent) -> None:
         params = event.load_params(TrainParams, errors="fail")
-        self._start_run(event, "train", params, needs_tracking=True)
+        self._start_run(event, "train", params)
 
     def _on_error_analysis(self, event: ops.ActionEvent) -> None:
         params = event.load_params(ErrorAnalysisParams, errors="fail")
-        self._start_run(event, "error-analysis", params, needs_tracking=True)
+        self._start_run(event, "error-analysis", params)
 
     def _on_sweep(self, event: ops.ActionEvent) -> None:
         params = event.load_params(SweepParams, errors="fail")
-        self._start_run(event, "sweep", params, needs_tracking=True)
+        self._start_run(event, "sweep", params)
 
     def _on_augment(self, event: ops.ActionEvent) -> None:
         params = event.load_params(AugmentParams, errors="fail")
-        self._start_run(event, "augment", params, needs_tracking=False, needs_write=True)
+        self._start_run(event, "augment", params)
 
     def _ready(self, event: ops.ActionEvent) -> TrainingConfig | None:
         """The config, when this unit can run jobs now; else None after failing ``event``."""
@@ -361,36 +353,17 @@ class TrainingCharm(ops.CharmBase):
         return self._config()
 
     def _start_run(
-        self,
-        event: ops.ActionEvent,
-        kind: str,
-        params: ModelParams | AugmentParams,
-        *,
-        needs_tracking: bool,
-        needs_write: bool = False,
+        self, event: ops.ActionEvent, kind: str, params: ModelParams | AugmentParams
     ) -> None:
         """Create the run's Job (or TrainJob); report its id, or its result with wait."""
         config = self._ready(event)
         if config is None:
             return
-        registry = self._registry()
-        if registry.access is None:
-            assert registry.problem is not None
-            event.fail(f"no data registry: {registry.problem.message}")
+        access = training.access_for_run(event, self.model, kind, params)
+        if access is None:
             return
-        if needs_write and not registry.access.write:
-            event.fail(f"{kind} needs write access to the registry: not granted yet")
-            return
-        tracking = self._tracking()
-        if needs_tracking and tracking.access is None:
-            assert tracking.problem is not None
-            event.fail(f"no tracking server: {tracking.problem.message}")
-            return
-        version = params.version or registry.version
-        if version is None:
-            event.fail("the registry has no dataset version yet: give version")
-            return
-        settings, credentials = training_workload.environment(registry.access, tracking.access)
+        version = access.version
+        settings, credentials = training_workload.environment(access.registry, access.tracking)
         records = self._records()
         job: Job | None = None
         try:
@@ -406,15 +379,15 @@ class TrainingCharm(ops.CharmBase):
         except (KubernetesError, ops.ModelError, ValueError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if job is not None:  # recorded, so list-jobs says why it never ran
-                records.record_end(job.id, 1, stderr=reason + "\n")
-                records.mark_reported(job)
+                jobs.record_failure(records, job, reason)
             event.fail(reason)
             return
         except ops.pebble.Error as error:
             event.fail(f"cannot record the job: {str(error).splitlines()[0]}")
             return
         event.log(f"job {job.id} started: {config.backend} {run.name}")
-        self._report_run(event, records, job, run, wait=params.wait)
+        shown = {"job": job.id, "name": run.name, "backend": config.backend}
+        training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
 
     def _prepare_run(
         self,
@@ -474,40 +447,6 @@ class TrainingCharm(ops.CharmBase):
         username, password = details.get("username"), details.get("password")
         return str(image), (str(username), str(password)) if username and password else None
 
-    def _report_run(
-        self,
-        event: ops.ActionEvent,
-        records: JobRecords,
-        job: Job,
-        run: TrainingRun,
-        *,
-        wait: bool,
-    ) -> None:
-        shown = {
-            "job": job.id,
-            "name": run.name,
-            "backend": "TrainJob" if run.num_nodes > 1 else "Job",
-        }
-        ended = records.wait(job.id, ACTION_WAIT) if wait else None
-        if ended is None or not ended.ended:
-            event.set_results(
-                {
-                    **shown,
-                    "state": "running",
-                    "message": "its end shows in list-jobs and in the unit's status; "
-                    "job-logs shows its log",
-                }
-            )
-            return
-        self._act_on(ended)  # reported here, to the action
-        records.mark_reported(ended)
-        if ended.state == "failed":
-            event.fail(f"{ended.kind} failed: {ended.error}")
-            return
-        event.set_results(
-            {**shown, "state": ended.state, **jobs.action_results(ended.result or {})}
-        )
-
     def _on_list_jobs(self, event: ops.ActionEvent) -> None:
         if not self.container.can_connect():
             event.fail("the training container is not ready yet")
@@ -519,18 +458,11 @@ class TrainingCharm(ops.CharmBase):
         if self._ready(event) is None:
             return
         records = self._records()
-        job = records.get(params.job)
+        job = jobs.find_running_for_action(event, records, params.job)
         if job is None:
-            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
-            return
-        if job.ended:
-            event.fail(f"job {job.id} has ended already ({job.state})")
             return
         backend = job.params.get("backend", "Job")
-        # Recorded first: the watcher, seeing the deletion, finds the end and adds nothing.
-        records.record_end(job.id, 1, stderr="cancelled by the cancel-job action\n")
-        cancelled = records.get(job.id) or job
-        records.mark_reported(cancelled)
+        jobs.record_cancelled(records, job)  # the watcher, seeing the deletion, adds nothing
         try:
             deleted = self._cluster().delete(
                 kubernetes_jobs.job_name(self.app.name, job.id), backend
@@ -552,9 +484,8 @@ class TrainingCharm(ops.CharmBase):
             event.fail("the training container is not ready yet")
             return
         records = self._records()
-        job = records.get(params.job)
+        job = jobs.find_for_action(event, records, params.job)
         if job is None:
-            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
             return
         if job.ended:
             text = records.read_file(job.id, "log") or ""
@@ -565,10 +496,7 @@ class TrainingCharm(ops.CharmBase):
             except KubernetesError as error:
                 event.fail(str(error))
                 return
-        lines = text.splitlines()[-params.lines :]
-        event.set_results(
-            {"job": job.id, "state": job.state, "lines": str(len(lines)), "log": "\n".join(lines)}
-        )
+        event.set_results(jobs.log_results(job, text, params.lines))
 
 
 if __name__ == "__main__":  # pragma: nocover

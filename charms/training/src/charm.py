@@ -31,7 +31,6 @@ from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
-    ACTION_WAIT,
     DATASET_ENDPOINT,
     RELABEL_ENDPOINT,
     TRACKING_ENDPOINT,
@@ -236,8 +235,7 @@ class TrainingMachineCharm(ops.CharmBase):
 
     def _on_run_action(self, event: ops.ActionEvent) -> None:
         kind = event.handle.kind.removesuffix("_action").replace("_", "-")
-        params_type, needs_tracking, needs_write = training.RUN_ACTIONS[kind]
-        params = event.load_params(params_type, errors="fail")
+        params = event.load_params(training.RUN_ACTIONS[kind][0], errors="fail")
         problem = self._config_problem()
         if problem:
             event.fail(f"cannot run while blocked: {problem}")
@@ -245,33 +243,16 @@ class TrainingMachineCharm(ops.CharmBase):
         if not Path(systemd_jobs.PATHS.mlops_workload).exists():
             event.fail("the workload is not installed yet (see the unit's status)")
             return
-        registry = training.registry(self.model)
-        if registry.access is None:
-            assert registry.problem is not None
-            event.fail(f"no data registry: {registry.problem.message}")
-            return
-        if needs_write and not registry.access.write:
-            event.fail(f"{kind} needs write access to the registry: not granted yet")
-            return
-        tracking = training.tracking(self.model, outside_the_cluster=True)
-        if needs_tracking and tracking.access is None:
-            assert tracking.problem is not None
-            event.fail(f"no tracking server: {tracking.problem.message}")
-            return
-        version = params.version or registry.version
-        if version is None:
-            event.fail("the registry has no dataset version yet: give version")
-            return
-        self._start_job(event, kind, params, version, registry.access, tracking.access)
+        access = training.access_for_run(event, self.model, kind, params, outside_the_cluster=True)
+        if access is not None:
+            self._start_job(event, kind, params, access)
 
     def _start_job(
         self,
         event: ops.ActionEvent,
         kind: str,
         params: RunParams,
-        version: str,
-        registry: training.RegistryAccess,
-        tracking: training.TrackingAccess | None,
+        access: training.RunAccess,
     ) -> None:
         config = self._config()
         records = SystemdJobRecords()
@@ -281,12 +262,12 @@ class TrainingMachineCharm(ops.CharmBase):
         if allocated is None:
             event.fail(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
             return
-        shown = {**params.shown(version), "gpus": ",".join(map(str, allocated))}
+        shown = {**params.shown(access.version), "gpus": ",".join(map(str, allocated))}
         paths = systemd_jobs.PATHS
         job: Job | None = None
         try:
             job = records.create(kind, shown)
-            unit = self._job_unit(job, params, version, registry, tracking, allocated)
+            unit = self._job_unit(job, params, access, allocated)
             work = Path(unit.folder) / "work"
             work.mkdir()
             host.chownr(str(work), paths.user, paths.user)
@@ -294,55 +275,39 @@ class TrainingMachineCharm(ops.CharmBase):
         except (RuntimeError, ValueError, OSError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if job is not None:  # recorded, so list-jobs says why it never ran
-                records.record_end(job.id, 1, stderr=reason + "\n")
-                records.mark_reported(job)
+                jobs.record_failure(records, job, reason)
             event.fail(reason)
             return
         event.log(f"job {job.id} started: {unit.name}")
-        self._report(event, records, job, wait=params.wait)
+        shown = {"job": job.id, "unit": unit.name, "gpus": job.params["gpus"]}
+        training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
 
     def _job_unit(
         self,
         job: Job,
         params: RunParams,
-        version: str,
-        registry: training.RegistryAccess,
-        tracking: training.TrackingAccess | None,
+        access: training.RunAccess,
         allocated: list[int],
     ) -> JobUnit:
         """The job's unit; its credentials written to the job's 0600 ``env`` first."""
         config = self._config()
         paths = systemd_jobs.PATHS
         folder = f"{paths.jobs_dir}/{job.id}"
-        settings, credentials = training.environment(registry, tracking, workdir=f"{folder}/work")
+        settings, credentials = training.environment(
+            access.registry, access.tracking, workdir=f"{folder}/work"
+        )
         HostFiles().push(f"{folder}/env", systemd_jobs.env_file(credentials), permissions=0o600)
         return JobUnit(
             job_id=job.id,
             kind=job.kind,
             juju_unit=self.unit.name,
-            command=training.command(paths.mlops_workload, job.kind, params.arguments(version)),
+            command=training.command(
+                paths.mlops_workload, job.kind, params.arguments(access.version)
+            ),
             settings=settings,
             gpus=allocated,
             memory_max=config.job_memory_max,
             runtime_max_sec=config.job_deadline,
-        )
-
-    def _report(
-        self, event: ops.ActionEvent, records: SystemdJobRecords, job: Job, *, wait: bool
-    ) -> None:
-        ended = records.wait(job.id, ACTION_WAIT) if wait else None
-        shown = {"job": job.id, "unit": systemd_jobs.unit_name(job.id), "gpus": job.params["gpus"]}
-        if ended is None or not ended.ended:
-            message = "its end shows in list-jobs and in the unit's status; job-logs its log"
-            event.set_results({**shown, "state": "running", "message": message})
-            return
-        self._act_on(ended)  # reported here, to the action
-        records.mark_reported(ended)
-        if ended.state == "failed":
-            event.fail(f"{ended.kind} failed: {ended.error}")
-            return
-        event.set_results(
-            {**shown, "state": ended.state, **jobs.action_results(ended.result or {})}
         )
 
     def _on_list_jobs(self, event: ops.ActionEvent) -> None:
@@ -351,16 +316,10 @@ class TrainingMachineCharm(ops.CharmBase):
     def _on_cancel_job(self, event: ops.ActionEvent) -> None:
         params = event.load_params(JobParams, errors="fail")
         records = SystemdJobRecords()
-        job = records.get(params.job)
+        job = jobs.find_running_for_action(event, records, params.job)
         if job is None:
-            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
             return
-        if job.ended:
-            event.fail(f"job {job.id} has ended already ({job.state})")
-            return
-        # Recorded first: its ExecStopPost then finds the end and adds nothing.
-        records.record_end(job.id, 1, stderr="cancelled by the cancel-job action\n")
-        records.mark_reported(records.get(job.id) or job)
+        jobs.record_cancelled(records, job)  # its ExecStopPost then adds nothing
         # --no-block: this hook holds Juju's lock, which the job's ExecStopPost waits for.
         stopped = systemd_jobs.stop(job.id)
         event.set_results(
@@ -369,20 +328,15 @@ class TrainingMachineCharm(ops.CharmBase):
 
     def _on_job_logs(self, event: ops.ActionEvent) -> None:
         params = event.load_params(JobLogsParams, errors="fail")
-        records = SystemdJobRecords()
-        job = records.get(params.job)
+        job = jobs.find_for_action(event, SystemdJobRecords(), params.job)
         if job is None:
-            event.fail(f"no job {params.job} (list-jobs shows the jobs)")
             return
         try:
             text = systemd_jobs.journal(job.id, params.lines)
         except (RuntimeError, OSError) as error:
             event.fail(str(error))
             return
-        lines = text.splitlines()[-params.lines :]
-        event.set_results(
-            {"job": job.id, "state": job.state, "lines": str(len(lines)), "log": "\n".join(lines)}
-        )
+        event.set_results(jobs.log_results(job, text, params.lines))
 
 
 def _read(path: str) -> str | None:

@@ -268,7 +268,17 @@ def _dataset(prepared: Prepared) -> dict[str, Any]:
     }
 
 
-def _rounded(timings: Mapping[str, float]) -> dict[str, float]:
+def _timings(
+    prepared: Prepared, started: float, stage: str, stage_started: float, logging_at: float
+) -> dict[str, float]:
+    """A run's seconds, rounded: the data's (``prepared``), the ``stage``'s, logging, in all."""
+    finished = time.monotonic()
+    timings = {
+        **prepared.timings,
+        stage: logging_at - stage_started,
+        "log_s": finished - logging_at,  # the run, its metrics, the model and its registration
+        "total_s": finished - started,
+    }
     return {name: round(value, 3) for name, value in timings.items()}
 
 
@@ -297,13 +307,8 @@ def train(
         logged = _log_evaluation(
             evaluation, prepared, options, split, with_model=True, register=register
         )
-    finished = time.monotonic()
-    timings = {
-        **prepared.timings,
-        "train_s": logging_at - trained_at,  # cross-validation and the final fit
-        "log_s": finished - logging_at,  # the run, its metrics, the model and its registration
-        "total_s": finished - started,
-    }
+    # train_s: cross-validation and the final fit
+    timings = _timings(prepared, started, "train_s", trained_at, logging_at)
     return {
         "run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
@@ -316,7 +321,7 @@ def train(
         "metrics": evaluation.summary,
         "cv": evaluation.per_fold,
         "model": logged,
-        "timings": _rounded(timings),
+        "timings": timings,
     }
 
 
@@ -428,13 +433,7 @@ def error_analysis(
         )
         tracking.log_json(issues, "error_analysis/label_issues.json")
         tracking.log_json(batch, "error_analysis/relabel_batch.json")
-    finished = time.monotonic()
-    timings = {
-        **prepared.timings,
-        "analysis_s": logging_at - analysed_at,
-        "log_s": finished - logging_at,
-        "total_s": finished - started,
-    }
+    timings = _timings(prepared, started, "analysis_s", analysed_at, logging_at)
     return {
         "run_id": run_id,
         "experiment_id": run.info.experiment_id,
@@ -449,7 +448,7 @@ def error_analysis(
         "label_issues": len(issues),
         "ranked": issues[:top_k],
         "relabel_batch": batch,
-        "timings": _rounded(timings),
+        "timings": timings,
     }
 
 
@@ -544,13 +543,7 @@ def sweep(
     model_version = runs[best]["model"]["version"]
     if promote is not None:
         tracking.set_alias(spec.name, promote, model_version)
-    finished = time.monotonic()
-    timings = {
-        **prepared.timings,
-        "train_s": logging_at - trained_at,
-        "log_s": finished - logging_at,
-        "total_s": finished - started,
-    }
+    timings = _timings(prepared, started, "train_s", trained_at, logging_at)
     return {
         "parent_run_id": parent.info.run_id,
         "experiment_id": parent.info.experiment_id,
@@ -563,5 +556,5 @@ def sweep(
         "promoted": (
             {"model": spec.name, "alias": promote, "version": model_version} if promote else None
         ),
-        "timings": _rounded(timings),
+        "timings": timings,
     }
