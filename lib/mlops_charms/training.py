@@ -474,3 +474,22 @@ def report_job(
         event.fail(f"{ended.kind} failed: {ended.error}")
         return
     event.set_results({**shown, "state": ended.state, **jobs.action_results(ended.result or {})})
+
+
+def relation_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
+    """The relation and secret events after which a training charm reconciles.
+
+    The registry's and tracking's data and secrets, and labelling's acknowledgements of relabel
+    batches (a departed labeller's batches are pruned on the next reconcile).
+    """
+    return (
+        charm.on[DATASET_ENDPOINT].relation_created,
+        charm.on[DATASET_ENDPOINT].relation_changed,
+        charm.on[DATASET_ENDPOINT].relation_broken,
+        charm.on[TRACKING_ENDPOINT].relation_created,
+        charm.on[TRACKING_ENDPOINT].relation_changed,
+        charm.on[TRACKING_ENDPOINT].relation_broken,
+        charm.on[RELABEL_ENDPOINT].relation_created,
+        charm.on[RELABEL_ENDPOINT].relation_changed,
+        charm.on.secret_changed,
+    )

@@ -28,7 +28,6 @@ from mlops_charms.jobs import Job, JobRecords
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
     DATASET_ENDPOINT,
-    RELABEL_ENDPOINT,
     TRACKING_ENDPOINT,
     AugmentParams,
     ErrorAnalysisParams,
@@ -154,15 +153,7 @@ class TrainingCharm(ops.CharmBase):
         self._kubernetes: Cluster | None = None
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
-            self.on[DATASET_ENDPOINT].relation_created,
-            self.on[DATASET_ENDPOINT].relation_changed,
-            self.on[DATASET_ENDPOINT].relation_broken,
-            self.on[TRACKING_ENDPOINT].relation_created,
-            self.on[TRACKING_ENDPOINT].relation_changed,
-            self.on[TRACKING_ENDPOINT].relation_broken,
-            self.on[RELABEL_ENDPOINT].relation_created,
-            self.on[RELABEL_ENDPOINT].relation_changed,
-            self.on.secret_changed,
+            *training.relation_events(self),
             self.on[CONTAINER].pebble_custom_notice,
         ):
             framework.observe(event, self._reconcile)

@@ -32,7 +32,6 @@ from mlops_charms.jobs import Job
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
     DATASET_ENDPOINT,
-    RELABEL_ENDPOINT,
     TRACKING_ENDPOINT,
     JobLogsParams,
     JobParams,
@@ -94,15 +93,7 @@ class TrainingMachineCharm(ops.CharmBase):
             self.on.start,
             self.on.update_status,
             self.on.leader_elected,
-            self.on[DATASET_ENDPOINT].relation_created,
-            self.on[DATASET_ENDPOINT].relation_changed,
-            self.on[DATASET_ENDPOINT].relation_broken,
-            self.on[TRACKING_ENDPOINT].relation_created,
-            self.on[TRACKING_ENDPOINT].relation_changed,
-            self.on[TRACKING_ENDPOINT].relation_broken,
-            self.on[RELABEL_ENDPOINT].relation_created,
-            self.on[RELABEL_ENDPOINT].relation_changed,
-            self.on.secret_changed,
+            *training.relation_events(self),
             self.on.job_ended,
         ):
             framework.observe(event, self._reconcile)
