@@ -207,7 +207,7 @@ def _containers(charm: str) -> dict[str, tuple[str, list[str]]]:
 def test_each_oci_resource_is_a_rock_of_this_repository(charm: str, rocks: dict[str, Rock]):
     recipe = _charm_recipe(charm)
     bundle = yaml.safe_load((REPO_ROOT / "bundle.yaml").read_text())
-    for name, resource in recipe["resources"].items():
+    for name, resource in (recipe.get("resources") or {}).items():
         if resource["type"] != "oci-image":
             continue
         assert resource.get("upstream-source") in rocks, (

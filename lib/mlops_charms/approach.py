@@ -1,0 +1,156 @@
+"""The ``mlops_approach`` interface: the stack's mode and its policy, pushed to every service.
+
+The approach charm (provider) says whether the stack is model-centric (data pinned, the model
+iterated) or data-centric (the model frozen, the data iterated), and the policy of that mode.
+Each service (requirer) applies it and acknowledges the policy revision it has applied.
+
+Provider (the approach charm) application databag:
+    mode       ``model-centric`` or ``data-centric``
+    revision   the policy's revision: it grows by one each time the effective policy changes
+    policy     the policy of the mode (only that mode's fields are set):
+                 data-centric:
+                   model_spec            the frozen spec: ``{"spec": name, "params": {...}}``
+                   annotator_overlap     annotators per labelling task (>= 2)
+                   agreement_threshold   Krippendorff's alpha an export must reach (gate)
+                   relabel_top_k         items error analysis sends back to labelling (0: none)
+                   train_on_new_version  train the frozen spec on every new dataset version
+                   augmentation          the augmentation's transforms (as the training
+                                         ``augment`` action takes them); absent: off
+                 model-centric:
+                   dataset_version       the pinned version, ``vN``; absent: the registry pins
+                                         its latest version when it applies this revision, and
+                                         reports it as ``pinned_version`` on its acknowledgement
+                   model_spec            the sweep's base spec (a configuration may name another)
+                   sweep                 the configurations to train, a list of param objects
+                                         (a grid is expanded by the approach charm)
+                   selection_metric      the metric the best configuration is chosen by
+                   promote_best          give the best model version the ``champion`` alias
+
+Requirer (each service) application databag:
+    service           what the service is: ``tracking``, ``data-versioning``, ``labelling``
+                      or ``training`` (lets the approach charm say what it does in each mode)
+    applied_revision  the policy revision it has applied
+    reason            one line: why it cannot apply the current revision (absent when it can)
+    pinned_version    data-versioning: the version it pinned for an empty ``dataset_version``
+
+The approach charm cannot know the registry's latest version: an empty ``dataset_version``
+means "the latest at switch time", resolved and pinned by data-versioning, which reports it.
+
+Every field is optional on the wire and JSON-encoded (``Relation.save``/``load``). Reading
+never raises: a bad databag becomes a one-line problem for the caller's status.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import pydantic
+
+from mlops_charms.dataset import VERSION_PATTERN
+
+MODES = ("model-centric", "data-centric")
+SERVICES = ("tracking", "data-versioning", "labelling", "training")
+# The training workload's cross-validated metrics (lib/mlops_charms/training.py METRICS).
+SELECTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+SPEC_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+AUGMENTATION_KEYS = frozenset({"image", "text", "copies", "seed"})
+MAX_OVERLAP = 20
+MAX_TOP_K = 10_000
+MAX_SWEEP_CONFIGURATIONS = 256
+MAX_REASON = 256
+
+Mode = Literal["model-centric", "data-centric"]
+Service = Literal["tracking", "data-versioning", "labelling", "training"]
+
+
+class ModelSpec(pydantic.BaseModel):
+    """A model spec and its hyperparameters."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    spec: str
+    params: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+    @pydantic.field_validator("spec")
+    @classmethod
+    def _spec_is_a_name(cls, value: str) -> str:
+        if not SPEC_PATTERN.match(value):
+            raise ValueError("must be a model spec name such as text-tfidf-logreg")
+        return value
+
+
+class ApproachPolicy(pydantic.BaseModel):
+    """The policy of one mode; fields of the other mode are absent."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    model_spec: ModelSpec | None = None
+    annotator_overlap: int | None = pydantic.Field(default=None, ge=1, le=MAX_OVERLAP)
+    agreement_threshold: float | None = pydantic.Field(default=None, ge=-1.0, le=1.0)
+    relabel_top_k: int | None = pydantic.Field(default=None, ge=0, le=MAX_TOP_K)
+    train_on_new_version: bool | None = None
+    augmentation: dict[str, Any] | None = None
+    dataset_version: str | None = None
+    sweep: list[dict[str, Any]] | None = pydantic.Field(
+        default=None, max_length=MAX_SWEEP_CONFIGURATIONS
+    )
+    selection_metric: str | None = None
+    promote_best: bool | None = None
+
+    @pydantic.field_validator("augmentation")
+    @classmethod
+    def _augmentation_is_transforms(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and not value.keys() <= AUGMENTATION_KEYS:
+            unknown = ", ".join(sorted(value.keys() - AUGMENTATION_KEYS))
+            raise ValueError(f"unknown augmentation keys: {unknown}")
+        return value
+
+    @pydantic.field_validator("dataset_version")
+    @classmethod
+    def _is_a_version(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_PATTERN.match(value):
+            raise ValueError("must be a version name such as v3")
+        return value
+
+    @pydantic.field_validator("selection_metric")
+    @classmethod
+    def _is_a_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in SELECTION_METRICS:
+            raise ValueError(f"must be one of {', '.join(SELECTION_METRICS)}")
+        return value
+
+
+class ApproachProviderData(pydantic.BaseModel):
+    """What the approach charm publishes."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    mode: Mode | None = None
+    revision: int | None = pydantic.Field(default=None, ge=1)
+    policy: ApproachPolicy | None = None
+
+
+class ApproachRequirerData(pydantic.BaseModel):
+    """What a service acknowledges."""
+
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+    service: Service | None = None
+    applied_revision: int | None = pydantic.Field(default=None, ge=0)
+    reason: str | None = None
+    pinned_version: str | None = None
+
+    @pydantic.field_validator("reason")
+    @classmethod
+    def _reason_is_one_line(cls, value: str | None) -> str | None:
+        if value is not None and ("\n" in value or len(value) > MAX_REASON):
+            raise ValueError(f"must be one line of at most {MAX_REASON} characters")
+        return value
+
+    @pydantic.field_validator("pinned_version")
+    @classmethod
+    def _is_a_version(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_PATTERN.match(value):
+            raise ValueError("must be a version name such as v3")
+        return value
