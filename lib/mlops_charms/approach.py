@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from mlops_charms.dataset import VERSION_PATTERN
+from mlops_charms.dataset import VersionName
 
 MODES = ("model-centric", "data-centric")
 SERVICES = ("tracking", "data-versioning", "labelling", "training")
@@ -91,7 +91,7 @@ class ApproachPolicy(pydantic.BaseModel):
     relabel_top_k: int | None = pydantic.Field(default=None, ge=0, le=MAX_TOP_K)
     train_on_new_version: bool | None = None
     augmentation: dict[str, Any] | None = None
-    dataset_version: str | None = None
+    dataset_version: VersionName | None = None
     sweep: list[dict[str, Any]] | None = pydantic.Field(
         default=None, max_length=MAX_SWEEP_CONFIGURATIONS
     )
@@ -104,13 +104,6 @@ class ApproachPolicy(pydantic.BaseModel):
         if value is not None and not value.keys() <= AUGMENTATION_KEYS:
             unknown = ", ".join(sorted(value.keys() - AUGMENTATION_KEYS))
             raise ValueError(f"unknown augmentation keys: {unknown}")
-        return value
-
-    @pydantic.field_validator("dataset_version")
-    @classmethod
-    def _is_a_version(cls, value: str | None) -> str | None:
-        if value is not None and not VERSION_PATTERN.match(value):
-            raise ValueError("must be a version name such as v3")
         return value
 
     @pydantic.field_validator("selection_metric")
@@ -139,18 +132,11 @@ class ApproachRequirerData(pydantic.BaseModel):
     service: Service | None = None
     applied_revision: int | None = pydantic.Field(default=None, ge=0)
     reason: str | None = None
-    pinned_version: str | None = None
+    pinned_version: VersionName | None = None
 
     @pydantic.field_validator("reason")
     @classmethod
     def _reason_is_one_line(cls, value: str | None) -> str | None:
         if value is not None and ("\n" in value or len(value) > MAX_REASON):
             raise ValueError(f"must be one line of at most {MAX_REASON} characters")
-        return value
-
-    @pydantic.field_validator("pinned_version")
-    @classmethod
-    def _is_a_version(cls, value: str | None) -> str | None:
-        if value is not None and not VERSION_PATTERN.match(value):
-            raise ValueError("must be a version name such as v3")
         return value

@@ -21,7 +21,7 @@ never raises: a bad databag becomes a one-line problem for the caller's status.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 
@@ -29,10 +29,14 @@ VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
 SECRET_FIELDS = ("username", "password", "access-key", "secret-key")
 
 
-def _version(value: str | None) -> str | None:
-    if value is not None and not VERSION_PATTERN.match(value):
+def _version(value: str) -> str:
+    if not VERSION_PATTERN.match(value):
         raise ValueError("must be a version name such as v3")
     return value
+
+
+# A dataset version's name (``v3``) in the interfaces' models.
+VersionName = Annotated[str, pydantic.AfterValidator(_version)]
 
 
 class DatasetProviderData(pydantic.BaseModel):
@@ -45,13 +49,8 @@ class DatasetProviderData(pydantic.BaseModel):
     remote_endpoint: str | None = None
     access: Literal["read", "write"] | None = None
     credentials_secret_id: str | None = None
-    latest_version: str | None = None
-    pinned_version: str | None = None
-
-    @pydantic.field_validator("latest_version", "pinned_version")
-    @classmethod
-    def _is_a_version(cls, value: str | None) -> str | None:
-        return _version(value)
+    latest_version: VersionName | None = None
+    pinned_version: VersionName | None = None
 
     @pydantic.field_validator("remote_url")
     @classmethod

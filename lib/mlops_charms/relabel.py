@@ -26,7 +26,7 @@ import re
 
 import pydantic
 
-from mlops_charms.dataset import VERSION_PATTERN
+from mlops_charms.dataset import VersionName
 
 MAX_ITEMS_PER_BATCH = 10_000
 BATCH_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
@@ -41,7 +41,7 @@ class RelabelBatch(pydantic.BaseModel):
     items: list[str] | None = None
     reason: str | None = None
     run_id: str | None = None
-    dataset_version: str | None = None
+    dataset_version: VersionName | None = None
     project: str | None = None
 
     @pydantic.field_validator("batch_id")
@@ -60,13 +60,6 @@ class RelabelBatch(pydantic.BaseModel):
             raise ValueError(f"at most {MAX_ITEMS_PER_BATCH} items per batch")
         if any(not item or item.startswith("/") or ".." in item.split("/") for item in value):
             raise ValueError("items must be relative paths inside a dataset version")
-        return value
-
-    @pydantic.field_validator("dataset_version")
-    @classmethod
-    def _is_a_version(cls, value: str | None) -> str | None:
-        if value is not None and not VERSION_PATTERN.match(value):
-            raise ValueError("must be a version name such as v3")
         return value
 
 
