@@ -273,6 +273,15 @@ RUN_ACTIONS: dict[str, tuple[type[ModelParams] | type[AugmentParams], bool, bool
 }
 
 
+def load_run_action(event: ops.ActionEvent) -> tuple[str, ModelParams | AugmentParams]:
+    """The run action's kind (``error-analysis``) and its validated parameters.
+
+    A bad parameter fails the action (ops' ``errors="fail"``) and ends the hook.
+    """
+    kind = event.handle.kind.removesuffix("_action").replace("_", "-")
+    return kind, event.load_params(RUN_ACTIONS[kind][0], errors="fail")
+
+
 # --- the relations ------------------------------------------------------------------------------
 
 

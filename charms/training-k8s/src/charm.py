@@ -30,12 +30,9 @@ from mlops_charms.training import (
     DATASET_ENDPOINT,
     TRACKING_ENDPOINT,
     AugmentParams,
-    ErrorAnalysisParams,
     JobLogsParams,
     JobParams,
     ModelParams,
-    SweepParams,
-    TrainParams,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,10 +155,8 @@ class TrainingCharm(ops.CharmBase):
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
-        framework.observe(self.on.train_action, self._on_train)
-        framework.observe(self.on.error_analysis_action, self._on_error_analysis)
-        framework.observe(self.on.sweep_action, self._on_sweep)
-        framework.observe(self.on.augment_action, self._on_augment)
+        for kind in training.RUN_ACTIONS:
+            framework.observe(self.on[kind].action, self._on_run_action)
         framework.observe(self.on.list_jobs_action, self._on_list_jobs)
         framework.observe(self.on.cancel_job_action, self._on_cancel_job)
         framework.observe(self.on.job_logs_action, self._on_job_logs)
@@ -313,21 +308,9 @@ class TrainingCharm(ops.CharmBase):
 
     # --- actions ----------------------------------------------------------------------------
 
-    def _on_train(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(TrainParams, errors="fail")
-        self._start_run(event, "train", params)
-
-    def _on_error_analysis(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(ErrorAnalysisParams, errors="fail")
-        self._start_run(event, "error-analysis", params)
-
-    def _on_sweep(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(SweepParams, errors="fail")
-        self._start_run(event, "sweep", params)
-
-    def _on_augment(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(AugmentParams, errors="fail")
-        self._start_run(event, "augment", params)
+    def _on_run_action(self, event: ops.ActionEvent) -> None:
+        kind, params = training.load_run_action(event)
+        self._start_run(event, kind, params)
 
     def _ready(self, event: ops.ActionEvent) -> TrainingConfig | None:
         """The config, when this unit can run jobs now; else None after failing ``event``."""

@@ -225,8 +225,7 @@ class TrainingMachineCharm(ops.CharmBase):
     # --- actions ----------------------------------------------------------------------------
 
     def _on_run_action(self, event: ops.ActionEvent) -> None:
-        kind = event.handle.kind.removesuffix("_action").replace("_", "-")
-        params = event.load_params(training.RUN_ACTIONS[kind][0], errors="fail")
+        kind, params = training.load_run_action(event)
         problem = self._config_problem()
         if problem:
             event.fail(f"cannot run while blocked: {problem}")

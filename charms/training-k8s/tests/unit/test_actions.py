@@ -10,8 +10,8 @@ import pytest
 from ops import testing
 from training_testing import APP, MODEL, SECRETS, dataset_relation, tracking_relation
 
-import charm
 from job_watcher import JOBS
+from mlops_charms import training
 from tests.fake_kubernetes import TRAINJOB_CRD
 
 RESULT = {"run_id": "r1", "metrics": {"accuracy": 0.93}, "classes": ["neg", "pos"]}
@@ -317,5 +317,5 @@ def test_list_jobs_shows_kind_state_and_params_newest_first(ctx, make_state, kub
 
 
 def test_load_params_names_hyphenated_action_params():
-    params = charm.ErrorAnalysisParams(spec="image-svc", top_k=5)
+    params = training.ErrorAnalysisParams(spec="image-svc", top_k=5)
     assert params.arguments("v1")[-2:] == ["--top-k", "5"]
