@@ -43,12 +43,16 @@ never raises: a bad databag becomes a one-line problem for the caller's status.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import ops
 import pydantic
 
+from mlops_charms import databags
 from mlops_charms.dataset import VersionName
 
+APPROACH_ENDPOINT = "mlops-approach"
 MODES = ("model-centric", "data-centric")
 SERVICES = ("tracking", "data-versioning", "labelling", "training")
 # The training workload's cross-validated metrics (lib/mlops_charms/training.py METRICS).
@@ -140,3 +144,74 @@ class ApproachRequirerData(pydantic.BaseModel):
         if value is not None and ("\n" in value or len(value) > MAX_REASON):
             raise ValueError(f"must be one line of at most {MAX_REASON} characters")
         return value
+
+
+# --- the requirer's side: what each service calls -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Approach:
+    """The policy in force, as a service reads it from the approach charm."""
+
+    mode: str
+    revision: int
+    policy: ApproachPolicy
+
+    @property
+    def data_centric(self) -> bool:
+        return self.mode == "data-centric"
+
+
+def read(model: ops.Model) -> tuple[Approach | None, str | None]:
+    """The approach in force, or None: not related, nothing published yet, or a problem.
+
+    The problem (a bad databag) is one line for the service's status; the service then keeps
+    what it applied last, as it would without the relation.
+    """
+    relation = model.get_relation(APPROACH_ENDPOINT)
+    if relation is None:
+        return None, None
+    data, problem = databags.load_remote_app_data(relation, ApproachProviderData)
+    if problem:
+        return None, f"{APPROACH_ENDPOINT}: {problem}"
+    if data is None or data.mode is None or data.revision is None or data.policy is None:
+        return None, None
+    return Approach(data.mode, data.revision, data.policy), None
+
+
+def acknowledge(
+    model: ops.Model,
+    service: Service,
+    applied_revision: int | None,
+    *,
+    reason: str | None = None,
+    pinned_version: str | None = None,
+) -> None:
+    """Say (leader only) which policy revision this service has applied, or why not the current.
+
+    ``applied_revision`` None: nothing applied yet (0 on the wire).
+    """
+    relation = model.get_relation(APPROACH_ENDPOINT)
+    if relation is None or not model.unit.is_leader():
+        return
+    if reason is not None:
+        reason = databags.one_line(ValueError(reason))[:MAX_REASON]
+    databags.save_app_data(
+        relation,
+        model.app,
+        ApproachRequirerData(
+            service=service,
+            applied_revision=applied_revision or 0,
+            reason=reason,
+            pinned_version=pinned_version,
+        ),
+    )
+
+
+def relation_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
+    """The events after which a service re-reads the approach and applies it."""
+    return (
+        charm.on[APPROACH_ENDPOINT].relation_created,
+        charm.on[APPROACH_ENDPOINT].relation_changed,
+        charm.on[APPROACH_ENDPOINT].relation_broken,
+    )

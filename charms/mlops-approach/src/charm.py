@@ -11,6 +11,7 @@ import ops
 
 from mlops_charms import databags
 from mlops_charms.approach import (
+    APPROACH_ENDPOINT,
     MODES,
     ApproachPolicy,
     ApproachProviderData,
@@ -20,7 +21,6 @@ from policy import ApproachConfig, service_plan
 
 logger = logging.getLogger(__name__)
 
-APPROACH_ENDPOINT = "mlops-approach"
 PEER_ENDPOINT = "approach-peers"
 
 
