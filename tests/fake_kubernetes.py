@@ -12,17 +12,19 @@ returns the problems of a body (the API server's ``unknown field`` errors).
 
 What a test plays that a cluster would do by itself: a Job's pod (``run_pod``) and its end
 (``finish``), a CRD being installed (``crds``), the application losing its trust
-(``forbidden``).
+(``forbidden``). Or a ``Kubelet`` runs each new Job's pod for real, as a process here.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import subprocess
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -456,3 +458,117 @@ def _selector(text: str) -> dict[str, str]:
 def _matches(obj: dict[str, Any], selector: dict[str, str]) -> bool:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     return all(labels.get(key) == value for key, value in selector.items())
+
+
+@dataclass
+class Kubelet:
+    """A node of the fake cluster: it runs each new Job's pod as a process of this machine.
+
+    The pod's container command runs with the environment its spec gives (``value`` and
+    ``secretKeyRef`` from the cluster's Secrets), its stdout and stderr are the pod's log, and
+    its exit code ends the pod and the Job as the Job controller would, the pod failure policy
+    included (no retries: one pod per Job). What a node has that this machine has not is
+    substituted: the image's programs (``programs``, image path to local path) and each
+    ``emptyDir`` volume (a fresh folder under ``scratch``; a variable naming the mount path
+    names that folder instead).
+    """
+
+    cluster: FakeKubernetes
+    namespace: str
+    programs: Mapping[str, str]
+    scratch: Path
+    environment: Mapping[str, str] = field(default_factory=dict)
+    started: list[str] = field(default_factory=list)  # Job names, in the order they ran
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    @contextmanager
+    def running(self) -> Iterator[Kubelet]:
+        poller = threading.Thread(target=self._poll, daemon=True)
+        poller.start()
+        try:
+            yield self
+        finally:
+            self._stopping.set()
+            poller.join(timeout=5)
+            for thread in self._threads:
+                thread.join(timeout=60)
+
+    def _poll(self) -> None:
+        while not self._stopping.wait(0.1):
+            for job in self.cluster.list(self.namespace, "jobs"):
+                name = job["metadata"]["name"]
+                if name not in self.started and not job.get("status", {}).get("conditions"):
+                    self.started.append(name)
+                    thread = threading.Thread(target=self._run, args=(job,), daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+
+    def _run(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        pod_spec = job["spec"]["template"]["spec"]
+        (container,) = pod_spec["containers"]
+        pod = self.cluster.run_pod(
+            self.namespace,
+            name,
+            # The Job controller's labels on its pods, and the template's own.
+            labels={
+                **(job["spec"]["template"].get("metadata") or {}).get("labels", {}),
+                "batch.kubernetes.io/job-name": name,
+                "job-name": name,
+            },
+            container=container["name"],
+        )
+        volumes = {}
+        for mount in container.get("volumeMounts") or []:
+            folder = self.scratch / pod / mount["name"]
+            folder.mkdir(parents=True)
+            volumes[mount["mountPath"]] = str(folder)
+        command = [self.programs.get(word, word) for word in container["command"]]
+        # A container's environment: its image's (``environment``) and its spec's, no more.
+        environment = dict(self.environment)
+        for variable in container.get("env") or []:
+            value = variable.get("value")
+            if value is None:
+                value = self._secret_value(variable["valueFrom"]["secretKeyRef"])
+            for path, folder in volumes.items():
+                if value == path or value.startswith(path + "/"):
+                    value = folder + value[len(path) :]
+            environment[variable["name"]] = value
+        process = subprocess.run(
+            command,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+        )
+        self._end(job, pod, container["name"], process.returncode, process.stdout)
+
+    def _secret_value(self, reference: Mapping[str, str]) -> str:
+        secret = self.cluster.get(self.namespace, "secrets", reference["name"])
+        assert secret is not None, f"the pod's Secret {reference['name']} does not exist"
+        if reference["key"] in (secret.get("stringData") or {}):
+            return secret["stringData"][reference["key"]]
+        return base64.b64decode(secret["data"][reference["key"]]).decode()
+
+    def _end(self, job: dict[str, Any], pod: str, container: str, code: int, log: str) -> None:
+        with self.cluster._changed:
+            obj = self.cluster.get(self.namespace, "pods", pod)
+            assert obj is not None
+            obj["status"] = {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "containerStatuses": [
+                    {"name": container, "state": {"terminated": {"exitCode": code}}}
+                ],
+            }
+            self.cluster.logs[(self.namespace, pod)] = log
+            self.cluster._bump(obj, self.namespace, "pods", "MODIFIED")
+        reason = "BackoffLimitExceeded"
+        for rule in (job["spec"].get("podFailurePolicy") or {}).get("rules", []):
+            on_codes = rule.get("onExitCodes") or {}
+            if rule.get("action") == "FailJob" and code in on_codes.get("values", []):
+                reason = "PodFailurePolicy"
+        self.cluster.finish(
+            self.namespace, "jobs", job["metadata"]["name"], succeeded=code == 0, reason=reason
+        )

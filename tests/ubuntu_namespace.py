@@ -52,12 +52,12 @@ def reexec_under_ubuntu() -> None:
     os.environ[MARK] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
-    _restore_captured_fds()
+    restore_captured_fds()
     arguments = ubuntu_namespace_command(os_release, command, setup=setup)
     os.execvp(arguments[0], arguments)  # noqa: S606
 
 
-def _restore_captured_fds() -> None:
+def restore_captured_fds() -> None:
     """Give the new process pytest's real stdout/stderr (a conftest runs under fd capture)."""
     import gc
 

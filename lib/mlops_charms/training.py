@@ -6,7 +6,10 @@ An action's parameters, validated (``TrainParams``...), become the arguments of
 ``mlops-dataset`` and ``mlops-tracking`` relations and their Juju secrets, become the run's
 environment, split into plain settings and the credentials each substrate keeps private (a
 Kubernetes Secret, a 0600 systemd ``EnvironmentFile``). An error analysis's result becomes a
-relabel batch, offered on ``mlops-relabel`` until labelling acknowledges it.
+relabel batch, offered on ``mlops-relabel`` until labelling acknowledges it. With the
+``mlops-approach`` relation, a run's settings carry the mode and the policy revision (its MLflow
+tags) and group it in MLflow per model spec (data-centric) or per dataset version
+(model-centric); what the approach's loop starts by itself is ``training_loop``.
 
 What differs per substrate (where the program lives, how a run starts and ends) stays in each
 charm: ``kubernetes_jobs`` in training-k8s, ``systemd_jobs`` in training.
@@ -24,7 +27,8 @@ from typing import Any, NamedTuple
 import ops
 import pydantic
 
-from mlops_charms import databags, jobs
+from mlops_charms import approach, databags, jobs
+from mlops_charms.approach import Approach
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
 from mlops_charms.tracking import TrackingProviderData
@@ -97,6 +101,33 @@ def environment(
     return settings, credentials
 
 
+def experiment_name(in_force: Approach, base: str | None, spec: str, version: str) -> str:
+    """The MLflow experiment of a run under the approach ``in_force``: per spec, or per version.
+
+    Data-centric: the spec is frozen and the data moves, so one experiment per spec holds its
+    runs on every version; model-centric: the data is pinned, so one per version holds its
+    configurations. ``base`` (the experiment this application asked tracking for) comes first:
+    two training applications never share an experiment that only one of them may edit.
+    """
+    group = spec if in_force.data_centric else f"dataset-{version}"
+    return f"{base}-{group}" if base else group
+
+
+def run_environment(
+    access: RunAccess, params: RunParams, *, workdir: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """A run's environment: ``environment``, with the approach in force when related."""
+    settings, credentials = environment(access.registry, access.tracking, workdir=workdir)
+    if access.approach is not None:
+        settings["MLOPS_APPROACH"] = access.approach.mode
+        settings["MLOPS_APPROACH_REVISION"] = str(access.approach.revision)
+        if access.tracking is not None and isinstance(params, ModelParams):
+            settings["MLFLOW_EXPERIMENT_NAME"] = experiment_name(
+                access.approach, access.tracking.experiment, params.spec, access.version
+            )
+    return settings, credentials
+
+
 def command(program: str, name: str, arguments: list[str]) -> list[str]:
     """The trainer's command line: ``<program> training <name> ...``."""
     return [program, "training", name, *arguments]
@@ -105,16 +136,25 @@ def command(program: str, name: str, arguments: list[str]) -> list[str]:
 # --- the actions' parameters, as the trainer's options ------------------------------------------
 
 
-def _json_object(text: str, option: str) -> dict[str, Any]:
+def _json(text: str, option: str) -> Any:
     if len(text) > MAX_JSON:
         raise ValueError(f"{option} is longer than {MAX_JSON} characters")
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"{option} is not JSON: {error.msg} at {error.pos}") from None
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    value = _json(text, option)
     if not isinstance(value, dict):
         raise ValueError(f"{option} must be a JSON object")
     return value
+
+
+def _is_grid(value: Any) -> bool:
+    """A grid: a JSON object of param -> a non-empty list of values (``{}``: the base params)."""
+    return isinstance(value, dict) and all(isinstance(v, list) and v for v in value.values())
 
 
 def _check_common(version: str | None, project: str | None, approach: str | None) -> None:
@@ -191,9 +231,16 @@ class SweepParams(ModelParams):
 
     def __post_init__(self):
         super().__post_init__()
-        grid = _json_object(self.grid, "grid")
-        if not grid or any(not isinstance(v, list) or not v for v in grid.values()):
-            raise ValueError('grid must map each param to a non-empty list: {"C": [1, 10]}')
+        grid = _json(self.grid, "grid")
+        # One grid, or a list of grids (scikit-learn's ParameterGrid takes either).
+        if not (
+            (isinstance(grid, dict) and grid and _is_grid(grid))
+            or (isinstance(grid, list) and grid and all(_is_grid(g) for g in grid))
+        ):
+            raise ValueError(
+                'grid must map each param to a non-empty list: {"C": [1, 10]}, '
+                'or be a list of such grids: [{"C": [1]}, {"C": [10]}]'
+            )
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}")
         if self.promote is not None and (
@@ -286,11 +333,15 @@ def load_run_action(event: ops.ActionEvent) -> tuple[str, ModelParams | AugmentP
 
 
 class RegistryAnswer(NamedTuple):
-    """The data registry's access for this app, the version to use, or why there is none."""
+    """The data registry's access for this app, the version to use, or why there is none.
+
+    ``version``: the pinned version, else the latest; ``pinned``: the pinned one only.
+    """
 
     access: RegistryAccess | None
     version: str | None
     problem: ops.StatusBase | None
+    pinned: str | None = None
 
 
 class TrackingAnswer(NamedTuple):
@@ -334,7 +385,7 @@ def registry(model: ops.Model) -> RegistryAnswer:
         dvc_endpoint=data.remote_endpoint,
         write=data.access == "write",
     )
-    return RegistryAnswer(access, data.version_to_use, None)
+    return RegistryAnswer(access, data.version_to_use, None, data.pinned_version)
 
 
 def tracking(model: ops.Model, *, outside_the_cluster: bool = False) -> TrackingAnswer:
@@ -423,11 +474,46 @@ def act_on_ended(model: ops.Model, app: ops.Application, job: jobs.Job) -> None:
 
 
 class RunAccess(NamedTuple):
-    """What a run needs from the relations: the registry, tracking when related, a version."""
+    """What a run needs from the relations: the registry, tracking when related, a version.
+
+    ``approach``: the approach in force (``mlops-approach``), None without the relation.
+    """
 
     registry: RegistryAccess
     tracking: TrackingAccess | None
     version: str
+    approach: Approach | None = None
+
+
+class RunError(Exception):
+    """A run did not start; ``job`` is its record (listed as failed) when it got that far."""
+
+    def __init__(self, reason: str, job: jobs.Job | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.job = job
+
+
+def run_access(
+    model: ops.Model, kind: str, params: RunParams, *, outside_the_cluster: bool = False
+) -> RunAccess | str:
+    """The relations' access for a run of ``kind``, or one line saying why there is none."""
+    _params_type, needs_tracking, needs_write = RUN_ACTIONS[kind]
+    registry_answer = registry(model)
+    if registry_answer.access is None:
+        assert registry_answer.problem is not None
+        return f"no data registry: {registry_answer.problem.message}"
+    if needs_write and not registry_answer.access.write:
+        return f"{kind} needs write access to the registry: not granted yet"
+    tracking_answer = tracking(model, outside_the_cluster=outside_the_cluster)
+    if needs_tracking and tracking_answer.access is None:
+        assert tracking_answer.problem is not None
+        return f"no tracking server: {tracking_answer.problem.message}"
+    version = params.version or registry_answer.version
+    if version is None:
+        return "the registry has no dataset version yet: give version"
+    in_force, _problem = approach.read(model)
+    return RunAccess(registry_answer.access, tracking_answer.access, version, in_force)
 
 
 def access_for_run(
@@ -439,25 +525,11 @@ def access_for_run(
     outside_the_cluster: bool = False,
 ) -> RunAccess | None:
     """The relations' access for the run action ``kind``; None after failing ``event``: why not."""
-    _params_type, needs_tracking, needs_write = RUN_ACTIONS[kind]
-    registry_answer = registry(model)
-    if registry_answer.access is None:
-        assert registry_answer.problem is not None
-        event.fail(f"no data registry: {registry_answer.problem.message}")
+    access = run_access(model, kind, params, outside_the_cluster=outside_the_cluster)
+    if isinstance(access, str):
+        event.fail(access)
         return None
-    if needs_write and not registry_answer.access.write:
-        event.fail(f"{kind} needs write access to the registry: not granted yet")
-        return None
-    tracking_answer = tracking(model, outside_the_cluster=outside_the_cluster)
-    if needs_tracking and tracking_answer.access is None:
-        assert tracking_answer.problem is not None
-        event.fail(f"no tracking server: {tracking_answer.problem.message}")
-        return None
-    version = params.version or registry_answer.version
-    if version is None:
-        event.fail("the registry has no dataset version yet: give version")
-        return None
-    return RunAccess(registry_answer.access, tracking_answer.access, version)
+    return access
 
 
 def report_job(
@@ -488,10 +560,12 @@ def report_job(
 def relation_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
     """The relation and secret events after which a training charm reconciles.
 
-    The registry's and tracking's data and secrets, and labelling's acknowledgements of relabel
-    batches (a departed labeller's batches are pruned on the next reconcile).
+    The registry's and tracking's data and secrets, labelling's acknowledgements of relabel
+    batches (a departed labeller's batches are pruned on the next reconcile), and the approach
+    in force (``training_loop``).
     """
     return (
+        *approach.relation_events(charm),
         charm.on[DATASET_ENDPOINT].relation_created,
         charm.on[DATASET_ENDPOINT].relation_changed,
         charm.on[DATASET_ENDPOINT].relation_broken,

@@ -173,6 +173,26 @@ def test_every_charm_of_the_repository_is_in_the_bundle():
     assert local - deployed == {"training"}
 
 
+def test_every_service_of_the_bundle_applies_the_approach():
+    """Each application whose charm requires mlops_approach is related to the switch."""
+    bundle = load(BUNDLE)
+    requiring = set()
+    for name, application in bundle["applications"].items():
+        found = charm_metadata(application["charm"])
+        assert found is not None, name
+        requires = found[1].get("requires") or {}
+        if any(e.get("interface") == "mlops_approach" for e in requires.values()):
+            requiring.add(name)
+    related = {
+        end.split(":")[0]
+        for relation in bundle["relations"]
+        if "mlops-approach:mlops-approach" in relation
+        for end in relation
+        if end != "mlops-approach:mlops-approach"
+    }
+    assert requiring == related == set(bundle["applications"]) - {"mlops-approach"}
+
+
 # --- the merge is Juju's ---------------------------------------------------------------------
 
 

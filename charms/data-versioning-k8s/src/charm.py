@@ -15,7 +15,8 @@ import pydantic
 
 import registry
 import registry_state
-from mlops_charms import databags, jobs, pebble, secrets, sidecar, workload_exec
+from mlops_charms import approach, databags, jobs, pebble, secrets, sidecar, workload_exec
+from mlops_charms.approach import Approach, ApproachRequirerData
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.hosts import is_host
 from mlops_charms.jobs import Job, JobRunner
@@ -45,6 +46,10 @@ PINNED_KEY = "pinned-version"
 INVALID_KEY = "invalid-versions"
 BOOTSTRAP_ERROR_KEY = "bootstrap-error"
 MOVE_ERROR_KEY = "move-error"
+# The approach revision applied last, its mode and the version it pinned (AppliedApproach).
+APPROACH_KEY = "approach-applied"
+APPROACH_SERVICE = "data-versioning"
+NO_VERSION_TO_PIN = "no dataset version to pin yet"
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,25 @@ def _check_version(value: str, name: str) -> None:
 def _check_message(message: str) -> None:
     if "\n" in message or len(message) > 500:
         raise ValueError("message must be one line of at most 500 characters")
+
+
+@dataclass(frozen=True)
+class AppliedApproach:
+    """An approach revision the leader applied: its mode, and the version it pinned."""
+
+    revision: int
+    mode: str
+    pinned: str | None = None
+
+    @classmethod
+    def from_json(cls, text: str | None) -> AppliedApproach | None:
+        try:
+            return cls(**json.loads(text)) if text else None
+        except (json.JSONDecodeError, TypeError):
+            return None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -164,6 +188,7 @@ class DataVersioningCharm(ops.CharmBase):
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[PEERS].relation_changed,
             *self.s3.events,
+            *approach.relation_events(self),
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on[CONTAINER].pebble_custom_notice, self._reconcile)
@@ -294,6 +319,7 @@ class DataVersioningCharm(ops.CharmBase):
             if self.unit.is_leader():
                 self._follow_remote(settings, retry=isinstance(event, ops.UpdateStatusEvent))
                 self._follow_versions(settings)
+                self._follow_approach(settings)
         except jobs.JobBusyError as error:
             logger.info("a job waits for the slot: %s", error)  # started by a later hook
         except (WorkloadError, ops.pebble.Error) as error:
@@ -404,6 +430,15 @@ class DataVersioningCharm(ops.CharmBase):
             )
             runner.start(spec)
 
+    def _pin_problem(self, version: str, settings: RegistrySettings) -> str | None:
+        """Why ``version`` cannot be pinned (not a valid version of the registry), or None."""
+        if version in self._invalid_versions():
+            return f"cannot pin {version}: its data is not in the remote"
+        tags = registry_state.tags(self.container, settings)
+        if version not in tags or _number(version) > _number(self._peer_value(LATEST_KEY)):
+            return f"cannot pin {version}: no such valid version"
+        return None
+
     def _act_on_ended_jobs(self, settings: RegistrySettings) -> None:
         """Act once on each ended job: new versions, validations, moves of the remote."""
         runner = self._jobs()
@@ -446,6 +481,57 @@ class DataVersioningCharm(ops.CharmBase):
     def _set_invalid(self, name: str) -> None:
         invalid = sorted({*self._invalid_versions(), name}, key=_number)
         self._set_peer_value(INVALID_KEY, " ".join(invalid))
+
+    # --- the approach: each policy revision applied once --------------------------------------
+
+    def _applied_approach(self) -> AppliedApproach | None:
+        return AppliedApproach.from_json(self._peer_value(APPROACH_KEY))
+
+    def _follow_approach(self, settings: RegistrySettings) -> None:
+        """Apply a new revision of the approach once, then acknowledge it (leader).
+
+        Model-centric pins its ``dataset_version``, or the latest version at that moment;
+        data-centric unpins. A pin-version afterwards is the operator's override until the
+        next revision. A revision that cannot be applied yet (no version, or not a valid one)
+        is retried by later hooks; meanwhile the previous one is acknowledged with the reason.
+        Without the relation the pin stays as it is; a new relation applies its revision anew.
+        """
+        if self.model.get_relation(approach.APPROACH_ENDPOINT) is None:
+            self._set_peer_value(APPROACH_KEY, None)
+            return
+        in_force, _problem = approach.read(self.model)
+        if in_force is None:
+            return  # nothing published yet, or a bad databag: the status says so
+        applied = self._applied_approach()
+        reason = None
+        if applied is None or applied.revision != in_force.revision:
+            pinned, reason = self._approach_pin(in_force, settings)
+            if reason is None:
+                applied = AppliedApproach(in_force.revision, in_force.mode, pinned)
+                self._set_peer_value(PINNED_KEY, pinned)
+                self._set_peer_value(APPROACH_KEY, applied.to_json())
+                logger.info(
+                    "applied %s (rev %d), pinned: %s", in_force.mode, in_force.revision, pinned
+                )
+        approach.acknowledge(
+            self.model,
+            APPROACH_SERVICE,
+            applied.revision if applied else None,
+            reason=reason,
+            pinned_version=applied.pinned if applied else None,
+        )
+
+    def _approach_pin(
+        self, in_force: Approach, settings: RegistrySettings
+    ) -> tuple[str | None, str | None]:
+        """The version ``in_force`` pins (None: unpinned), or why it cannot be applied now."""
+        if in_force.data_centric:
+            return None, None
+        version = in_force.policy.dataset_version or self._peer_value(LATEST_KEY)
+        if version is None:
+            return None, NO_VERSION_TO_PIN
+        problem = self._pin_problem(version, settings)
+        return (None, problem) if problem else (version, None)
 
     # --- consumers --------------------------------------------------------------------------
 
@@ -533,6 +619,7 @@ class DataVersioningCharm(ops.CharmBase):
             event.add_status(ops.WaitingStatus("waiting for the leader to create the secrets"))
             return
         self._add_registry_status(event)
+        self._add_approach_status(event)
         services = self.container.get_services(registry.GIT_SERVICE)
         if not services or not services[registry.GIT_SERVICE].is_running():
             event.add_status(ops.MaintenanceStatus("starting the registry"))
@@ -564,10 +651,34 @@ class DataVersioningCharm(ops.CharmBase):
             return
         event.add_status(ops.MaintenanceStatus(f"moving the DVC remote to {_target(wanted)}"))
 
+    def _add_approach_status(self, event: ops.CollectStatusEvent) -> None:
+        """A bad approach databag; why the leader could not apply the current revision."""
+        in_force, problem = approach.read(self.model)
+        if problem:
+            event.add_status(ops.BlockedStatus(problem))
+        relation = self.model.get_relation(approach.APPROACH_ENDPOINT)
+        if in_force is None or relation is None or not self.unit.is_leader():
+            return
+        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
+        if acknowledged is None or acknowledged.reason is None:
+            return
+        message = (
+            f"{approach.APPROACH_ENDPOINT}: cannot apply {in_force.mode} "
+            f"(rev {in_force.revision}): {acknowledged.reason}"
+        )
+        # A first version comes from create-version or a push; an invalid one needs a person.
+        if acknowledged.reason == NO_VERSION_TO_PIN:
+            event.add_status(ops.WaitingStatus(message))
+        else:
+            event.add_status(ops.BlockedStatus(message))
+
     def _active_message(self) -> str:
         latest, pinned = self._peer_value(LATEST_KEY), self._peer_value(PINNED_KEY)
         parts = [f"latest {latest}" if latest else "no versions yet"]
-        if pinned:
+        applied = self._applied_approach()
+        if applied:
+            parts.append(f"{applied.mode}: pinned {pinned}" if pinned else applied.mode)
+        elif pinned:
             parts.append(f"pinned {pinned}")
         invalid = self._invalid_versions()
         if invalid:
@@ -594,6 +705,10 @@ class DataVersioningCharm(ops.CharmBase):
         return settings
 
     def _approach(self) -> str:
+        """The mode versions record: the approach relation's, else the ``approach`` option."""
+        in_force, _problem = approach.read(self.model)
+        if in_force is not None:
+            return in_force.mode
         return self._config().approach if not self._config_problem() else ""
 
     def _start_version_job(
@@ -615,14 +730,15 @@ class DataVersioningCharm(ops.CharmBase):
         except (WorkloadError, ops.pebble.Error) as error:
             event.fail(f"the registry is not ready: {str(error).splitlines()[0]}")
             return
-        approach = self._approach()
-        args += ["--approach", approach] if approach else []
+        mode = self._approach()
+        args += ["--approach", mode] if mode else []
         spec = registry.dataset_job(settings, command, *args, params=shown)
         job = jobs.start_for_action(event, self._jobs(), spec, wait=wait, timeout=ACTION_WAIT)
         if job is None or not job.ended:
             return
         try:
             self._act_on_ended_jobs(settings)
+            self._follow_approach(settings)  # a first version is what model-centric waits for
             self._provide_dataset(settings)
         except (WorkloadError, ops.pebble.Error) as error:
             logger.warning("version %s made, not yet published: %s", job.id, error)
@@ -738,16 +854,10 @@ class DataVersioningCharm(ops.CharmBase):
         settings = self._action_settings(event)
         if settings is None:
             return
-        if params.version:
-            latest = self._peer_value(LATEST_KEY)
-            if params.version in self._invalid_versions():
-                event.fail(f"cannot pin {params.version}: its data is not in the remote")
-                return
-            if params.version not in registry_state.tags(self.container, settings) or _number(
-                params.version
-            ) > _number(latest):
-                event.fail(f"cannot pin {params.version}: no such valid version")
-                return
+        problem = self._pin_problem(params.version, settings) if params.version else None
+        if problem:
+            event.fail(problem)
+            return
         self._set_peer_value(PINNED_KEY, params.version or None)
         self._provide_dataset(settings)
         event.set_results({"pinned": params.version})

@@ -4,6 +4,10 @@
 The labelling work itself (importing a version, exporting annotations, consistency reports,
 re-labelling) is ``mlops-workload labelling`` run in the workload container as a job
 (``mlops_charms.jobs``): the hook starts it, and acts on its end when Pebble reports it.
+
+Under the data-centric approach (``mlops-approach``) projects get the policy's annotators per
+task, exports pass the agreement gate in their job, and projects whose answers changed are
+reported on at ``update-status``; otherwise the charm follows its own config.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from typing import NamedTuple
 
 import ops
 
+import agreement
 import label_studio
 from label_studio import PostgreSQLDatabase, RegistryAccess, ServerSettings
-from mlops_charms import databags, jobs, pebble, secrets, sidecar
+from mlops_charms import approach, databags, jobs, pebble, secrets, sidecar
+from mlops_charms.approach import ApproachRequirerData
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.jobs import Job, JobRunner, JobSpec
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
+from mlops_charms.rest import RESTError
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,8 @@ RELABEL_ENDPOINT = "mlops-relabel"
 SERVER_SECRET = "label-studio-server"  # noqa: S105 - a label: admin password, token, key
 PRESETS = ("text-classification", "image-classification", "named-entities")
 JOB_SLOT = "labelling"
+APPROACH_SERVICE = "labelling"
+WAITING_FOR_LABEL_STUDIO = "waiting for Label Studio"
 # How long an action with wait=true waits for its job before returning the job's id.
 ACTION_WAIT = 300.0
 
@@ -58,6 +67,20 @@ class LabellingConfig:
             raise ValueError("consistency-threshold: must be between 0 and 1")
         if self.relabel_project and not _is_project_title(self.relabel_project):
             raise ValueError("relabel-project: must be 1-100 characters without line breaks")
+
+
+@dataclass(frozen=True)
+class LabellingPolicy:
+    """What labelling applies: the data-centric approach's, else the charm's own config."""
+
+    overlap: int  # annotators per task of a project import-version feeds
+    data_centric: bool = False
+    agreement_threshold: float | None = None  # the export gate; None: no gate
+
+    @property
+    def relabel_overlap(self) -> int | None:
+        """Annotators per task of re-label projects; None: as many as their source project."""
+        return self.overlap if self.data_centric else None
 
 
 def _is_project_title(title: str) -> bool:
@@ -107,6 +130,7 @@ class ExportAnnotationsParams:
 
     project: str
     message: str = ""
+    force: bool = False
     wait: bool = True
 
     def __post_init__(self):
@@ -150,6 +174,7 @@ class LabellingCharm(ops.CharmBase):
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[DATASET_ENDPOINT].relation_broken,
             self.on[RELABEL_ENDPOINT].relation_changed,
+            *approach.relation_events(self),
             self.on.secret_changed,
             self.on[CONTAINER].pebble_custom_notice,
             *self.database.events,
@@ -163,6 +188,7 @@ class LabellingCharm(ops.CharmBase):
         framework.observe(self.on.export_annotations_action, self._on_export_annotations)
         framework.observe(self.on.consistency_report_action, self._on_consistency_report)
         framework.observe(self.on.list_jobs_action, self._on_list_jobs)
+        self._healthy: bool | None = None  # asked once per hook
 
     # --- goal state -------------------------------------------------------------------------
 
@@ -183,6 +209,30 @@ class LabellingCharm(ops.CharmBase):
 
     def _jobs(self) -> JobRunner:
         return JobRunner(self.container, f"{self._data_dir}/jobs", slot=JOB_SLOT)
+
+    def _agreement(self) -> agreement.AgreementRecord:
+        return agreement.AgreementRecord(self.container, f"{self._data_dir}/agreement.json")
+
+    def _is_healthy(self, settings: ServerSettings) -> bool:
+        if self._healthy is None:
+            self._healthy = label_studio.is_healthy(settings)
+        return self._healthy
+
+    def _policy(self) -> LabellingPolicy:
+        """The data-centric approach's overlap and gate, else the config's overlap, no gate.
+
+        Model-centric labelling is the charm's own: single pass by default, no gate. A bad
+        approach databag is a status; labelling then follows its config as without it.
+        """
+        overlap = self._config().overlap
+        in_force, _problem = approach.read(self.model)
+        if in_force is None or not in_force.data_centric:
+            return LabellingPolicy(overlap)
+        return LabellingPolicy(
+            overlap=in_force.policy.annotator_overlap or overlap,
+            data_centric=True,
+            agreement_threshold=in_force.policy.agreement_threshold,
+        )
 
     def _server_secret(self) -> dict[str, str] | None:
         return secrets.ensure_app_secret(
@@ -258,23 +308,39 @@ class LabellingCharm(ops.CharmBase):
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def _reconcile(self, _event: ops.EventBase) -> None:
+    def _reconcile(self, event: ops.EventBase) -> None:
         """Bring the workload, the ports and the relations to the goal state."""
         if self.unit.is_leader():
             self._request_write_access()
-        if self._config_problem() or not self.container.can_connect():
+        settings = self._reconcile_workload()
+        if not self.unit.is_leader():
             return
+        self._acknowledge_approach(settings)
+        if settings is None:
+            return
+        runner = self._jobs()
+        self._queue_relabel_batches(self._config(), settings, runner)
+        if isinstance(event, ops.UpdateStatusEvent):
+            self._report_changed_agreement(settings, runner)
+
+    def _reconcile_workload(self) -> ServerSettings | None:
+        """Push the files and the layer, act on ended jobs; the settings of the server running.
+
+        None: it does not run here yet, or must not (a status says why).
+        """
+        if self._config_problem() or not self.container.can_connect():
+            return None
         config = self._config()
         self.unit.set_ports(config.port)
         server_secret = self._server_secret()
         if server_secret is None or self.database.status():
             # Keep the server on its current database until the new one is complete.
-            return
+            return None
         settings = self._settings(config, server_secret)
         if not self.unit.is_leader() and self._scale_out_problem():
             # Behind the one Service, this unit would serve another database: it must not.
             pebble.stop_layer_services(self.container, label_studio.layer(settings))
-            return
+            return None
         files_changed = [
             pebble.push_if_changed(self.container, path, content)
             for path, content in label_studio.files(settings).items()
@@ -291,8 +357,7 @@ class LabellingCharm(ops.CharmBase):
                 continue  # the leader acknowledges batches (after a change of leader too)
             self._act_on(job)
             runner.mark_reported(job)
-        if self.unit.is_leader():
-            self._queue_relabel_batches(config, settings, runner)
+        return settings
 
     def _scale_out_problem(self) -> str | None:
         return sidecar.scale_out_problem(self, has_database=self.database.connection() is not None)
@@ -302,11 +367,15 @@ class LabellingCharm(ops.CharmBase):
             databags.save_app_data(relation, self.app, DatasetRequirerData(access="write"))
 
     def _act_on(self, job: Job) -> None:
-        """Act once on an ended job: a relabel batch is queued, or failed for good."""
+        """Act once on an ended job: keep its agreement; a relabel batch is acknowledged."""
         if job.state == "failed":
             logger.warning("job %s (%s) failed: %s", job.id, job.kind, job.error)
-        if job.kind != "relabel":
-            return  # an action's job: list-jobs (and the action, when it waited) report it
+        self._agreement().keep(job)
+        if job.kind == "relabel":
+            self._acknowledge_batch(job)
+
+    def _acknowledge_batch(self, job: Job) -> None:
+        """A relabel batch's job ended: the batch is queued, or failed for good."""
         relation = self.model.get_relation(RELABEL_ENDPOINT)
         if relation is None:
             return
@@ -359,9 +428,10 @@ class LabellingCharm(ops.CharmBase):
         ]
         if not waiting or runner.current() is not None:
             return
-        if not label_studio.is_healthy(settings):
+        if not self._is_healthy(settings):
             return  # a job now could not reach it and would fail the batch for good
         batch = waiting[0]
+        overlap = self._policy().relabel_overlap
         spec = self._labelling_job(
             settings,
             None,
@@ -374,9 +444,72 @@ class LabellingCharm(ops.CharmBase):
             _relabel_reason(batch),
             "--batch",
             str(batch.batch_id),
+            *(("--overlap", str(overlap)) if overlap else ()),
             params={"batch": str(batch.batch_id)},
         )
         runner.start(spec)
+
+    # --- the approach -----------------------------------------------------------------------
+
+    def _acknowledge_approach(self, settings: ServerSettings | None) -> None:
+        """Acknowledge (leader) the approach revision in force, or say why it is not applied.
+
+        Labelling applies a policy when it runs a job (imports, exports, re-label batches),
+        so a revision is applied once Label Studio serves; until then the previous one stays
+        acknowledged, with the reason.
+        """
+        relation = self.model.get_relation(approach.APPROACH_ENDPOINT)
+        if relation is None:
+            return
+        in_force, problem = approach.read(self.model)
+        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
+        applied = acknowledged.applied_revision if acknowledged else None
+        reason = problem
+        if in_force is not None:
+            config_problem = self._config_problem()
+            if config_problem:
+                reason = config_problem
+            elif settings is None or not self._is_healthy(settings):
+                reason = WAITING_FOR_LABEL_STUDIO
+            else:
+                applied = in_force.revision
+        approach.acknowledge(self.model, APPROACH_SERVICE, applied, reason=reason)
+
+    def _report_changed_agreement(self, settings: ServerSettings, runner: JobRunner) -> None:
+        """Data-centric: report on the first imported project whose answers changed.
+
+        One request to Label Studio (the projects' answer counts); a report job only when no
+        labelling job runs. Its end is kept as the project's measure (``_act_on``).
+        """
+        if not self._policy().data_centric or runner.current() is not None:
+            return
+        if not self._is_healthy(settings):
+            return
+        try:
+            projects = label_studio.project_counts(settings)
+        except RESTError as error:
+            logger.warning("cannot read the projects' answer counts: %s", error)
+            return
+        record = self._agreement()
+        if len(projects) < label_studio.PROJECTS_LISTED:  # every project listed
+            record.forget_all_but({p.title for p in projects})
+        changed = agreement.next_to_report(projects, record.load())
+        if changed is None:
+            return
+        spec = self._labelling_job(
+            settings,
+            None,
+            "consistency-report",
+            "--project",
+            changed.title,
+            "--threshold",
+            str(self._config().consistency_threshold),
+            params=agreement.report_params(changed),
+        )
+        try:
+            runner.start(spec)
+        except (jobs.JobBusyError, ops.pebble.Error) as error:
+            logger.warning("cannot start the consistency report of %s: %s", changed.title, error)
 
     # --- the workload's commands ------------------------------------------------------------
 
@@ -416,6 +549,9 @@ class LabellingCharm(ops.CharmBase):
         relabel = self._relabel_status()
         if relabel:
             event.add_status(relabel)
+        _in_force, approach_problem = approach.read(self.model)
+        if approach_problem:
+            event.add_status(ops.BlockedStatus(approach_problem))
         server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
         if server_secret is None:
             event.add_status(
@@ -426,10 +562,20 @@ class LabellingCharm(ops.CharmBase):
         if scale_out:
             event.add_status(ops.BlockedStatus(scale_out))
         settings = self._settings(self._config(), server_secret)
-        if not label_studio.is_healthy(settings):
+        if not self._is_healthy(settings):
             event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
-        suffix = "" if registry.access else "; no data registry related"
-        event.add_status(ops.ActiveStatus(f"serving at {self._internal_url}{suffix}"))
+        event.add_status(ops.ActiveStatus(self._active_message(registry)))
+
+    def _active_message(self, registry: RegistryAnswer) -> str:
+        clauses = [f"serving at {self._internal_url}"]
+        if not registry.access:
+            clauses.append("no data registry related")
+        threshold = self._policy().agreement_threshold
+        if threshold is not None:
+            below_gate = agreement.gate_clause(self._agreement().load(), threshold)
+            if below_gate:
+                clauses.append(below_gate)
+        return "; ".join(clauses)
 
     def _relabel_status(self) -> ops.StatusBase | None:
         relation = self.model.get_relation(RELABEL_ENDPOINT)
@@ -475,7 +621,7 @@ class LabellingCharm(ops.CharmBase):
             event.fail("the admin secret does not exist yet: wait for the leader")
             return None
         settings = self._settings(self._config(), server_secret)
-        if not label_studio.is_healthy(settings):
+        if not self._is_healthy(settings):
             event.fail("Label Studio is not ready: check `juju status`")
             return None
         return settings
@@ -508,6 +654,7 @@ class LabellingCharm(ops.CharmBase):
         job = jobs.start_for_action(event, self._jobs(), spec, wait=wait, timeout=ACTION_WAIT)
         if job is None or not job.ended:
             return
+        self._agreement().keep(job)
         self._jobs().mark_reported(job)  # reported here, to the action
         if job.state == "failed":
             event.fail(f"{job.kind} failed: {job.error}")
@@ -525,7 +672,7 @@ class LabellingCharm(ops.CharmBase):
             if params.preset
             else ("--label-config", params.label_config)
         )
-        overlap = params.overlap or self._config().overlap
+        overlap = params.overlap or self._policy().overlap
         spec = self._labelling_job(
             settings,
             registry,
@@ -550,9 +697,16 @@ class LabellingCharm(ops.CharmBase):
         args = ["--project", params.project]
         if params.message:
             args += ["--message", params.message]
-        spec = self._labelling_job(
-            settings, registry, "export-annotations", *args, params={"project": params.project}
-        )
+        shown = {"project": params.project}
+        # The gate runs in the job, on the project's answers: not in a hook.
+        threshold = self._policy().agreement_threshold
+        if threshold is not None:
+            args += ["--agreement-threshold", str(threshold)]
+            shown["agreement-threshold"] = str(threshold)
+            if params.force:
+                args.append("--force")
+                shown["force"] = "true"
+        spec = self._labelling_job(settings, registry, "export-annotations", *args, params=shown)
         self._run_action_job(event, spec, wait=params.wait)
 
     def _on_consistency_report(self, event: ops.ActionEvent) -> None:
@@ -568,6 +722,9 @@ class LabellingCharm(ops.CharmBase):
         args = ["--project", params.project, "--threshold", str(threshold)]
         if params.requeue:
             args.append("--requeue")
+            overlap = self._policy().relabel_overlap
+            if overlap:
+                args += ["--overlap", str(overlap)]
         spec = self._labelling_job(
             settings, None, "consistency-report", *args, params={"project": params.project}
         )
@@ -578,6 +735,9 @@ class LabellingCharm(ops.CharmBase):
             event.fail("the label-studio container is not ready yet")
             return
         jobs.list_for_action(event, self._jobs())
+        measures = self._agreement().load()
+        if measures:
+            event.set_results({"agreement": json.dumps(agreement.shown(measures))})
 
 
 def _batch_is_complete(batch: RelabelBatch) -> bool:

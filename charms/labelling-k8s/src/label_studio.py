@@ -3,7 +3,8 @@
 Nothing here knows about Juju. The charm turns config, relations and secrets into
 ``ServerSettings``; this module turns those into the Pebble layer and the files the server
 reads, tells whether the server is healthy, and builds the ``mlops-workload labelling``
-commands (and their environment) that the charm runs in the container through Pebble exec.
+commands (and their environment) that the charm runs in the container through Pebble exec,
+and reads the projects' answer counts (one request) so the charm knows when they change.
 
 The server is run the way the upstream image's ``label-studio-uwsgi`` entrypoint runs it:
 ``label-studio init`` (migrations and the admin user, idempotent) and then uWSGI serving
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlops_charms import workload
-from mlops_charms.rest import JSONClient
+from mlops_charms.rest import JSONClient, RESTError
 
 if TYPE_CHECKING:
     from ops.pebble import LayerDict
@@ -221,6 +222,60 @@ def files(settings: ServerSettings) -> dict[str, str]:
 def is_healthy(settings: ServerSettings, timeout: float = 5.0) -> bool:
     """Whether Label Studio's ``/health`` answers OK."""
     return JSONClient(settings.local_url, {}, service="Label Studio", timeout=timeout).is_healthy()
+
+
+# The line ``mlops-workload labelling import-version`` writes into the description of a project
+# it feeds from a dataset version (mlops_workload.labelling.operations.METADATA_PREFIX).
+IMPORTED_MARK = "mlops-labelling: "
+# Projects one listing reads (Label Studio's largest page), newest first.
+PROJECTS_LISTED = 100
+
+
+@dataclass(frozen=True)
+class ProjectCounts:
+    """A project's answers as Label Studio counts them: every answer, and the skips among them."""
+
+    title: str
+    imported: bool  # fed from a dataset version by import-version (or its re-label sibling)
+    annotations: int
+    skipped_annotations: int
+
+
+def project_counts(settings: ServerSettings) -> list[ProjectCounts]:
+    """The newest ``PROJECTS_LISTED`` projects' answer counts, in one request.
+
+    Raises ``RESTError`` (one line) when Label Studio refuses or cannot be reached.
+    """
+    client = JSONClient(
+        settings.local_url,
+        {"Authorization": f"Token {settings.admin_token}"},
+        service="Label Studio",
+    )
+    answer = client.call(
+        "GET",
+        "/api/projects",
+        {
+            "page_size": PROJECTS_LISTED,
+            # The fields answered, and the only counts Label Studio computes for each project.
+            "include": "title,description,total_annotations_number,skipped_annotations_number",
+        },
+    )
+    try:
+        return [_project_counts(project) for project in answer.get("results") or []]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise RESTError("Label Studio listed projects in an unknown form") from None
+
+
+def _project_counts(project: dict) -> ProjectCounts:
+    skipped = int(project.get("skipped_annotations_number") or 0)
+    description = str(project.get("description") or "")
+    return ProjectCounts(
+        title=str(project["title"]),
+        imported=any(line.startswith(IMPORTED_MARK) for line in description.splitlines()),
+        # Label Studio's total leaves the skips out.
+        annotations=int(project.get("total_annotations_number") or 0) + skipped,
+        skipped_annotations=skipped,
+    )
 
 
 @dataclass(frozen=True)

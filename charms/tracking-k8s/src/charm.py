@@ -12,7 +12,8 @@ import ops
 
 import mlflow_server
 from mlflow_server import MLflowAPI, ServerSettings
-from mlops_charms import databags, pebble, secrets, sidecar
+from mlops_charms import approach, databags, pebble, secrets, sidecar
+from mlops_charms.approach import ApproachRequirerData
 from mlops_charms.ingress import IngressRequirer
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.rest import RESTError
@@ -29,6 +30,7 @@ CONSUMER_SECRET = "mlops-tracking-{relation_id}"  # noqa: S105 - a secret label
 CONSUMER_USER = "relation-{relation_id}-{app}"
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+APPROACH_SERVICE = "tracking"
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class TrackingCharm(ops.CharmBase):
             self.on.ingress_relation_broken,
             *self.database.events,
             *self.s3.events,
+            *approach.relation_events(self),
         ):
             framework.observe(event, self._reconcile)
         # MLflow answering after a (re)start: provision the consumers at once.
@@ -216,6 +219,12 @@ class TrackingCharm(ops.CharmBase):
         """Bring the workload, the ports and the relations to the goal state."""
         if self._config_problem() or not self.container.can_connect():
             return
+        self._reconcile_workload()
+        if self.unit.is_leader():
+            self._acknowledge_approach()
+
+    def _reconcile_workload(self) -> None:
+        """Ports, ingress, the server (on complete stores only) and its consumers."""
         config = self._config()
         self.unit.set_ports(config.port)
         self.ingress.publish(port=config.port)
@@ -237,6 +246,28 @@ class TrackingCharm(ops.CharmBase):
         )
         if self.unit.is_leader():
             self._provide_tracking(config, server_secret)
+
+    def _acknowledge_approach(self) -> None:
+        """Acknowledge the approach's revision once MLflow answers (leader).
+
+        Tracking has nothing of its own to change per mode: the training runs that log to it
+        group themselves into experiments and tag the mode and revision.
+        """
+        relation = self.model.get_relation(approach.APPROACH_ENDPOINT)
+        in_force, _problem = approach.read(self.model)
+        if relation is None or in_force is None:
+            return  # not related, nothing published yet, or a bad databag (the status says)
+        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
+        applied = acknowledged.applied_revision if acknowledged else None
+        if applied == in_force.revision:
+            return
+        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if server_secret and self._admin_api(self._config(), server_secret).is_healthy():
+            approach.acknowledge(self.model, APPROACH_SERVICE, in_force.revision)
+        else:
+            approach.acknowledge(
+                self.model, APPROACH_SERVICE, applied, reason="waiting for MLflow"
+            )
 
     def _scale_out_problem(self) -> str | None:
         return sidecar.scale_out_problem(
@@ -390,6 +421,9 @@ class TrackingCharm(ops.CharmBase):
             _, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
             if problem:
                 statuses.append(ops.BlockedStatus(f"{TRACKING_ENDPOINT}: {problem}"))
+        _in_force, approach_problem = approach.read(self.model)
+        if approach_problem:
+            statuses.append(ops.BlockedStatus(approach_problem))
         return statuses
 
     # --- actions ----------------------------------------------------------------------------

@@ -5,7 +5,10 @@ The training itself runs in Kubernetes Jobs (``kubernetes_jobs``) that run the s
 ``mlops-workload training`` commands (``training_workload``). An action creates the Job and
 returns its id at once; the job watcher in the workload container records the Job's end in
 the job's folder on the unit's storage (``mlops_charms.jobs`` format) and raises the Pebble
-notice this charm reconciles on: results are reported once, relabel batches offered.
+notice this charm reconciles on: results are reported once, relabel batches offered. With
+``mlops-approach`` related, the leader also follows the stack's approach: the loop
+(``mlops_charms.training_loop``) decides what to run, this charm starts it as it starts an
+action's run.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,17 +26,18 @@ import yaml
 import kubernetes_jobs
 import training_workload
 from kubernetes_jobs import Cluster, Credentials, KubernetesError, Limits, Placement, TrainingRun
-from mlops_charms import databags, jobs, pebble, sidecar, training
+from mlops_charms import databags, jobs, pebble, sidecar, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.jobs import Job, JobRecords
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
     DATASET_ENDPOINT,
     TRACKING_ENDPOINT,
-    AugmentParams,
     JobLogsParams,
     JobParams,
-    ModelParams,
+    RunAccess,
+    RunError,
+    RunParams,
 )
 
 logger = logging.getLogger(__name__)
@@ -211,6 +216,7 @@ class TrainingCharm(ops.CharmBase):
         self._offer_relabel_batches([])
         if isinstance(event, ops.UpdateStatusEvent):
             self._record_lost_jobs(records)
+        training_loop.reconcile(self.model, records, self._start_for_loop(config))
 
     def _request_access(self) -> None:
         for relation in self.model.relations[DATASET_ENDPOINT]:
@@ -296,6 +302,7 @@ class TrainingCharm(ops.CharmBase):
         watcher = self.container.get_services(training_workload.WATCHER_SERVICE)
         if not all(service.is_running() for service in watcher.values()):
             event.add_status(ops.WaitingStatus("waiting for the job watcher to start"))
+        loop = training_loop.add_status(event, self.model, self._records())
         running = sum(1 for run in runs if run.state == "running")
         backend = (
             f"TrainJob on {config.training_runtime}, {config.num_nodes} nodes"
@@ -304,13 +311,27 @@ class TrainingCharm(ops.CharmBase):
         )
         gpus = f", {config.gpus} GPU(s) each" if config.gpus else ""
         jobs_running = f"{running} job(s) running" if running else "no job running"
-        event.add_status(ops.ActiveStatus(f"backend: {backend}{gpus}; {jobs_running}"))
+        event.add_status(ops.ActiveStatus(f"backend: {backend}{gpus}; {jobs_running}{loop}"))
 
     # --- actions ----------------------------------------------------------------------------
 
     def _on_run_action(self, event: ops.ActionEvent) -> None:
+        """Create the run's Job (or TrainJob); report its id, or its result with wait."""
         kind, params = training.load_run_action(event)
-        self._start_run(event, kind, params)
+        config = self._ready(event)
+        if config is None:
+            return
+        access = training.access_for_run(event, self.model, kind, params)
+        if access is None:
+            return
+        try:
+            job, run = self._start_run(config, kind, params, access)
+        except RunError as error:
+            event.fail(error.reason)
+            return
+        event.log(f"job {job.id} started: {config.backend} {run.name}")
+        shown = {"job": job.id, "name": run.name, "backend": config.backend}
+        training.report_job(event, self._records(), job, shown, self._act_on, wait=params.wait)
 
     def _ready(self, event: ops.ActionEvent) -> TrainingConfig | None:
         """The config, when this unit can run jobs now; else None after failing ``event``."""
@@ -326,23 +347,37 @@ class TrainingCharm(ops.CharmBase):
             return None
         return self._config()
 
+    def _start_for_loop(self, config: TrainingConfig) -> training_loop.StartRun:
+        """How the approach's loop starts a run: as an action does, from this hook."""
+
+        def start(
+            kind: str, params: RunParams, access: RunAccess, shown: Mapping[str, str]
+        ) -> Job:
+            return self._start_run(config, kind, params, access, shown)[0]
+
+        return start
+
     def _start_run(
-        self, event: ops.ActionEvent, kind: str, params: ModelParams | AugmentParams
-    ) -> None:
-        """Create the run's Job (or TrainJob); report its id, or its result with wait."""
-        config = self._ready(event)
-        if config is None:
-            return
-        access = training.access_for_run(event, self.model, kind, params)
-        if access is None:
-            return
+        self,
+        config: TrainingConfig,
+        kind: str,
+        params: RunParams,
+        access: RunAccess,
+        shown: Mapping[str, str] | None = None,
+    ) -> tuple[Job, TrainingRun]:
+        """Record the run's job and create its Job (or TrainJob); ``RunError``: why not.
+
+        ``shown``: more job parameters for list-jobs (who started it).
+        """
         version = access.version
-        settings, credentials = training_workload.environment(access.registry, access.tracking)
+        settings, credentials = training_workload.environment(access, params)
         records = self._records()
         job: Job | None = None
         try:
             run = self._prepare_run(config, kind, settings, credentials, params, version)
-            job = records.create(kind, {**params.shown(version), "backend": config.backend})
+            job = records.create(
+                kind, {**params.shown(version), "backend": config.backend, **(shown or {})}
+            )
             run = dataclasses.replace(run, job_id=job.id)
             manifest = (
                 kubernetes_jobs.trainjob_manifest(run)
@@ -354,14 +389,10 @@ class TrainingCharm(ops.CharmBase):
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if job is not None:  # recorded, so list-jobs says why it never ran
                 jobs.record_failure(records, job, reason)
-            event.fail(reason)
-            return
+            raise RunError(reason, job) from None
         except ops.pebble.Error as error:
-            event.fail(f"cannot record the job: {str(error).splitlines()[0]}")
-            return
-        event.log(f"job {job.id} started: {config.backend} {run.name}")
-        shown = {"job": job.id, "name": run.name, "backend": config.backend}
-        training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
+            raise RunError(f"cannot record the job: {str(error).splitlines()[0]}") from None
+        return job, run
 
     def _prepare_run(
         self,
@@ -369,7 +400,7 @@ class TrainingCharm(ops.CharmBase):
         kind: str,
         settings: dict[str, str],
         credentials: dict[str, str],
-        params: ModelParams | AugmentParams,
+        params: RunParams,
         version: str,
     ) -> TrainingRun:
         """The run, without its job id yet: its Secrets are in place when this returns."""

@@ -45,10 +45,10 @@ def command(name: str, arguments: list[str]) -> list[str]:
 
 
 def environment(
-    registry: training.RegistryAccess, tracking: training.TrackingAccess | None
+    access: training.RunAccess, params: training.RunParams
 ) -> tuple[dict[str, str], dict[str, str]]:
     """The trainer's environment in a Job: ``(settings, credentials)``."""
-    return training.environment(registry, tracking, workdir=WORKDIR)
+    return training.run_environment(access, params, workdir=WORKDIR)
 
 
 # --- the job watcher ----------------------------------------------------------------------------

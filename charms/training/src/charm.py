@@ -6,12 +6,16 @@ from the same core as training-k8s's Jobs (``mlops_charms.training``: parameters
 environment, relabel offering). An action starts one and returns its id at once; the job's
 ``ExecStopPost`` records its end in its folder (``mlops_charms.jobs`` layout) and dispatches
 this charm's ``job-ended`` event through ``juju-exec``; the charm then reports it once.
-``update-status`` does the same, so an end whose dispatch was lost is only late.
+``update-status`` does the same, so an end whose dispatch was lost is only late. With
+``mlops-approach`` related, the leader also follows the stack's approach: the loop
+(``mlops_charms.training_loop``) decides what to run, this charm starts it as it starts an
+action's run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +29,7 @@ from charmhelpers.core import host
 import gpus
 import installer
 import systemd_jobs
-from mlops_charms import databags, jobs, training
+from mlops_charms import databags, jobs, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
@@ -35,6 +39,8 @@ from mlops_charms.training import (
     TRACKING_ENDPOINT,
     JobLogsParams,
     JobParams,
+    RunAccess,
+    RunError,
     RunParams,
 )
 from systemd_jobs import JobUnit, SystemdJobRecords
@@ -146,6 +152,7 @@ class TrainingMachineCharm(ops.CharmBase):
             records.mark_reported(job)
         if self.unit.is_leader():
             training.offer_relabel_batches(self.model, self.app, [])
+            training_loop.reconcile(self.model, records, self._start_run, outside_the_cluster=True)
 
     def _install(self, config: MachineConfig) -> None:
         installer.ensure_packages()
@@ -218,9 +225,13 @@ class TrainingMachineCharm(ops.CharmBase):
         if inventory.pci_cards and not inventory.gpus:
             hint = "" if self._config().install_gpu_driver else ": set install-gpu-driver=true"
             event.add_status(ops.BlockedStatus(inventory.summary() + hint))
-        running = sum(1 for job in SystemdJobRecords().list() if not job.ended)
+        records = SystemdJobRecords()
+        loop = ""
+        if self.unit.is_leader():
+            loop = training_loop.add_status(event, self.model, records, outside_the_cluster=True)
+        running = sum(1 for job in records.list() if not job.ended)
         jobs_running = f"{running} job(s) running" if running else "no job running"
-        event.add_status(ops.ActiveStatus(f"{inventory.summary()}; {jobs_running}"))
+        event.add_status(ops.ActiveStatus(f"{inventory.summary()}; {jobs_running}{loop}"))
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -234,29 +245,45 @@ class TrainingMachineCharm(ops.CharmBase):
             event.fail("the workload is not installed yet (see the unit's status)")
             return
         access = training.access_for_run(event, self.model, kind, params, outside_the_cluster=True)
-        if access is not None:
-            self._start_job(event, kind, params, access)
+        if access is None:
+            return
+        try:
+            job = self._start_run(kind, params, access)
+        except RunError as error:
+            event.fail(error.reason)
+            return
+        unit_name = systemd_jobs.unit_name(job.id)
+        event.log(f"job {job.id} started: {unit_name}")
+        shown = {"job": job.id, "unit": unit_name, "gpus": job.params["gpus"]}
+        records = SystemdJobRecords()
+        training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
 
-    def _start_job(
+    def _start_run(
         self,
-        event: ops.ActionEvent,
         kind: str,
         params: RunParams,
-        access: training.RunAccess,
-    ) -> None:
+        access: RunAccess,
+        shown: Mapping[str, str] | None = None,
+    ) -> Job:
+        """Record the run's job and start its systemd unit on free GPUs; ``RunError``: why not.
+
+        ``shown``: more job parameters for list-jobs (who started it). An action and the
+        approach's loop (``training_loop.StartRun``) start runs alike.
+        """
         config = self._config()
         records = SystemdJobRecords()
         inventory = gpus.detect()
         wanted = config.gpus_per_job if inventory.gpus else 0
         allocated = gpus.allocate(inventory.indices, self._busy_gpus(records), wanted)
         if allocated is None:
-            event.fail(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
-            return
-        shown = {**params.shown(access.version), "gpus": ",".join(map(str, allocated))}
+            raise RunError(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
+        given = ",".join(map(str, allocated))
         paths = systemd_jobs.PATHS
         job: Job | None = None
         try:
-            job = records.create(kind, shown)
+            job = records.create(
+                kind, {**params.shown(access.version), "gpus": given, **(shown or {})}
+            )
             unit = self._job_unit(job, params, access, allocated)
             work = Path(unit.folder) / "work"
             work.mkdir()
@@ -266,26 +293,21 @@ class TrainingMachineCharm(ops.CharmBase):
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if job is not None:  # recorded, so list-jobs says why it never ran
                 jobs.record_failure(records, job, reason)
-            event.fail(reason)
-            return
-        event.log(f"job {job.id} started: {unit.name}")
-        shown = {"job": job.id, "unit": unit.name, "gpus": job.params["gpus"]}
-        training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
+            raise RunError(reason, job) from None
+        return job
 
     def _job_unit(
         self,
         job: Job,
         params: RunParams,
-        access: training.RunAccess,
+        access: RunAccess,
         allocated: list[int],
     ) -> JobUnit:
         """The job's unit; its credentials written to the job's 0600 ``env`` first."""
         config = self._config()
         paths = systemd_jobs.PATHS
         folder = f"{paths.jobs_dir}/{job.id}"
-        settings, credentials = training.environment(
-            access.registry, access.tracking, workdir=f"{folder}/work"
-        )
+        settings, credentials = training.run_environment(access, params, workdir=f"{folder}/work")
         HostFiles().push(f"{folder}/env", systemd_jobs.env_file(credentials), permissions=0o600)
         return JobUnit(
             job_id=job.id,

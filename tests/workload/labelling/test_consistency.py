@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from mlops_workload.labelling.client import LabellingError
 from mlops_workload.labelling.consistency import (
     Annotation,
     TaskAnnotations,
+    gate_refusal,
     is_near_tie,
     krippendorff_alpha_nominal,
     observed_agreement,
     report,
 )
-from mlops_workload.labelling.operations import consensus, labels_jsonl, reduce_annotation
+from mlops_workload.labelling.operations import (
+    agreement,
+    consensus,
+    labels_jsonl,
+    newest_answers,
+    reduce_annotation,
+)
 
 USERS = {1: "ann@example.com", 2: "bob@example.com", 3: "cat@example.com"}
 
@@ -153,3 +161,66 @@ def test_exported_labels_are_one_sorted_json_line_per_annotated_task():
         '{"agreement":1.0,"annotations":[{"annotator":"ann","label":"neg"},'
         '{"annotator":"bob","label":"neg"}],"item":"b.txt","label":"neg"}\n'
     )
+
+
+# --- the agreement gate ---------------------------------------------------------------------
+
+
+def test_the_gate_passes_at_its_threshold_and_refuses_below_it():
+    # alpha = 1 - 14 / 30 = 0.5333 (see the two coders' case above).
+    tasks = [
+        _task(1, "a.txt", ("ann", "a"), ("bob", "a")),
+        _task(2, "b.txt", ("ann", "a"), ("bob", "b")),
+        _task(3, "c.txt", ("ann", "b"), ("bob", "b")),
+        _task(4, "d.txt", ("ann", "b"), ("bob", "b")),
+    ]
+    assert gate_refusal(tasks, 0.5) is None
+    assert gate_refusal(tasks, 0.6) == (
+        "Krippendorff's alpha 0.5333 is below the agreement threshold 0.6: annotators disagree "
+        "on b.txt (consistency-report lists every task); fix them, or export with force=true"
+    )
+
+
+def test_the_gate_names_five_tasks_the_least_agreeing_first():
+    tasks = [_task(i, f"{i}.txt", ("ann", "x"), ("bob", "y")) for i in range(1, 7)]
+    tasks.append(_task(7, "0.txt", ("ann", "x"), ("bob", "x"), ("cat", "y")))
+    refusal = gate_refusal(tasks, 0.8)
+    assert refusal is not None
+    assert "disagree on 1.txt, 2.txt, 3.txt, 4.txt, 5.txt and 2 more (" in refusal
+
+
+def test_the_gate_lets_through_answers_that_never_disagree():
+    # One label throughout: alpha is undefined, and nothing disagrees.
+    tasks = [_task(1, "a.txt", ("ann", "a"), ("bob", "a")), _task(2, "b.txt", ("ann", "a"))]
+    assert gate_refusal(tasks, 0.8) is None
+
+
+def test_the_gate_waits_until_a_task_has_two_answers():
+    tasks = [
+        _task(1, "a.txt", ("ann", "a"), ("bob", "unsure")),
+        _task(2, "b.txt", ("ann", "b")),
+        _task(3, "c.txt"),
+    ]
+    assert gate_refusal(tasks, 0.8) == (
+        "agreement cannot be measured against the threshold 0.8: no task has two annotations "
+        "yet; have a second annotator label a.txt, b.txt, or export with force=true"
+    )
+
+
+def test_force_exports_below_the_gate_and_says_so():
+    tasks = [_task(1, "a.txt", ("ann", "a"), ("bob", "b")), _task(2, "b.txt", ("ann", "b"))]
+    with pytest.raises(LabellingError, match=r"below the agreement threshold 0\.8"):
+        agreement(tasks, 0.8, force=False)
+    forced = agreement(tasks, 0.8, force=True)
+    assert (forced["forced"], forced["compared_tasks"]) == (True, 1)
+    assert agreement(tasks, None, force=False)["forced"] is False  # no gate, nothing forced
+
+
+def test_an_item_queued_by_several_batches_exports_its_newest_answers():
+    tasks = [
+        _task(10, "a.txt", ("ann", "y"), ("bob", "x")),
+        _task(11, "a.txt", ("ann", "y"), ("bob", "y")),  # a later batch of the same item
+        _task(12, "c.txt", ("ann", "z")),
+        _task(13, "b.txt"),  # queued, not answered yet
+    ]
+    assert [t.task_id for t in newest_answers(tasks)] == [11, 12]

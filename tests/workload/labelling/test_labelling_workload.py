@@ -6,6 +6,16 @@ labelling command runs through ``pebble exec`` with the registry credentials a l
 consumer is given. Two annotators label through the REST API with planted disagreements; the
 consistency report must find exactly those; the export must become ``v2`` with parent ``v1``
 whose labels a plain ``git clone`` + ``dvc pull`` gets back byte for byte.
+
+The data-centric agreement gate (``--agreement-threshold``, as the charm passes it) refuses
+those planted disagreements naming the tasks, and exports them with ``--force`` only; a second
+project on ``v2`` waits for its second annotator, is refused on its one disagreement, and
+exports once that answer is fixed; the re-label project's answers then go on the newest version
+(``v3``, which still holds v1's items) as ``labels/reviews-re-label.jsonl``.
+
+Annotators are users the admin creates (``POST /api/users/``); their answers are posted with
+the admin's token and ``completed_by`` set to them (``POST /api/tasks/<id>/annotations``,
+``?was_cancelled=1`` for a skip) and fixed with ``PATCH /api/annotations/<id>``.
 """
 
 from __future__ import annotations
@@ -125,6 +135,39 @@ def project_tasks(stack: Stack, project_id: int) -> list[dict]:
     )
 
 
+def project_by_title(stack: Stack, title: str) -> dict:
+    projects = stack.label_studio.api("GET", "/api/projects?page_size=100")["results"]
+    return next(p for p in projects if p["title"] == title)
+
+
+def choice(answer: str) -> list[dict]:
+    """An annotation result choosing ``answer`` in the text-classification preset."""
+    value = {"choices": [answer]}
+    return [{"from_name": "label", "to_name": "text", "type": "choices", "value": value}]
+
+
+def annotate(stack: Stack, task_id: int, user_id: int, answer: str) -> dict:
+    """``user_id``'s answer to a task, posted as the admin: the annotation created."""
+    body = {"completed_by": user_id, "result": choice(answer)}
+    return stack.label_studio.api("POST", f"/api/tasks/{task_id}/annotations", body)
+
+
+def versions(stack: Stack) -> dict[str, dict]:
+    listed = stack.registry.workload("list-versions")
+    assert listed.exit_code == 0, listed.stderr
+    return {v["version"]: v for v in listed.json["versions"]}
+
+
+def pulled(stack: Stack, version: str, folder: Path) -> dict[str, bytes]:
+    """A version's files as a consumer gets them: ``git clone``, checkout, ``dvc pull``."""
+    reader = stack.registry.reader
+    git("clone", "--quiet", stack.registry.url_for(reader), str(folder))
+    git("checkout", "--quiet", version, cwd=folder)
+    result = dvc("pull", "--quiet", cwd=folder, user=reader)
+    assert result.returncode == 0, result.stderr
+    return read_tree(folder / "data")
+
+
 @pytest.fixture(scope="module")
 def annotated(stack: Stack, reviews: dict) -> dict[str, int]:
     """The two annotators' answers, posted through the REST API; returns their user ids."""
@@ -136,20 +179,11 @@ def annotated(stack: Stack, reviews: dict) -> dict[str, int]:
         ids[email] = user["id"]
     for task in project_tasks(stack, reviews["project_id"]):
         for email, answer in zip(ANNOTATORS, PLANTED[task["data"]["item"]], strict=True):
-            path = f"/api/tasks/{task['id']}/annotations"
-            body: dict = {"completed_by": ids[email], "result": []}
             if answer is None:
-                path += "?was_cancelled=1"
+                path = f"/api/tasks/{task['id']}/annotations?was_cancelled=1"
+                stack.label_studio.api("POST", path, {"completed_by": ids[email], "result": []})
             else:
-                body["result"] = [
-                    {
-                        "from_name": "label",
-                        "to_name": "text",
-                        "type": "choices",
-                        "value": {"choices": [answer]},
-                    }
-                ]
-            stack.label_studio.api("POST", path, body)
+                annotate(stack, task["id"], ids[email], answer)
     return ids
 
 
@@ -218,6 +252,34 @@ def test_consistency_report_finds_exactly_the_planted_tasks(stack: Stack, annota
     assert report["mean_observed_agreement"] == pytest.approx(0.5)
 
 
+def test_the_charm_reads_the_answer_counts_the_report_counted_in_one_request(
+    stack: Stack, annotated
+):
+    counts = {c.title: c for c in label_studio.project_counts(stack.label_studio.settings)}
+    reviews = counts["reviews"]
+    # 6 tasks x 2 answers, one of them a skip: what the report counts too.
+    assert (reviews.imported, reviews.annotations, reviews.skipped_annotations) == (True, 12, 1)
+    report = stack.labelling("consistency-report", "--project", "reviews")
+    assert report.exit_code == 0, report.stderr
+    assert (report.json["annotations"], report.json["skipped_annotations"]) == (12, 1)
+    assert (report.json["compared_tasks"], report.json["krippendorff_alpha"]) == (4, 0.125)
+
+
+GATE = ("--agreement-threshold", "0.8")
+
+
+def test_the_gate_refuses_the_planted_disagreements_naming_their_tasks(stack: Stack, annotated):
+    refused = stack.labelling("export-annotations", "--project", "reviews", *GATE)
+    assert refused.exit_code == 1, refused.stdout
+    (line,) = refused.stderr.strip().splitlines()
+    assert line == (
+        "error: Krippendorff's alpha 0.125 is below the agreement threshold 0.8: annotators "
+        "disagree on texts/item-1.txt, texts/item-5.txt (consistency-report lists every task); "
+        "fix them, or export with force=true"
+    )
+    assert list(versions(stack)) == ["v1"]
+
+
 def test_requeue_copies_the_flagged_tasks_once_into_the_relabel_project(stack, annotated):
     first = stack.labelling("consistency-report", "--project", "reviews", "--requeue")
     assert first.exit_code == 0, first.stderr
@@ -256,29 +318,33 @@ def expected_labels() -> bytes:
 
 @pytest.fixture(scope="module")
 def exported(stack: Stack, annotated) -> dict:
-    result = stack.labelling("export-annotations", "--project", "reviews")
+    """The planted disagreements exported through the gate with force."""
+    result = stack.labelling("export-annotations", "--project", "reviews", *GATE, "--force")
     assert result.exit_code == 0, result.stderr
     return result.json
 
 
 def test_export_cuts_a_version_whose_parent_is_v1(stack: Stack, exported: dict):
     assert (exported["version"], exported["parent"]) == ("v2", "v1")
-    listed = stack.registry.workload("list-versions")
-    assert listed.exit_code == 0, listed.stderr
-    v2 = next(v for v in listed.json["versions"] if v["version"] == "v2")
+    v2 = versions(stack)["v2"]
     assert (v2["parent"], v2["source"]) == ("v1", "labelling-export")
+
+
+def test_a_forced_export_goes_below_the_gate_and_says_so(stack: Stack, exported: dict):
+    measured = {
+        "krippendorff_alpha": 0.125,
+        "compared_tasks": 4,
+        "agreement_threshold": 0.8,
+        "forced": True,
+    }
+    assert {key: exported[key] for key in measured} == measured
+    assert versions(stack)["v2"]["details"] == {"project": "reviews", **measured}
 
 
 def test_exported_labels_come_back_byte_for_byte_with_dvc_pull(
     stack: Stack, exported: dict, tmp_path: Path
 ):
-    reader = stack.registry.reader
-    checkout = tmp_path / "consumer"
-    git("clone", "--quiet", stack.registry.url_for(reader), str(checkout))
-    git("checkout", "--quiet", "v2", cwd=checkout)
-    pulled = dvc("pull", "--quiet", cwd=checkout, user=reader)
-    assert pulled.returncode == 0, pulled.stderr
-    tree = read_tree(checkout / "data")
+    tree = pulled(stack, "v2", tmp_path / "consumer")
     assert tree.pop(exported["labels_path"]) == expected_labels()
     assert tree == stack.v1  # the version's items are the labelled ones, unchanged
 
@@ -359,8 +425,7 @@ def test_a_second_export_after_the_registry_moved_on_is_refused(stack: Stack, ex
     again = stack.labelling("export-annotations", "--project", "reviews")
     assert again.exit_code == 1
     assert "v2 is newer than the labelled v1" in again.stderr
-    listed = stack.registry.workload("list-versions")
-    assert [v["version"] for v in listed.json["versions"]] == ["v1", "v2"]
+    assert list(versions(stack)) == ["v1", "v2"]
 
 
 def test_items_sent_back_by_error_analysis_are_queued_once(stack: Stack, reviews: dict):
@@ -437,3 +502,123 @@ def test_span_labelling_agrees_only_on_identical_spans(stack: Stack, annotated):
     assert [e["item"] for e in report.json["inconsistent"]] == ["texts/item-2.txt"]
     assert report.json["compared_tasks"] == 3
     assert report.json["ambiguous"] == []
+
+
+# --- the agreement gate on a second project, on v2 -----------------------------------------
+
+# ann's and bob's answers on v2's items: bob disagrees on item-3 until his answer is fixed.
+SECOND_ROUND = {
+    "texts/item-0.txt": ("positive", "positive"),
+    "texts/item-1.txt": ("negative", "negative"),
+    "texts/item-2.txt": ("negative", "negative"),
+    "texts/item-3.txt": ("positive", "negative"),
+    "texts/item-4.txt": ("positive", "positive"),
+    "texts/item-5.txt": ("negative", "negative"),
+}
+
+
+@pytest.fixture(scope="module")
+def first_annotator(stack: Stack, exported: dict, annotated) -> dict[str, int]:
+    """Project "reviews v2" (v2's items, two annotators per task) after ann's answers: task ids."""
+    imported = stack.labelling(
+        "import-version",
+        "--project",
+        "reviews v2",
+        "--version",
+        "v2",
+        "--preset",
+        "text-classification",
+        "--labels",
+        "positive,negative",
+        "--overlap",
+        "2",
+    )
+    assert imported.exit_code == 0, imported.stderr
+    tasks = {t["data"]["item"]: t["id"] for t in project_tasks(stack, imported.json["project_id"])}
+    for item, task_id in tasks.items():
+        annotate(stack, task_id, annotated[ANNOTATORS[0]], SECOND_ROUND[item][0])
+    return tasks
+
+
+def test_the_gate_waits_for_a_second_annotator(stack: Stack, first_annotator):
+    refused = stack.labelling("export-annotations", "--project", "reviews v2", *GATE)
+    assert refused.exit_code == 1, refused.stdout
+    assert refused.stderr.strip() == (
+        "error: agreement cannot be measured against the threshold 0.8: no task has two "
+        "annotations yet; have a second annotator label texts/item-0.txt, texts/item-1.txt, "
+        "texts/item-2.txt, texts/item-3.txt, texts/item-4.txt and 1 more, "
+        "or export with force=true"
+    )
+
+
+@pytest.fixture(scope="module")
+def second_annotator(stack: Stack, first_annotator, annotated) -> dict[str, int]:
+    """The second annotator's answers on "reviews v2": his annotations' ids by item."""
+    return {
+        item: annotate(stack, task_id, annotated[ANNOTATORS[1]], SECOND_ROUND[item][1])["id"]
+        for item, task_id in first_annotator.items()
+    }
+
+
+def test_the_gate_names_the_one_task_the_annotators_disagree_on(stack, second_annotator):
+    refused = stack.labelling("export-annotations", "--project", "reviews v2", *GATE)
+    assert refused.exit_code == 1, refused.stdout
+    # 5 positive and 7 negative answers, one mixed pair: 1 - 11 * 2 / (2 * 5 * 7) = 0.6857.
+    assert "Krippendorff's alpha 0.6857 is below the agreement threshold 0.8" in refused.stderr
+    assert "annotators disagree on texts/item-3.txt (" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def fixed(stack: Stack, second_annotator) -> dict:
+    """The second annotator's answer on item-3 fixed; the gated export's result."""
+    path = f"/api/annotations/{second_annotator['texts/item-3.txt']}"
+    stack.label_studio.api("PATCH", path, {"result": choice("positive")})
+    result = stack.labelling("export-annotations", "--project", "reviews v2", *GATE)
+    assert result.exit_code == 0, result.stderr
+    return result.json
+
+
+def test_fixed_answers_pass_the_gate_and_the_version_records_their_alpha(stack, fixed):
+    assert (fixed["version"], fixed["parent"]) == ("v3", "v2")
+    assert (fixed["krippendorff_alpha"], fixed["forced"]) == (1.0, False)
+    assert fixed["labels_path"] == "labels/reviews-v2.jsonl"
+    assert versions(stack)["v3"]["details"]["krippendorff_alpha"] == 1.0
+
+
+# --- a re-label project's export ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def relabelled(stack: Stack, fixed: dict, annotated) -> dict:
+    """Two of the items queued in "reviews re-label" answered again, agreeing; the export."""
+    relabel = project_by_title(stack, "reviews re-label")
+    answers = {"texts/item-1.txt": "negative", "texts/item-5.txt": "positive"}
+    for task in project_tasks(stack, relabel["id"]):
+        answer = answers.get(task["data"]["item"])
+        if answer and task["data"]["relabel_batch"] == "consistency@0.5":
+            for email in ANNOTATORS:
+                annotate(stack, task["id"], annotated[email], answer)
+    result = stack.labelling("export-annotations", "--project", "reviews re-label", *GATE)
+    assert result.exit_code == 0, result.stderr
+    return result.json
+
+
+def test_a_relabel_export_goes_on_the_newest_version_holding_the_same_items(relabelled):
+    assert (relabelled["version"], relabelled["parent"]) == ("v4", "v3")
+    assert (relabelled["labels_path"], relabelled["relabelled_items"]) == (
+        "labels/reviews-re-label.jsonl",
+        2,
+    )
+
+
+def test_a_relabel_export_adds_only_the_relabelled_items_labels(
+    stack: Stack, relabelled: dict, tmp_path: Path
+):
+    before = pulled(stack, "v3", tmp_path / "v3")
+    after = pulled(stack, "v4", tmp_path / "v4")
+    records = [json.loads(line) for line in after.pop(relabelled["labels_path"]).splitlines()]
+    assert after == before  # the items and every other labels file are untouched
+    assert [(r["item"], r["label"], r["agreement"]) for r in records] == [
+        ("texts/item-1.txt", "negative", 1.0),
+        ("texts/item-5.txt", "positive", 1.0),
+    ]

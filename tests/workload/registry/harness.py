@@ -59,6 +59,8 @@ class Consumer:
     password: str
     s3_access_key: str
     s3_secret_key: str
+    latest_version: str | None = None
+    pinned_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,8 @@ def published_consumer(state: testing.State, relation: testing.Relation) -> Cons
         password=content["password"],
         s3_access_key=content["access-key"],
         s3_secret_key=content["secret-key"],
+        latest_version=data.latest_version,
+        pinned_version=data.pinned_version,
     )
 
 

@@ -5,7 +5,8 @@ tests/workload/pebble_backed.py). After every step the running services, the sta
 version cut so far are checked: a consumer pulls each with nothing but what the charm published.
 A hook that changes nothing must leave Pebble without a single change (no replan, no restart,
 no exec). The modes: the embedded remote (the unit's storage); external S3 (a real S3 server,
-``rclone serve s3`` over a folder, as s3-integrator would name it); the moves between them.
+``rclone serve s3`` over a folder, as s3-integrator would name it); the moves between them. The
+approach switch's revisions: model-centric pins the version consumers use, data-centric unpins.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-from mlops_charms import jobs
+from mlops_charms import databags, jobs
+from mlops_charms.approach import APPROACH_ENDPOINT, ApproachProviderData
 from tests.workload.pebble_backed import wait_until
 from tests.workload.processes import free_port
 from tests.workload.registry.harness import (
@@ -339,6 +341,84 @@ def test_external_s3_behind_a_private_ca(running_registry, tmp_path):
         life.remove_relation(with_ca.id)
         life.deliver_job_ends()
         life.check("back on the unit's storage")
+
+
+def approach_databag(mode: str, revision: int) -> dict[str, str]:
+    """What mlops-approach publishes for ``mode`` at ``revision`` (the mode's defaults)."""
+    databag: dict[str, str] = {}
+    published = {"mode": mode, "revision": revision, "policy": {}}
+    databags.write_databag(databag, ApproachProviderData.model_validate(published))
+    return databag
+
+
+def test_the_approach_pins_the_version_consumers_use_then_unpins_it(running_registry, tmp_path):
+    life = Life(running_registry, tmp_path)
+    ctx = running_registry.context
+    life.cut("before-the-approach")
+    pinned = life.cut("pinned-by-the-approach")
+
+    def publish(relation: testing.Relation) -> None:
+        """The switch publishes a revision: applying it changes nothing in the workload."""
+        others = {r for r in running_registry.state.relations if r.id != relation.id}
+        state = dataclasses.replace(running_registry.state, relations={*others, relation})
+        before = life.container.last_change_id()
+        life.hook(ctx.on.relation_changed(relation), state)
+        assert not life.container.changes_since(before), "applying the approach changed Pebble"
+
+    def acknowledged() -> dict:
+        databag = running_registry.state.get_relation(relation.id).local_app_data
+        return {key: json.loads(value) for key, value in databag.items()}
+
+    # Model-centric without a dataset version: the latest one is pinned for every consumer.
+    relation = testing.Relation(
+        APPROACH_ENDPOINT,
+        interface="mlops_approach",
+        remote_app_name="mlops-approach",
+        remote_app_data=approach_databag("model-centric", 1),
+    )
+    publish(relation)
+    for consumer in (running_registry.reader, running_registry.labelling):
+        assert (consumer.latest_version, consumer.pinned_version) == (pinned, pinned)
+    assert acknowledged() == {
+        "service": "data-versioning",
+        "applied_revision": 1,
+        "pinned_version": pinned,
+    }
+    assert running_registry.state.unit_status == testing.ActiveStatus(
+        f"latest {pinned}; model-centric: pinned {pinned}"
+    )
+    life.check("model-centric")
+    # A consumer reads the version it is told to use, with git and dvc, as before.
+    reader = running_registry.reader
+    checkout = tmp_path / "pinned"
+    git("clone", "--quiet", running_registry.url_for(reader), str(checkout))
+    git("checkout", "--quiet", str(reader.pinned_version), cwd=checkout)
+    pulled = dvc("pull", "--quiet", cwd=checkout, user=reader)
+    assert pulled.returncode == 0, pulled.stderr
+    assert read_tree(checkout / "data") == life.versions[pinned]
+
+    # A new version is the latest; the pin stays, and hooks apply the revision no more.
+    newer = life.cut("after-the-pin")
+    reader = running_registry.reader
+    assert (reader.latest_version, reader.pinned_version) == (newer, pinned)
+    listed = json.loads(life.action("list-versions")["versions"])
+    assert {v["version"]: v["approach"] for v in listed}[newer] == "model-centric"
+    life.no_op(ctx.on.update_status(), "update-status, revision applied")
+    assert running_registry.reader.pinned_version == pinned
+    life.check("model-centric, a newer version")
+
+    # Data-centric (a new revision): unpinned, consumers follow the latest version.
+    publish(dataclasses.replace(relation, remote_app_data=approach_databag("data-centric", 2)))
+    reader = running_registry.reader
+    assert (reader.latest_version, reader.pinned_version) == (newer, None)
+    assert acknowledged() == {"service": "data-versioning", "applied_revision": 2}
+    assert running_registry.state.unit_status == testing.ActiveStatus(
+        f"latest {newer}; data-centric"
+    )
+    life.check("data-centric")
+    life.remove_relation(relation.id)
+    assert running_registry.state.unit_status == testing.ActiveStatus(f"latest {newer}")
+    life.check("approach removed")
 
 
 def test_a_departed_consumer_loses_access(running_registry, tmp_path):

@@ -10,7 +10,8 @@ must leave Pebble without a single change and must not write to MLflow (no user 
 permission revoked or granted). The stores: the embedded ones (SQLite and artifacts on the
 unit's storage); a real PostgreSQL, related as postgresql-k8s writes the relation; a real S3
 server for artifacts (``rclone serve s3`` over a folder, related as s3-integrator writes it);
-the moves between them and back.
+the moves between them and back. The approach switch: each revision acknowledged once MLflow
+answers.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from ops import testing
 
 import charm
 import mlflow_server
+from mlops_charms import databags
+from mlops_charms.approach import APPROACH_ENDPOINT, ApproachProviderData
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, missing
@@ -570,3 +573,56 @@ def test_tracking_through_its_life(
     kept = f"SELECT count(*) FROM runs WHERE run_uuid IN ({logged})"
     assert postgresql_server.psql(kept, "tracking_life") == "2"
     assert life.unit.hooks_run > 30
+
+
+def test_the_approach_is_acknowledged_once_mlflow_answers(life: Life):
+    ctx = life.ctx
+
+    def published(relation: testing.Relation, mode: str, revision: int) -> testing.State:
+        """The state in which the switch has published ``mode`` at ``revision``."""
+        databag: dict[str, str] = {}
+        policy = {"mode": mode, "revision": revision, "policy": {}}
+        databags.write_databag(databag, ApproachProviderData.model_validate(policy))
+        current = life.state.get_relation(relation.id)
+        answered = dataclasses.replace(current, remote_app_data=databag)
+        return dataclasses.replace(
+            life.state, relations={*(life.state.relations - {current}), answered}
+        )
+
+    def acknowledged() -> dict:
+        databag = life.state.get_relation(relation.id).local_app_data
+        return {key: json.loads(value) for key, value in databag.items()}
+
+    relation = testing.Relation(
+        APPROACH_ENDPOINT, interface="mlops_approach", remote_app_name="mlops-approach"
+    )
+    life.add_relation(relation)
+    assert acknowledged() == {}
+    # MLflow answers: the revision is acknowledged at once; nothing changes on the server.
+    state = published(relation, "model-centric", 1)
+    life.quiet(ctx.on.relation_changed(state.get_relation(relation.id)), "approach rev 1", state)
+    assert acknowledged() == {"service": "tracking", "applied_revision": 1}
+    life.check("approach applied", life.trainer)
+
+    # The pod is rescheduled and revision 2 comes before MLflow answers again.
+    life.unit.restart_container(charm.CONTAINER)
+    marker = life.ready_marker()
+    state = published(relation, "data-centric", 2)
+    life.hook(ctx.on.relation_changed(state.get_relation(relation.id)), state)
+    status = life.state.unit_status
+    assert status == testing.WaitingStatus("waiting for MLflow to become ready"), status
+    assert acknowledged() == {
+        "service": "tracking",
+        "applied_revision": 1,
+        "reason": "waiting for MLflow",
+    }
+    life.deliver_ready(marker, "MLflow answers after the restart")
+    assert acknowledged() == {"service": "tracking", "applied_revision": 2}
+    life.check("approach rev 2 applied", life.trainer)
+
+    # The relation goes: nothing changes on the server.
+    life.quiet(ctx.on.relation_broken(life.state.get_relation(relation.id)), "approach removed")
+    life.state = dataclasses.replace(
+        life.state, relations=life.state.relations - {life.state.get_relation(relation.id)}
+    )
+    life.check("approach removed", life.trainer)

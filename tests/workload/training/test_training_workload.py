@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_charms import training, training_loop
+from mlops_charms.approach import Approach, ApproachPolicy
 from mlops_charms.relabel import RelabelProviderData
 from tests.workload.registry.harness import git
 from tests.workload.training.conftest import Labelling
@@ -23,10 +25,13 @@ from tests.workload.training.harness import (
     DIGITS,
     REVIEWS_PER_CLASS,
     TrainingStack,
+    create_version,
     digit_item,
     digit_png,
     digits,
+    labels_jsonl,
     result,
+    reviews,
 )
 
 pytestmark = pytest.mark.slow
@@ -327,6 +332,113 @@ def test_a_sweep_picks_the_best_by_the_metric_and_promotes_it(
     assert {run.inputs.dataset_inputs[0].dataset.name for run in children} == {"v1"}
     champion = client.get_model_version_by_alias("image-svc", "champion")
     assert (champion.run_id, champion.version) == (best, swept["promoted"]["version"])
+
+
+# --- with the approach switch -------------------------------------------------------------------
+
+TEXT_SPEC = "text-tfidf-logreg"
+
+
+def approach_env(stack: TrainingStack, mode: str, revision: int, version: str) -> dict[str, str]:
+    """A job's environment as the training charm sets it with mlops-approach related."""
+    approach = Approach(mode, revision, ApproachPolicy())
+    experiment = training.experiment_name(approach, stack.consumer.experiment, TEXT_SPEC, version)
+    return {
+        **stack.job_env(),
+        "MLOPS_APPROACH": mode,
+        "MLOPS_APPROACH_REVISION": str(revision),
+        "MLFLOW_EXPERIMENT_NAME": experiment,
+    }
+
+
+def test_a_run_without_the_approach_has_no_revision_tag(
+    stack: TrainingStack, trained: dict, monkeypatch: pytest.MonkeyPatch
+):
+    tags = stack.admin_client(monkeypatch).get_run(trained["run_id"]).data.tags
+    assert "approach_revision" not in tags
+
+
+def test_data_centric_runs_of_a_spec_share_its_experiment_and_say_the_revision(
+    stack: TrainingStack, monkeypatch: pytest.MonkeyPatch
+):
+    env = approach_env(stack, "data-centric", 7, "v1")
+    assert env["MLFLOW_EXPERIMENT_NAME"] == f"{stack.consumer.experiment}-{TEXT_SPEC}"
+    runs = [
+        result(stack.job(env, "train", "--version", version, "--spec", TEXT_SPEC, "--no-register"))
+        for version in ("v1", "v2")
+    ]
+    client = stack.admin_client(monkeypatch)
+    # The job's own MLflow user made the experiment (it may: EDIT on it is its own).
+    experiment = client.get_experiment_by_name(env["MLFLOW_EXPERIMENT_NAME"])
+    assert experiment is not None
+    assert {run["experiment_id"] for run in runs} == {experiment.experiment_id}
+    for run in runs:
+        tags = client.get_run(run["run_id"]).data.tags
+        assert (tags["approach"], tags["approach_revision"]) == ("data-centric", "7")
+
+
+def test_a_model_centric_sweep_of_configurations_is_grouped_per_version_and_tagged(
+    stack: TrainingStack, monkeypatch: pytest.MonkeyPatch
+):
+    env = approach_env(stack, "model-centric", 5, "v1")
+    assert env["MLFLOW_EXPERIMENT_NAME"] == f"{stack.consumer.experiment}-dataset-v1"
+    # The policy's configurations, as the loop passes them: a list of one-value grids.
+    grid = training_loop.sweep_grid(TEXT_SPEC, [{"C": 1}, {"C": 10, "ngram_max": 1}])
+    assert grid == [{"C": [1]}, {"C": [10], "ngram_max": [1]}]
+    swept = result(
+        stack.job(
+            env,
+            "sweep",
+            *("--version", "v1", "--spec", TEXT_SPEC, "--grid", json.dumps(grid)),
+            *("--metric", "f1_macro", "--folds", "3"),
+        )
+    )
+    assert [(run["params"]["C"], run["params"]["ngram_max"]) for run in swept["runs"]] == [
+        (1, 2),
+        (10, 1),
+    ]
+    client = stack.admin_client(monkeypatch)
+    experiment = client.get_experiment(swept["experiment_id"])
+    assert experiment.name == env["MLFLOW_EXPERIMENT_NAME"]
+    run_ids = [swept["parent_run_id"], *(run["run_id"] for run in swept["runs"])]
+    for run_id in run_ids:  # the parent and every nested run
+        tags = client.get_run(run_id).data.tags
+        assert (tags["approach"], tags["approach_revision"]) == ("model-centric", "5")
+
+
+# --- re-labelled labels through the registry ----------------------------------------------------
+
+
+def test_a_relabel_export_corrects_its_project_s_labels_in_a_real_version(stack: TrainingStack):
+    """A version as labelling's re-label export makes it: ``reviews-re-label`` fixes 10 labels."""
+    texts = reviews()
+    truth = {item: "positive" if "pos-" in item else "negative" for item in texts}
+    wrong = sorted(texts)[:10]
+
+    def write(directory: Path) -> None:
+        (directory / "texts").mkdir()
+        (directory / "labels").mkdir()
+        for item, text in texts.items():
+            (directory / item).write_text(text)
+        flipped = {
+            item: ("negative" if truth[item] == "positive" else "positive")
+            if item in wrong
+            else truth[item]
+            for item in texts
+        }
+        (directory / "labels" / "reviews.jsonl").write_text(labels_jsonl(flipped))
+        corrected = {item: truth[item] for item in wrong}
+        (directory / "labels" / "reviews-re-label.jsonl").write_text(labels_jsonl(corrected))
+
+    version = create_version(stack.registry, "re-labelled reviews", write)
+    trained = result(
+        stack.training("train", "--version", version, "--spec", TEXT_SPEC, "--no-register")
+    )
+    dataset = trained["dataset"]
+    assert dataset["project"] == "reviews"  # one project, not two: no --project needed
+    assert dataset["labels"] == "labels/reviews.jsonl, labels/reviews-re-label.jsonl"
+    assert (dataset["items"], dataset["skipped"]) == (REVIEWS, {})
+    assert trained["metrics"]["test_accuracy"] > 0.8
 
 
 # --- bad input -----------------------------------------------------------------------------------

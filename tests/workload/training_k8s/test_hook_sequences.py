@@ -29,6 +29,7 @@ if str(CHARM_ROOT / "src") not in sys.path:
 if str(CHARM_ROOT / "tests" / "unit") not in sys.path:
     sys.path.insert(0, str(CHARM_ROOT / "tests" / "unit"))
 
+from loop_cases import approach_relation, published, relation  # noqa: E402
 from training_testing import (  # noqa: E402
     MODEL,
     app_data,
@@ -81,11 +82,17 @@ def unit(cluster: FakeKubernetes) -> Iterator[PebbleBackedCharm]:
             harness.stop()
 
 
-def _state(unit: PebbleBackedCharm, tmp_path: Path, relabel: testing.Relation) -> testing.State:
+def _state(
+    unit: PebbleBackedCharm,
+    tmp_path: Path,
+    relabel: testing.Relation,
+    *more: testing.Relation,
+    latest: str = "v2",
+) -> testing.State:
     image = tmp_path / "image.yaml"
     image.write_text("registrypath: localhost:32000/training:0.1.0\n")
     (dataset, dataset_secret), (tracking, tracking_secret) = (
-        dataset_relation(),
+        dataset_relation(latest=latest),
         tracking_relation(),
     )
     return testing.State(
@@ -93,7 +100,7 @@ def _state(unit: PebbleBackedCharm, tmp_path: Path, relabel: testing.Relation) -
         model=testing.Model(name=MODEL),
         containers={unit.container_state("training")},
         storages=unit.storages(),
-        relations={dataset, tracking, relabel},
+        relations={dataset, tracking, relabel, *more},
         secrets={dataset_secret, tracking_secret},
         resources={testing.Resource(name="training-image", path=image)},
     )
@@ -155,3 +162,66 @@ def test_a_restarted_container_watches_again_and_records_an_end_it_missed(
     assert job["state"] == "failed" and job["error"].startswith(
         "no labels in v2 (PodFailurePolicy"
     )
+
+
+def _notices(unit: PebbleBackedCharm) -> int:
+    """How many times the watcher has recorded the job-finished notice."""
+    return sum(n.occurrences for n in unit.containers["training"].custom_notices(NOTICE_KEY))
+
+
+def _run_on_next_notice(unit: PebbleBackedCharm, state: testing.State, seen: int) -> testing.State:
+    """Wait for the watcher's next notice, then run the hook it starts."""
+    wait_until(lambda: _notices(unit) > seen, 15, "the watcher's notice")
+    event, state = unit.notice_event(state, "training", NOTICE_KEY)
+    return unit.run(event, state)
+
+
+def _runs(cluster: FakeKubernetes) -> list[tuple[str, str, str]]:
+    """(Job name, command, --version) of every Job, oldest first (job ids sort by start)."""
+    runs = []
+    for job in cluster.list(MODEL, "jobs"):
+        command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+        runs.append((job["metadata"]["name"], command[2], command[command.index("--version") + 1]))
+    return runs
+
+
+def test_the_data_centric_loop_trains_a_new_version_then_analyses_it_hook_by_hook(
+    unit: PebbleBackedCharm, cluster: FakeKubernetes, tmp_path: Path
+):
+    state = _state(unit, tmp_path, relabel_relation(), approach_relation(), latest="v1")
+    state = unit.run(unit.context.on.pebble_ready(unit.container_state("training")), state)
+    container = unit.containers["training"]
+    wait_until(lambda: "job-watcher" in container.running(), 10, "the watcher to run")
+    ((first, kind, version),) = _runs(cluster)  # the version in use when related
+    assert (kind, version) == ("train", "v1")
+    cluster.run_pod(MODEL, first, "error: no labels in v1\n", exit_code=1)
+    cluster.finish(MODEL, "jobs", first, succeeded=False)
+    state = _run_on_next_notice(unit, state, 0)
+    assert len(_runs(cluster)) == 1  # a failed run is not tried again
+
+    # The registry publishes v2: the train Job is created in that very hook.
+    state = published(state, "mlops-dataset", latest_version="v2")
+    state = unit.run(unit.context.on.relation_changed(relation(state, "mlops-dataset")), state)
+    (train, kind, version) = _runs(cluster)[-1]
+    assert (len(_runs(cluster)), kind, version) == (2, "train", "v2")
+
+    # Its end, seen by the real watcher, runs the hook that creates the error analysis's Job.
+    seen = _notices(unit)
+    cluster.run_pod(MODEL, train, json.dumps({"run_id": "r2"}) + "\n", exit_code=0)
+    cluster.finish(MODEL, "jobs", train, succeeded=True)
+    state = _run_on_next_notice(unit, state, seen)
+    assert [(kind, version) for _name, kind, version in _runs(cluster)] == [
+        ("train", "v1"),
+        ("train", "v2"),
+        ("error-analysis", "v2"),
+    ]
+    assert state.unit_status == testing.ActiveStatus(
+        "backend: Job; 1 job(s) running; data-centric loop: error analysis of v2 running"
+    )
+    approach = app_data(state, relation(state, "mlops-approach"))
+    assert approach == {"service": "training", "applied_revision": 3}
+
+    # Nothing new: no Pebble change, no Job.
+    last = container.last_change_id()
+    state = unit.run(unit.context.on.update_status(), state)
+    assert container.changes_since(last) == [] and len(_runs(cluster)) == 3

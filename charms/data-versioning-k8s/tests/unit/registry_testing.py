@@ -11,7 +11,9 @@ The fakes answer as the real things do (tests/workload/registry runs those):
   inactive (``on-success: ignore``);
 - git keeps tags as loose refs (``refs/tags/vN``) until ``git pack-refs`` moves them to
   ``packed-refs``;
-- s3-integrator's databags are those tests/lib/test_s3.py captured from its libraries.
+- s3-integrator's databags are those tests/lib/test_s3.py captured from its libraries;
+- the approach charm's databag is written with the interface's own model and writer
+  (lib/mlops_charms/approach.py, databags.write_databag), as charms/mlops-approach does.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from ops import pebble, testing
 
 import charm
 import registry
-from mlops_charms import jobs
+from mlops_charms import databags, jobs
+from mlops_charms.approach import APPROACH_ENDPOINT, ApproachPolicy, ApproachProviderData
 
 MODEL = "mlops"
 APP = "data-versioning-k8s"
@@ -367,6 +370,27 @@ def consumer_secret(state: testing.State, relation: testing.RelationBase) -> dic
     """The credentials the consumer of ``relation`` reads from the secret granted to it."""
     secret = state.get_secret(id=provided(state, relation)["credentials_secret_id"])
     return dict(secret.latest_content or {})
+
+
+def approach_relation(
+    mode: str | None = None, revision: int = 1, **policy: Any
+) -> testing.Relation:
+    """mlops-approach publishing ``mode`` at ``revision`` with that mode's ``policy``.
+
+    No ``mode``: related, nothing published yet.
+    """
+    databag: dict[str, str] = {}
+    if mode is not None:
+        data = ApproachProviderData.model_validate(
+            {"mode": mode, "revision": revision, "policy": ApproachPolicy(**policy)}
+        )
+        databags.write_databag(databag, data)
+    return testing.Relation(
+        APPROACH_ENDPOINT,
+        interface="mlops_approach",
+        remote_app_name="mlops-approach",
+        remote_app_data=databag,
+    )
 
 
 def integrator_2(**changes: str) -> tuple[testing.Relation, testing.Secret]:

@@ -19,6 +19,7 @@ from registry_testing import (
     STATE_DIR,
     WRITER_KEYS,
     WRITER_PASSWORD,
+    approach_relation,
     bootstrap_exec,
     bootstrap_runs,
     consumer_relation,
@@ -77,6 +78,10 @@ def _relation_event(name, make_relation):
     return build
 
 
+def _approach_relation():
+    return approach_relation("data-centric", 1, annotator_overlap=2)
+
+
 def _s3_event(name):
     def build(ctx, state):
         relation, keys = integrator_2()
@@ -126,6 +131,9 @@ OBSERVED_EVENTS = {
     "consumer-relation-joined": _relation_event("relation_joined", consumer_relation),
     "consumer-relation-changed": _relation_event("relation_changed", consumer_relation),
     "consumer-relation-broken": _relation_event("relation_broken", consumer_relation),
+    "approach-relation-created": _relation_event("relation_created", _approach_relation),
+    "approach-relation-changed": _relation_event("relation_changed", _approach_relation),
+    "approach-relation-broken": _relation_event("relation_broken", _approach_relation),
     "s3-relation-changed": _s3_event("relation_changed"),
     "s3-relation-broken": _s3_event("relation_broken"),
     "s3-secret-changed": _s3_event("secret_changed"),
@@ -164,7 +172,7 @@ NO_OP_EVENTS = {
     **{
         name: build
         for name, build in OBSERVED_EVENTS.items()
-        if not name.startswith(("s3-", "consumer-"))
+        if not name.startswith(("s3-", "consumer-", "approach-"))
     },
     "consumer-relation-changed": _consumer_changed,
 }

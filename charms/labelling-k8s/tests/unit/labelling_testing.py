@@ -102,3 +102,34 @@ def database_relation(secret: testing.Secret, **fields: str) -> testing.Relation
 def database_tls_secret(ca: str = DB_CA) -> testing.Secret:
     """The TLS secret postgresql-k8s shares once its server has a certificate."""
     return testing.Secret({"tls": "True", "tls-ca": ca})
+
+
+DATA_CENTRIC = {"annotator_overlap": 3, "agreement_threshold": 0.8, "relabel_top_k": 50}
+MODEL_CENTRIC = {"sweep": [{"C": 1.0}], "selection_metric": "accuracy"}
+
+
+def approach_relation(
+    mode: str = "data-centric",
+    revision: int = 4,
+    policy: dict | None = None,
+    *,
+    raw: dict[str, str] | None = None,
+    **kwargs,
+) -> testing.Relation:
+    """``mlops-approach`` as the approach charm publishes it (JSON-encoded fields)."""
+    if policy is None:
+        policy = DATA_CENTRIC if mode == "data-centric" else MODEL_CENTRIC
+    remote = raw
+    if remote is None:
+        remote = {
+            "mode": json.dumps(mode),
+            "revision": json.dumps(revision),
+            "policy": json.dumps(policy),
+        }
+    return testing.Relation(
+        "mlops-approach",
+        interface="mlops_approach",
+        remote_app_name="mlops-approach",
+        remote_app_data=remote,
+        **kwargs,
+    )

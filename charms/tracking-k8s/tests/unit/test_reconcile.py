@@ -19,6 +19,7 @@ from tracking_testing import (
     READY_NOTICE,
     SECRETS_ENV,
     allowed_hosts,
+    approach_relation,
     consumer_relation,
     database_relation,
     database_secret,
@@ -124,6 +125,9 @@ OBSERVED_EVENTS = {
     "database-relation-broken": _relation_event("broken", database_relation, database_secret),
     "s3-credentials-relation-changed": _relation_event("changed", s3_relation, s3_secret),
     "s3-credentials-relation-broken": _relation_event("broken", s3_relation, s3_secret),
+    "mlops-approach-relation-created": _relation_event("created", approach_relation),
+    "mlops-approach-relation-changed": _relation_event("changed", approach_relation),
+    "mlops-approach-relation-broken": _relation_event("broken", approach_relation),
     "secret-changed": _secret_changed,
 }
 

@@ -26,6 +26,13 @@ def _threshold(value: str) -> float:
     return number
 
 
+def _alpha(value: str) -> float:
+    number = float(value)
+    if not -1.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError("must be between -1 and 1 (Krippendorff's alpha)")
+    return number
+
+
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -61,15 +68,25 @@ def register(groups: Any) -> None:
 
     exp = commands.add_parser("export-annotations", parents=[common], help="labels → version")
     exp.add_argument("--message", default="")
+    exp.add_argument(
+        "--agreement-threshold",
+        type=_alpha,
+        help="refuse the export while Krippendorff's alpha is below it (the agreement gate)",
+    )
+    exp.add_argument(
+        "--force", action="store_true", help="export below the gate, recorded as forced"
+    )
 
     rep = commands.add_parser("consistency-report", parents=[common], help="agreement")
     rep.add_argument("--threshold", type=_threshold, default=0.5)
     rep.add_argument("--requeue", action="store_true", help="copy flagged tasks to re-label")
+    rep.add_argument("--overlap", type=_positive, help="annotators per re-label task")
 
     rel = commands.add_parser("relabel", parents=[common], help="queue items for re-labelling")
     rel.add_argument("--items", required=True, help="a JSON list of item ids")
     rel.add_argument("--reason", default="")
     rel.add_argument("--batch", required=True, help="an id for the batch (de-duplicates)")
+    rel.add_argument("--overlap", type=_positive, help="annotators per re-label task")
 
 
 def _label_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
@@ -115,11 +132,20 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
             )
         if args.command == "export-annotations":
             return operations.export_annotations(
-                ls, _workspace(args, parser), project_title=args.project, message=args.message
+                ls,
+                _workspace(args, parser),
+                project_title=args.project,
+                message=args.message,
+                agreement_threshold=args.agreement_threshold,
+                force=args.force,
             )
         if args.command == "consistency-report":
             return operations.consistency_report(
-                ls, project_title=args.project, threshold=args.threshold, requeue=args.requeue
+                ls,
+                project_title=args.project,
+                threshold=args.threshold,
+                requeue=args.requeue,
+                overlap=args.overlap,
             )
         try:
             item_ids = json.loads(args.items)
@@ -128,7 +154,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
         if not isinstance(item_ids, list) or not all(isinstance(i, str) for i in item_ids):
             parser.error("--items must be a JSON list of item ids")
         return operations.relabel(
-            ls, project_title=args.project, item_ids=item_ids, reason=args.reason, batch=args.batch
+            ls,
+            project_title=args.project,
+            item_ids=item_ids,
+            reason=args.reason,
+            batch=args.batch,
+            overlap=args.overlap,
         )
     except LabellingError as error:
         # The main CLI reports RegistryError as its one-line failure.

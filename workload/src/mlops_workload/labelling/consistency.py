@@ -15,6 +15,9 @@ A task is *inconsistent* when its observed agreement is below the threshold, and
 when an annotator chose ``unsure`` or skipped it, or when its top value leads the runner-up
 by at most one vote among three or more annotators (a near-tie). Unsure answers and skips are
 not values: they say nothing about which class is right, so they take no part in agreement.
+
+The *agreement gate* (the data-centric approach's) lets an export through only when alpha
+reaches a threshold; it names the tasks to fix when it does not.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from mlops_workload.labelling.presets import UNSURE
 
 SKIPPED = "(skipped)"
+NAMED_IN_A_LINE = 5  # tasks a one-line refusal names; the consistency report lists them all
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,43 @@ def report(tasks: list[TaskAnnotations], threshold: float) -> dict:
         "inconsistent": inconsistent,
         "ambiguous": ambiguous,
     }
+
+
+def gate_refusal(tasks: list[TaskAnnotations], threshold: float) -> str | None:
+    """Why the agreement gate refuses an export of ``tasks`` (one line), or None: it passes.
+
+    It refuses while no task has two answers to compare (agreement cannot be measured), and
+    when Krippendorff's alpha is below ``threshold``. Alpha undefined on compared tasks means
+    every annotator gave the same label everywhere: nothing disagrees, so it passes.
+    """
+    compared = [t for t in tasks if len(t.values) >= 2]
+    if not compared:
+        waiting = sorted(t.item for t in tasks if len(t.values) == 1)
+        return (
+            f"agreement cannot be measured against the threshold {threshold}: no task has "
+            f"two annotations yet; have a second annotator label {_named(waiting)}, "
+            "or export with force=true"
+        )
+    alpha = krippendorff_alpha_nominal([t.values for t in tasks])
+    if alpha is None or alpha >= threshold:
+        return None
+    disagreeing = sorted(
+        (observed_agreement(t.values) or 0.0, t.item)
+        for t in compared
+        if observed_agreement(t.values) != 1.0
+    )
+    return (
+        f"Krippendorff's alpha {round(alpha, 4)} is below the agreement threshold {threshold}: "
+        f"annotators disagree on {_named([item for _agreement, item in disagreeing])} "
+        "(consistency-report lists every task); fix them, or export with force=true"
+    )
+
+
+def _named(items: list[str]) -> str:
+    """The first few items, and how many more: a bounded list for a one-line message."""
+    shown = ", ".join(items[:NAMED_IN_A_LINE]) or "no task"
+    more = len(items) - NAMED_IN_A_LINE
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def canonical(value: Any) -> str:

@@ -3,7 +3,9 @@
 A project remembers the dataset version it was fed from in its description (one
 ``mlops-labelling: {json}`` line), so an export knows which version its labels belong to.
 Re-labelling (re-queued inconsistent tasks, items sent back by error analysis) goes to a
-sibling project, ``<project> re-label``, with the same label config.
+sibling project, ``<project> re-label``, with the same label config; its export writes
+``labels/<project>-re-label.jsonl`` on the newest version that still holds those items. The
+agreement gate (the data-centric approach's) refuses an export whose alpha is too low.
 """
 
 from __future__ import annotations
@@ -18,7 +20,11 @@ from typing import Any
 from mlops_workload.labelling import consistency, items, presets
 from mlops_workload.labelling.client import LabellingError, LabelStudio
 from mlops_workload.labelling.consistency import Annotation, TaskAnnotations
-from mlops_workload.labelling.registry_io import create_labelled_version, fetch_version
+from mlops_workload.labelling.registry_io import (
+    create_labelled_version,
+    fetch_version,
+    latest_with_items_of,
+)
 from mlops_workload.workspace import Workspace
 
 METADATA_PREFIX = "mlops-labelling: "
@@ -197,10 +203,69 @@ def labels_jsonl(tasks: list[TaskAnnotations]) -> str:
     return "".join(f"{line}\n" for line in lines)
 
 
-def export_annotations(
-    ls: LabelStudio, ws: Workspace, *, project_title: str, message: str = ""
+def newest_answers(tasks: list[TaskAnnotations]) -> list[TaskAnnotations]:
+    """One task per answered item, the newest: an item may be queued by several batches."""
+    newest = {t.item: t for t in sorted(tasks, key=lambda t: t.task_id) if t.annotations}
+    return list(newest.values())
+
+
+def answer_counts(tasks: list[TaskAnnotations]) -> dict[str, int]:
+    """How many answers the tasks hold, skips included, and how many are skips.
+
+    Label Studio counts the same (``total_annotations_number`` + ``skipped_annotations_number``
+    and ``skipped_annotations_number``), so the charm can tell when they change.
+    """
+    answers = [a for t in tasks for a in t.annotations]
+    return {"annotations": len(answers), "skipped_annotations": sum(a.skipped for a in answers)}
+
+
+def agreement(
+    tasks: list[TaskAnnotations], threshold: float | None, *, force: bool
 ) -> dict[str, Any]:
-    """Cut a new dataset version: the imported version's files plus the project's labels."""
+    """The project's agreement, checked against the gate's ``threshold`` (None: no gate).
+
+    Raises ``LabellingError`` (one line: alpha, the threshold, the tasks to fix) when the gate
+    refuses and ``force`` is not given.
+    """
+    refusal = None if threshold is None else consistency.gate_refusal(tasks, threshold)
+    if refusal and not force:
+        raise LabellingError(refusal)
+    alpha = consistency.krippendorff_alpha_nominal([t.values for t in tasks])
+    return {
+        "krippendorff_alpha": None if alpha is None else round(alpha, 4),
+        "compared_tasks": sum(1 for t in tasks if len(t.values) >= 2),
+        "agreement_threshold": threshold,
+        "forced": refusal is not None,
+    }
+
+
+def is_relabel_project(ls: LabelStudio, project: dict) -> bool:
+    """Whether ``project`` is ``<project> re-label``, re-labelling an existing project's items."""
+    title = project["title"]
+    source = title.removesuffix(RELABEL_SUFFIX)
+    return source != title and ls.project_by_title(source) is not None
+
+
+def export_annotations(
+    ls: LabelStudio,
+    ws: Workspace,
+    *,
+    project_title: str,
+    message: str = "",
+    agreement_threshold: float | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Cut a new dataset version: the labelled version's files plus the project's labels.
+
+    A project's labels go to ``labels/<project>.jsonl`` on the version it was imported from,
+    which must be the newest. A re-label project's (``labels/<project>-re-label.jsonl``, one
+    line per re-labelled item, which training reads as corrections of ``<project>``'s labels)
+    go on the newest version, which must still hold the items unchanged: the project's
+    version, or labelling exports and augmentations on top of it.
+
+    With ``agreement_threshold``, the export is refused below it (``force``: exported anyway,
+    and the result and the version's metadata say it was forced).
+    """
     project = _require_project(ls, project_title)
     version = project_metadata(project).get("version")
     if not version:
@@ -209,47 +274,66 @@ def export_annotations(
     annotated = [t for t in tasks if t.annotations]
     if not annotated:
         raise LabellingError(f"project {project_title!r} has no annotations")
+    measured = agreement(tasks, agreement_threshold, force=force)
+    relabelling = is_relabel_project(ls, project)
     labels_path = f"{items.LABELS_DIR}/{slug(project_title)}.jsonl"
+    parent = latest_with_items_of(ws, version) if relabelling else version
+    labelled = newest_answers(tasks) if relabelling else tasks
     with tempfile.TemporaryDirectory(prefix="mlops-labelling-export-") as staging:
         data = Path(staging) / "data"
-        fetch_version(ws, version, data)
+        fetch_version(ws, parent, data)
         (data / items.LABELS_DIR).mkdir(exist_ok=True)
-        (data / labels_path).write_text(labels_jsonl(tasks), encoding="utf-8")
-        subject = message or f"labels of project {project_title} on {version}"
-        created = create_labelled_version(ws, data, version, subject)
-    return {
+        (data / labels_path).write_text(labels_jsonl(labelled), encoding="utf-8")
+        subject = message or f"labels of project {project_title} on {parent}"
+        details = {"project": project_title, **measured}
+        created = create_labelled_version(ws, data, parent, subject, details=details)
+    result = {
         "version": created["version"],
         "parent": created.get("parent"),
         "project": project_title,
         "labels_path": labels_path,
         "tasks_exported": len(annotated),
-        "annotations": sum(len(t.annotations) for t in annotated),
+        **answer_counts(tasks),
+        **measured,
         "commit": created.get("commit"),
     }
+    if relabelling:
+        result["relabelled_items"] = len(labelled)
+    return result
 
 
-def _relabel_project(ls: LabelStudio, project: dict) -> dict:
+def _relabel_project(ls: LabelStudio, project: dict, overlap: int | None) -> dict:
+    """The project's re-label sibling, made if missing; ``overlap``: annotators per task."""
     title = f"{project['title']}{RELABEL_SUFFIX}"
     found = ls.project_by_title(title)
-    if found is not None:
-        return found
-    return ls.create_project(
-        {
-            "title": title,
-            "description": project.get("description") or "",
-            "label_config": project["label_config"],
-            "maximum_annotations": project.get("maximum_annotations") or 1,
-            "overlap_cohort_percentage": 100,
-        }
-    )
+    if found is None:
+        return ls.create_project(
+            {
+                "title": title,
+                "description": project.get("description") or "",
+                "label_config": project["label_config"],
+                "maximum_annotations": overlap or project.get("maximum_annotations") or 1,
+                "overlap_cohort_percentage": 100,
+            }
+        )
+    if overlap is not None and found.get("maximum_annotations") != overlap:
+        return ls.update_project(
+            found["id"], {"maximum_annotations": overlap, "overlap_cohort_percentage": 100}
+        )
+    return found
 
 
 def queue_for_relabel(
-    ls: LabelStudio, project: dict, item_ids: list[str], reason: str, batch: str
+    ls: LabelStudio,
+    project: dict,
+    item_ids: list[str],
+    reason: str,
+    batch: str,
+    overlap: int | None = None,
 ) -> dict[str, Any]:
     """Copy the tasks of ``item_ids`` into the project's re-label sibling, once per batch."""
     by_item = {t["data"].get("item"): t["data"] for t in ls.export_tasks(project["id"])}
-    target = _relabel_project(ls, project)
+    target = _relabel_project(ls, project, overlap)
     queued = {
         (t["data"].get("item"), t["data"].get("relabel_batch"))
         for t in ls.export_tasks(target["id"])
@@ -270,18 +354,27 @@ def queue_for_relabel(
 
 
 def consistency_report(
-    ls: LabelStudio, *, project_title: str, threshold: float, requeue: bool = False
+    ls: LabelStudio,
+    *,
+    project_title: str,
+    threshold: float,
+    requeue: bool = False,
+    overlap: int | None = None,
 ) -> dict[str, Any]:
     """Agreement per task and overall; optionally re-queue the flagged tasks."""
     project = _require_project(ls, project_title)
     tasks = project_annotations(ls, project)
     if not any(t.annotations for t in tasks):
         raise LabellingError(f"project {project_title!r} has no annotations")
-    result: dict[str, Any] = {"project": project_title, **consistency.report(tasks, threshold)}
+    result: dict[str, Any] = {
+        "project": project_title,
+        **consistency.report(tasks, threshold),
+        **answer_counts(tasks),
+    }
     if requeue:
         flagged = [e["item"] for e in result["inconsistent"] + result["ambiguous"]]
         result["requeue"] = queue_for_relabel(
-            ls, project, flagged, "inconsistent or ambiguous", f"consistency@{threshold}"
+            ls, project, flagged, "inconsistent or ambiguous", f"consistency@{threshold}", overlap
         )
     return result
 
@@ -293,7 +386,11 @@ def relabel(
     item_ids: list[str],
     reason: str,
     batch: str,
+    overlap: int | None = None,
 ) -> dict[str, Any]:
     """Queue items sent back (for example by error analysis) for another labelling pass."""
     project = _require_project(ls, project_title)
-    return {"project": project_title, **queue_for_relabel(ls, project, item_ids, reason, batch)}
+    return {
+        "project": project_title,
+        **queue_for_relabel(ls, project, item_ids, reason, batch, overlap),
+    }

@@ -16,6 +16,9 @@ from typing import Any
 from mlops_workload import dataset
 from mlops_workload.workspace import DATA_PATH, RegistryError, Workspace
 
+# Versions made from their parent's files without changing an item: labels or copies added.
+ITEM_PRESERVING = ("labelling-export", "augmentation")
+
 
 def authenticate_git(username: str | None, password: str | None) -> None:
     """Send HTTP basic auth on every git request of this process and its children.
@@ -73,13 +76,47 @@ def latest_version(ws: Workspace) -> str | None:
     return versions[-1]["version"] if versions else None
 
 
+def latest_with_items_of(ws: Workspace, version: str) -> str:
+    """The newest version, provided it still holds the items of ``version`` unchanged.
+
+    That is ``version`` itself, or a labelling export or an augmentation of it, or of one of
+    those: an export adds a labels file to its parent's files, an augmentation adds augmented
+    copies beside them; neither changes an item.
+    """
+    with ws.locked():
+        ws.sync()
+        versions = dataset.list_versions(ws)
+    by_name = {found["version"]: found for found in versions}
+    if version not in by_name:
+        raise RegistryError(f"unknown version {version}: the registry has no such tag")
+    latest = versions[-1]["version"]
+    current = by_name[latest]
+    # Parents come before their children: the walk ends within len(versions) steps.
+    for _ in versions:
+        if current["version"] == version:
+            return latest
+        parent = by_name.get(current.get("parent") or "")
+        if current["source"] not in ITEM_PRESERVING or parent is None:
+            break
+        current = parent
+    raise RegistryError(
+        f"{latest} may hold other items than {version} (it is not {version} with labels or "
+        f"augmented copies added): import {latest} into a new project and label it there"
+    )
+
+
 def create_labelled_version(
-    ws: Workspace, source: Path, parent: str, message: str
+    ws: Workspace,
+    source: Path,
+    parent: str,
+    message: str,
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Cut the next version from ``source``; it must follow ``parent`` directly.
 
     The registry records the newest version as a new version's parent, so a version cut
     after ``parent`` would make the labels look derived from data they were not made on.
+    ``details`` go into the version's metadata (the project, its agreement).
     """
     with ws.locked():
         ws.sync()
@@ -89,4 +126,6 @@ def create_labelled_version(
             f"{latest} is newer than the labelled {parent}: import {latest} and label it, "
             f"so the new version's parent is the data its labels belong to"
         )
-    return dataset.create_version(ws, str(source), source_kind="labelling-export", message=message)
+    return dataset.create_version(
+        ws, str(source), source_kind="labelling-export", message=message, details=details
+    )

@@ -19,7 +19,9 @@ number, so a rerun with the same seed writes byte-identical items whatever the o
 machine. Copies sit beside their item (``images/7.png`` → ``images/7.aug-<seed>-<copy>.png``)
 and are labelled in the same labels file, one line each, with ``augmented_from``; items that
 are themselves augmentations are not augmented again. The new version's parent is the source
-version, and its metadata records the transforms and the seed.
+version, and its metadata records the transforms and the seed. A version whose labelled items
+all have their copies already (a re-labelled export of an augmented version) makes no new
+version: an error, or with ``allow_unchanged`` a result that says so (``"unchanged": true``).
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ def augment(
     message: str = "",
     project: str | None = None,
     approach: str | None = None,
+    allow_unchanged: bool = False,
 ) -> dict[str, Any]:
     """Write the augmented copies of ``version``'s labelled items as the next version."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -289,6 +292,8 @@ def augment(
                     if text and not text.endswith("\n"):
                         text += "\n"
                     labels.write_text(text + "".join(f"{line}\n" for line in lines), "utf-8")
+            if not added and allow_unchanged:
+                return {"version": None, "unchanged": True, "from": version, "items_added": 0}
             if not added:
                 raise TrainingError(
                     f"nothing to augment: {version} has no labelled item the transforms apply to"

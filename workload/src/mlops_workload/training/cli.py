@@ -8,7 +8,9 @@ Configured by the environment and the arguments only (a Kubernetes Job or a syst
   endpoint are the registry's committed config, ``MLOPS_DVC_ENDPOINT_URL`` overrides the
   endpoint), ``MLOPS_TRAINING_WORKDIR`` (the work folder kept between runs);
 - tracking: ``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``,
-  ``MLFLOW_EXPERIMENT_NAME``; ``MLOPS_APPROACH`` is the default ``--approach``.
+  ``MLFLOW_EXPERIMENT_NAME``; ``MLOPS_APPROACH`` is the default ``--approach`` and
+  ``MLOPS_APPROACH_REVISION`` of ``--approach-revision`` (the training charm sets both when the
+  approach switch is related: every run is tagged with them).
 
 The result is one JSON object on stdout (what MLflow prints goes to stderr); a failure is one
 line, ``error: why``, on stderr, and exit status 1.
@@ -52,6 +54,11 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--version", required=True, dest="dataset_version", help="vN")
     common.add_argument("--project", default=None, help="the labels of this labelling project")
     common.add_argument("--approach", default=env("MLOPS_APPROACH"), help="run tag")
+    common.add_argument(
+        "--approach-revision",
+        default=env("MLOPS_APPROACH_REVISION"),
+        help="run tag: the approach policy's revision (env MLOPS_APPROACH_REVISION)",
+    )
     return common
 
 
@@ -87,10 +94,19 @@ def register(groups: Any) -> None:
     augment.add_argument("--transforms", required=True, help="a JSON object (see augment.py)")
     augment.add_argument("--seed", type=int, required=True)
     augment.add_argument("--message", default="")
+    augment.add_argument(
+        "--allow-unchanged",
+        action="store_true",
+        help="succeed without a new version when every item has its copies already",
+    )
 
     sweep = commands.add_parser("sweep", parents=[common], help="a grid of params, the best")
     _model(sweep)
-    sweep.add_argument("--grid", required=True, help='a JSON object: {"C": [1, 10]}')
+    sweep.add_argument(
+        "--grid",
+        required=True,
+        help='a JSON object {"C": [1, 10]}, or a list of them: [{"C": [1]}, {"C": [10]}]',
+    )
     sweep.add_argument("--metric", default="accuracy", help="chooses the best by its CV mean")
     sweep.add_argument("--promote", default=None, help="alias to set on the best model version")
     sweep.add_argument("--test-size", type=float, default=0.2, help="held-out share")
@@ -140,6 +156,7 @@ def _dispatch(args: argparse.Namespace) -> Any:
             message=args.message,
             project=args.project,
             approach=args.approach,
+            allow_unchanged=args.allow_unchanged,
         )
     params = _params(args.params)
     access = _access(args)
@@ -149,6 +166,7 @@ def _dispatch(args: argparse.Namespace) -> Any:
         test_size=getattr(args, "test_size", 0.2),
         seed=args.seed,
         approach=args.approach or "model-centric",
+        approach_revision=args.approach_revision or None,
     )
     if args.command == "train":
         return operations.train(

@@ -9,6 +9,12 @@ Items and labels are read in the layout labelling exports: item files under ``da
 (``texts/*.txt``, ``images/*.png``…) and ``labels/<project>.jsonl``, one JSON object per line
 with at least ``item`` (the item's path under ``data/``) and ``label``; or, for tabular specs,
 a CSV table with a label column.
+
+Labelling re-labels a project ``P``'s items (error analysis sent them back) in its sibling
+project ``P re-label``, whose export adds ``labels/<P>-re-label.jsonl`` beside
+``labels/<P>.jsonl``. That file corrects ``P``: its records replace ``P``'s for the same items
+(an item re-labelled without a single label is then skipped as ambiguous), augmented copies of
+a corrected item take its new label, and choosing the project treats it as part of ``P``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any
 from mlops_workload import dataset
 from mlops_workload.labelling import items as item_kinds
 from mlops_workload.labelling import registry_io
-from mlops_workload.labelling.operations import slug
+from mlops_workload.labelling.operations import RELABEL_SUFFIX, slug
 from mlops_workload.workspace import DATA_PATH, RegistryError, Workspace
 
 LABELS_DIR = item_kinds.LABELS_DIR
@@ -162,7 +168,49 @@ def kind_of(item: str) -> str | None:
     return next((kind for kind, ends in KIND_SUFFIXES.items() if lowered.endswith(ends)), None)
 
 
-def _choose_labels(root: Path, version: str, kind: str, project: str | None) -> tuple[str, Path]:
+def _relabel_name(name: str) -> str:
+    """The labels file name of project ``name``'s re-label sibling (labelling's naming)."""
+    return slug(name + RELABEL_SUFFIX)
+
+
+def project_files(files: dict[str, Path], name: str) -> list[Path]:
+    """Project ``name``'s labels file, then the re-label files that correct it, in order."""
+    paths = [files[name]]
+    name = _relabel_name(name)
+    while name in files:
+        paths.append(files[name])
+        name = _relabel_name(name)
+    return paths
+
+
+def corrected_records(paths: list[Path]) -> list[dict[str, Any]]:
+    """The records of a project's labels file with its re-label files' records over them.
+
+    A later file's record of an item replaces the earlier one; an augmented copy of a corrected
+    item (``augmented_from``), not itself corrected, takes the item's new label.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    unnamed: list[dict[str, Any]] = []  # no item id: skipped by the reader, counted there
+    corrected: dict[str, Any] = {}
+    for index, path in enumerate(paths):
+        for record in read_records(path):
+            item = record.get("item")
+            if not isinstance(item, str):
+                unnamed.append(record)
+                continue
+            merged[item] = record
+            if index:
+                corrected[item] = record.get("label")
+    for item, record in merged.items():
+        source = record.get("augmented_from")
+        if item not in corrected and isinstance(source, str) and source in corrected:
+            merged[item] = {**record, "label": corrected[source]}
+    return [*merged.values(), *unnamed]
+
+
+def _choose_labels(
+    root: Path, version: str, kind: str, project: str | None
+) -> tuple[str, list[Path]]:
     files = label_files(root)
     if not files:
         raise TrainingError(f"{version} has no labels ({LABELS_DIR}/*.jsonl): label it first")
@@ -172,11 +220,17 @@ def _choose_labels(root: Path, version: str, kind: str, project: str | None) -> 
             raise TrainingError(
                 f"{version} has no labels of project {project!r} (it has {', '.join(files)})"
             )
-        return project, files[name]
+        return project, project_files(files, name)
+    corrections = {_relabel_name(name) for name in files} & files.keys()
     matching = [
         name
-        for name, path in files.items()
-        if any(kind_of(str(r.get("item", ""))) == kind for r in read_records(path))
+        for name in files
+        if name not in corrections
+        and any(
+            kind_of(str(r.get("item", ""))) == kind
+            for path in project_files(files, name)
+            for r in read_records(path)
+        )
     ]
     if len(matching) != 1:
         found = ", ".join(matching) or "none"
@@ -184,16 +238,16 @@ def _choose_labels(root: Path, version: str, kind: str, project: str | None) -> 
             f"{version} has labels of {kind} items in {len(matching)} projects ({found}): "
             "name one with --project"
         )
-    return matching[0], files[matching[0]]
+    return matching[0], project_files(files, matching[0])
 
 
 def labelled_items(fetched: FetchedVersion, kind: str, project: str | None = None) -> Examples:
-    """The labelled image or text items of a version, from one project's labels file."""
+    """The labelled image or text items of a version, from one project's labels files."""
     root = fetched.path
-    chosen, path = _choose_labels(root, fetched.name, kind, project)
+    chosen, paths = _choose_labels(root, fetched.name, kind, project)
     skipped: Counter[str] = Counter()
     by_item: dict[str, str] = {}
-    for record in read_records(path):
+    for record in corrected_records(paths):
         item, label = record.get("item"), record.get("label")
         if not is_safe_item(item):
             skipped["bad item id"] += 1
@@ -205,16 +259,15 @@ def labelled_items(fetched: FetchedVersion, kind: str, project: str | None = Non
             skipped["item file missing"] += 1
         else:
             by_item[str(item)] = label
+    source = ", ".join(f"{LABELS_DIR}/{path.name}" for path in paths)
     if not by_item:
-        raise TrainingError(
-            f"{fetched.name} has no labelled {kind} items in {LABELS_DIR}/{path.name}"
-        )
+        raise TrainingError(f"{fetched.name} has no labelled {kind} items in {source}")
     ordered = sorted(by_item)
     return Examples(
         kind=kind,
         items=ordered,
         labels=[by_item[item] for item in ordered],
-        source=f"{LABELS_DIR}/{path.name}",
+        source=source,
         project=chosen,
         skipped=dict(skipped),
     )

@@ -2,8 +2,9 @@
 
 Every command checks its input (spec, params, grid, options) before it fetches anything,
 reads the version once, computes, and only then logs: one MLflow run (a sweep: a parent run
-and one nested run per configuration) tagged with the approach and the model spec's hash,
-whose dataset input is the version. A failure before the logging leaves nothing in tracking.
+and one nested run per configuration) tagged with the approach (and, when the approach switch
+set it, its policy's revision) and the model spec's hash, whose dataset input is the version.
+A failure before the logging leaves nothing in tracking.
 Metrics per fold come from stratified k-fold cross-validation on the training split, the
 held-out metrics from the model fitted on it — the one that is logged and registered.
 """
@@ -48,6 +49,7 @@ class RunOptions:
     test_size: float = 0.2
     seed: int = 0
     approach: str = "model-centric"
+    approach_revision: str | None = None  # the approach policy's revision (a run tag)
 
 
 @dataclass
@@ -94,6 +96,8 @@ def _check_options(options: RunOptions) -> None:
         raise TrainingError("--test-size must be between 0 and 1")
     if options.approach not in tracking.APPROACHES:
         raise TrainingError(f"--approach must be one of {', '.join(tracking.APPROACHES)}")
+    if options.approach_revision is not None and not options.approach_revision.isdigit():
+        raise TrainingError("--approach-revision must be a policy revision number")
 
 
 def _checked_spec(
@@ -252,6 +256,14 @@ def _log_evaluation(
     return logged
 
 
+def _tags(
+    spec: ModelSpec, params: Mapping[str, Any] | None, options: RunOptions, job: str, version: str
+) -> dict[str, str]:
+    return tracking.run_tags(
+        spec, params, options.approach, job, version, options.approach_revision
+    )
+
+
 def _dataset(prepared: Prepared) -> dict[str, Any]:
     """The version a command read, for its result."""
     fetched, examples = prepared.fetched, prepared.examples
@@ -302,7 +314,7 @@ def train(
     trained_at = time.monotonic()
     evaluation = _evaluate(prepared, resolved, split, options)
     logging_at = time.monotonic()
-    tags = tracking.run_tags(spec, resolved, options.approach, "train", version)
+    tags = _tags(spec, resolved, options, "train", version)
     with tracking.start_run(f"{spec.name}@{version}", tags) as run:
         logged = _log_evaluation(
             evaluation, prepared, options, split, with_model=True, register=register
@@ -410,7 +422,7 @@ def error_analysis(
         "label_issue_share": len(issues) / len(given),
     }
     logging_at = time.monotonic()
-    tags = tracking.run_tags(spec, resolved, options.approach, "error-analysis", version)
+    tags = _tags(spec, resolved, options, "error-analysis", version)
     with tracking.start_run(f"error-analysis {spec.name}@{version}", tags) as run:
         run_id = run.info.run_id
         run_params = {**_run_params(resolved, prepared, options), "top_k": top_k}
@@ -453,20 +465,32 @@ def error_analysis(
 
 
 def _grid(spec: ModelSpec, base: Mapping[str, Any], grid: Any) -> list[dict[str, Any]]:
-    """Every configuration of the grid over ``base``, each checked before any fetch."""
+    """Every configuration of the grid over ``base``, each checked before any fetch.
+
+    A grid is a JSON object of param: [values], or a list of them (their configurations one
+    after the other, as scikit-learn's ParameterGrid takes them): a list of configurations
+    ``[{"C": 1}, {"C": 10}]`` is ``[{"C": [1]}, {"C": [10]}]``; ``{}`` is ``base`` alone.
+    """
     from sklearn.model_selection import ParameterGrid
 
-    if not isinstance(grid, dict) or not grid:
-        raise TrainingError("--grid must be a JSON object of param: [values]")
-    for name, values in grid.items():
-        if not isinstance(values, list) or not values:
-            raise TrainingError(f"--grid: {name} must list at least one value")
-    combinations = len(ParameterGrid(grid))
+    if isinstance(grid, dict) and grid:
+        grids = [grid]
+    elif isinstance(grid, list) and grid and all(isinstance(g, dict) for g in grid):
+        grids = grid
+    else:
+        raise TrainingError(
+            "--grid must be a JSON object of param: [values], or a non-empty list of them"
+        )
+    for one in grids:
+        for name, values in one.items():
+            if not isinstance(values, list) or not values:
+                raise TrainingError(f"--grid: {name} must list at least one value")
+    combinations = len(ParameterGrid(grids))
     if combinations > MAX_SWEEP_CONFIGS:
         raise TrainingError(
             f"--grid makes {combinations} configurations (at most {MAX_SWEEP_CONFIGS})"
         )
-    configs = [spec.resolve({**base, **combo}) for combo in ParameterGrid(grid)]
+    configs = [spec.resolve({**base, **combo}) for combo in ParameterGrid(grids)]
     for params in configs:
         spec.estimator(params)
     return configs
@@ -513,7 +537,7 @@ def sweep(
     best = max(range(len(evaluations)), key=lambda i: (evaluations[i].summary[key], -i))
     logging_at = time.monotonic()
     runs: list[dict[str, Any]] = []
-    parent_tags = tracking.run_tags(spec, None, options.approach, "sweep", version)
+    parent_tags = _tags(spec, None, options, "sweep", version)
     with tracking.start_run(f"sweep {spec.name}@{version}", parent_tags) as parent:
         tracking.log_batch(
             {
@@ -526,7 +550,7 @@ def sweep(
         )
         tracking.log_dataset_version(prepared.fetched)
         for index, evaluation in enumerate(evaluations):
-            tags = tracking.run_tags(spec, evaluation.params, options.approach, "sweep", version)
+            tags = _tags(spec, evaluation.params, options, "sweep", version)
             with tracking.start_run(f"{spec.name}#{index}", tags, nested=True) as child:
                 logged = _log_evaluation(
                     evaluation, prepared, options, split, with_model=index == best

@@ -23,6 +23,7 @@ from mlops_workload.workspace import DATA_PATH
 APPROACHES = ("model-centric", "data-centric")
 # Run tags: the stack's approach and the model spec's identity, searchable across runs.
 APPROACH_TAG = "approach"
+APPROACH_REVISION_TAG = "approach_revision"  # the approach policy's revision, when related
 SPEC_HASH_TAG = "model-spec-hash"
 SPEC_TAG = "model-spec"
 VERSION_TAG = "dataset-version"
@@ -109,10 +110,17 @@ def start_run(run_name: str, tags: Mapping[str, str], *, nested: bool = False) -
 
 
 def run_tags(
-    spec: ModelSpec, params: Mapping[str, Any] | None, approach: str, job: str, version: str
+    spec: ModelSpec,
+    params: Mapping[str, Any] | None,
+    approach: str,
+    job: str,
+    version: str,
+    approach_revision: str | None = None,
 ) -> dict[str, str]:
-    """A run's tags: the approach, the spec (and its params' hash), the job, the version."""
+    """A run's tags: approach (and policy revision), spec (and params' hash), job, version."""
     tags = {APPROACH_TAG: approach, SPEC_TAG: spec.name, JOB_TAG: job, VERSION_TAG: version}
+    if approach_revision is not None:
+        tags[APPROACH_REVISION_TAG] = approach_revision
     if params is not None:
         tags[SPEC_HASH_TAG] = spec_hash(spec.name, params)
     return tags
