@@ -6,8 +6,12 @@ Captured from the providers' own libraries (see tests/lib/test_postgresql.py and
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ops import testing
+
+from mlops_charms import databags
+from mlops_charms.approach import APPROACH_ENDPOINT, ApproachProviderData
 
 
 def postgresql_k8s_relation(
@@ -33,3 +37,37 @@ def postgresql_k8s_relation(
         },
     )
     return relation, secret
+
+
+def approach_databag(mode: str, revision: int, **policy: Any) -> dict[str, str]:
+    """What mlops-approach publishes: ``mode`` at ``revision`` and that mode's ``policy``.
+
+    Written with the interface's own model and writer (lib/mlops_charms/approach.py).
+    """
+    databag: dict[str, str] = {}
+    published = {"mode": mode, "revision": revision, "policy": policy}
+    databags.write_databag(databag, ApproachProviderData.model_validate(published))
+    return databag
+
+
+def approach_relation(
+    mode: str | None = None,
+    revision: int = 1,
+    *,
+    databag: dict[str, str] | None = None,
+    relation_id: int | None = None,
+    **policy: Any,
+) -> testing.Relation:
+    """The ``mlops-approach`` relation as a service sees it.
+
+    ``mode`` None: related, nothing published yet; ``databag``: exactly this remote data.
+    """
+    if databag is None:
+        databag = approach_databag(mode, revision, **policy) if mode else {}
+    return testing.Relation(
+        APPROACH_ENDPOINT,
+        interface="mlops_approach",
+        remote_app_name="mlops-approach",
+        remote_app_data=databag,
+        **({"id": relation_id} if relation_id is not None else {}),
+    )

@@ -86,6 +86,7 @@ class LoopRun(pydantic.BaseModel):
     error: str | None = None
     produced: str | None = None  # augment: the version it made
     unchanged: bool = False  # augment: every item had its copies already (no new version)
+    skipped: bool = False  # train: the version has no labels yet (raw data), nothing trained
 
 
 class LoopState(pydantic.BaseModel):
@@ -132,6 +133,17 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class LoopTrainParams(TrainParams):
+    """The loop's training: a version without any labels (raw data) is skipped, not failed.
+
+    Every new version reaches the loop, the raw one a labelling project imports included.
+    """
+
+    def arguments(self, version: str) -> list[str]:
+        return [*super().arguments(version), "--skip-unlabelled"]
+
+
+@dataclass(frozen=True)
 class LoopAugmentParams(AugmentParams):
     """The loop's augmentation: a version whose items all have their copies is not an error.
 
@@ -173,7 +185,7 @@ class _FrozenModel:
     revision: int
 
     def train(self, version: str) -> Start:
-        params = TrainParams(spec=self.spec, version=version, params=self.params)
+        params = LoopTrainParams(spec=self.spec, version=version, params=self.params)
         return Start("train", version, params)
 
     def error_analysis(self, version: str) -> Start:
@@ -253,7 +265,12 @@ def _follow_ups(model: _FrozenModel, current: list[LoopRun], busy: set[str]) -> 
             continue
         if run.kind == "augment" and run.unchanged and not handled("train", run.version):
             starts.append(model.train(run.version))
-        elif run.kind == "train" and model.top_k and not handled("error-analysis", run.version):
+        elif (
+            run.kind == "train"
+            and not run.skipped
+            and model.top_k
+            and not handled("error-analysis", run.version)
+        ):
             starts.append(model.error_analysis(run.version))
     return starts
 
@@ -328,6 +345,8 @@ def _ended(run: LoopRun, job: jobs.Job) -> LoopRun:
     if job.state != "succeeded":
         return run.model_copy(update={"state": "failed", "error": job.error})
     update: dict[str, Any] = {"state": "succeeded"}
+    if run.kind == "train" and (job.result or {}).get("skipped"):
+        update["skipped"] = True
     if run.kind == "augment":
         result = job.result or {}
         made = result.get("version")
@@ -358,6 +377,8 @@ def summary(state: LoopState, in_force: Approach) -> str:
             "train": f"training on {version}",
             "error-analysis": f"error analysis of {version} running",
         }.get(last.kind, f"{last.kind} on {version} running")
+    if last.kind == "train" and last.skipped:
+        return f"{version} has no labels yet"
     if last.kind == "augment" and last.produced:
         return f"augmented {version} into {last.produced}"
     if last.kind == "augment":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -245,3 +246,39 @@ def pebble_plan(ops_test: OpsTest) -> PlanReader:
         return yaml.safe_load(stdout) or {}
 
     return plan
+
+
+FileWriter = Callable[[str, str, dict[str, str]], Awaitable[None]]
+
+
+@pytest.fixture(scope="module")
+def registry_files(ops_test: OpsTest) -> FileWriter:
+    """Write files into a registry unit's container; the fixture is an async callable.
+
+    ``await registry_files("data-versioning-k8s/0", folder, {"texts/a.txt": "…"})`` replaces
+    ``folder`` (under the registry's storage) with those files, owned by the service user, as
+    a create-version ``source`` must be (and so is the folder above it).
+    """
+
+    async def write(unit_name: str, folder: str, files: dict[str, str]) -> None:
+        folders = sorted({str(Path(folder, name).parent) for name in files} | {folder})
+        script = [f"rm -rf {shlex.quote(folder)}", f"mkdir -p {shlex.join(folders)}"]
+        script += [
+            f"printf %s {shlex.quote(text)} > {shlex.quote(f'{folder}/{name}')}"
+            for name, text in files.items()
+        ]
+        # The folder above too: create-version's job runs as the service user.
+        script.append(f"chown -R _daemon_:_daemon_ {shlex.quote(str(Path(folder).parent))}")
+        await ops_test.juju(
+            "ssh",
+            "--container",
+            "registry",
+            unit_name,
+            "sh",
+            "-c",
+            shlex.quote(" && ".join(script)),
+            check=True,
+            fail_msg=f"writing files into {unit_name}'s {folder} failed",
+        )
+
+    return write

@@ -37,7 +37,6 @@ import base64
 import json
 import os
 import random
-import shlex
 import time
 import urllib.parse
 import urllib.request
@@ -133,15 +132,6 @@ def _choice(label: str) -> list[dict[str, Any]]:
     return [
         {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
     ]
-
-
-def _dataset_script() -> str:
-    """Shell that writes the reviews, unlabelled, into the registry container."""
-    lines = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}/texts"]
-    for name, text in _reviews().items():
-        lines.append(f"printf %s {shlex.quote(text)} > {INCOMING}/texts/{name}")
-    lines.append("chown -R _daemon_:_daemon_ /var/lib/registry/incoming")
-    return " && ".join(lines)
 
 
 # --- the services' REST APIs --------------------------------------------------------------------
@@ -393,17 +383,9 @@ async def test_deploy_the_bundle(ops_test: OpsTest, charm_builder):
 
 
 @pytest.mark.abort_on_fail
-async def test_raw_reviews_become_v1_and_a_project(ops_test: OpsTest, run_action):
-    await ops_test.juju(
-        "ssh",
-        "--container",
-        "registry",
-        f"{REGISTRY}/0",
-        "sh",
-        "-c",
-        shlex.quote(_dataset_script()),
-        check=True,
-        fail_msg="writing the reviews into the registry container failed",
+async def test_raw_reviews_become_v1_and_a_project(ops_test: OpsTest, run_action, registry_files):
+    await registry_files(
+        f"{REGISTRY}/0", INCOMING, {f"texts/{name}": text for name, text in _reviews().items()}
     )
     cut = await run_action(f"{REGISTRY}/0", "create-version", source=INCOMING, message="raw")
     assert cut.results["version"] == "v1"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import urllib.error
 import urllib.request
 
@@ -30,25 +29,6 @@ CONTAINER = "registry"
 REGISTRY_IMAGE = os.environ.get("MLOPS_REGISTRY_IMAGE", "localhost:32000/data-registry:0.1.0")
 INCOMING = "/var/lib/registry/uploads/batch"
 DEPLOY_TIMEOUT_S = 20 * 60
-
-
-async def _write_source(ops_test: OpsTest, files: dict[str, str]) -> None:
-    """Write the files of a dataset into the registry container, as the service user."""
-    script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}"]
-    for name, content in files.items():
-        script.append(f"printf %s {shlex.quote(content)} > {INCOMING}/{name}")
-    script.append("chown -R _daemon_:_daemon_ /var/lib/registry/uploads")
-    await ops_test.juju(
-        "ssh",
-        "--container",
-        CONTAINER,
-        UNIT,
-        "sh",
-        "-c",
-        shlex.quote(" && ".join(script)),
-        check=True,
-        fail_msg="writing the source files failed",
-    )
 
 
 @pytest.mark.abort_on_fail
@@ -65,12 +45,14 @@ async def test_build_and_deploy(ops_test: OpsTest, charm_builder):
     assert ops_test.model.units[UNIT].workload_status_message == "no versions yet"
 
 
-async def test_create_and_list_versions(ops_test: OpsTest, run_action):
-    await _write_source(ops_test, {"a.txt": "alpha", "b.txt": "beta"})
+async def test_create_and_list_versions(ops_test: OpsTest, run_action, registry_files):
+    await registry_files(UNIT, INCOMING, {"a.txt": "alpha", "b.txt": "beta"})
     first = await run_action(UNIT, "create-version", source=INCOMING, message="first")
     assert first.results["version"] == "v1"
     assert int(first.results["files"]) == 2
-    await _write_source(ops_test, {"a.txt": "alpha", "b.txt": "beta, relabelled", "c.txt": "c"})
+    await registry_files(
+        UNIT, INCOMING, {"a.txt": "alpha", "b.txt": "beta, relabelled", "c.txt": "c"}
+    )
     second = await run_action(UNIT, "create-version", source=INCOMING)
     assert second.results["version"] == "v2"
     assert second.results["parent"] == "v1"
@@ -84,9 +66,11 @@ async def test_identical_data_makes_no_version(ops_test: OpsTest, run_action):
     assert "identical to v2" in failed.message
 
 
-async def test_a_job_started_without_waiting_is_listed(ops_test: OpsTest, run_action):
+async def test_a_job_started_without_waiting_is_listed(
+    ops_test: OpsTest, run_action, registry_files
+):
     assert ops_test.model is not None
-    await _write_source(ops_test, {"a.txt": "alpha, again"})
+    await registry_files(UNIT, INCOMING, {"a.txt": "alpha, again"})
     started = await run_action(UNIT, "create-version", source=INCOMING, wait=False)
     job = started.results["job"]
     await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=300)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shlex
 import urllib.request
 from typing import Any
 
@@ -109,21 +108,8 @@ async def test_get_admin_credentials(run_action):
     assert len(credentials.results["api-token"]) == 40
 
 
-async def test_import_a_version_cut_by_the_registry(ops_test: OpsTest, run_action):
-    script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}"]
-    script += [f"printf %s {shlex.quote(text)} > {INCOMING}/{n}" for n, text in TEXTS.items()]
-    script.append("chown -R _daemon_:_daemon_ /var/lib/registry/incoming")
-    await ops_test.juju(
-        "ssh",
-        "--container",
-        "registry",
-        REGISTRY_UNIT,
-        "sh",
-        "-c",
-        shlex.quote(" && ".join(script)),
-        check=True,
-        fail_msg="writing the dataset into the registry container failed",
-    )
+async def test_import_a_version_cut_by_the_registry(ops_test: OpsTest, run_action, registry_files):
+    await registry_files(REGISTRY_UNIT, INCOMING, TEXTS)
     cut = await run_action(REGISTRY_UNIT, "create-version", source=INCOMING, message="reviews")
     assert cut.results["version"] == "v1"
     imported = await run_action(

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import json
 import os
-import shlex
 import time
 import urllib.request
 from typing import Any
@@ -43,20 +42,16 @@ SPEC = "text-tfidf-logreg"
 WORDS = {"positive": "great lovely superb happy", "negative": "awful broken sad terrible"}
 
 
-def _dataset_script() -> str:
-    """Shell that writes 20 labelled texts per class in the layout labelling exports."""
-    lines = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}/texts {INCOMING}/labels"]
-    records = []
+def _dataset() -> dict[str, str]:
+    """20 labelled texts per class in the layout labelling exports."""
+    files, records = {}, []
     for label, words in WORDS.items():
         for n in range(20):
             item = f"texts/{label}-{n:02d}.txt"
-            text = f"{words} item {n}"
-            lines.append(f"printf %s {shlex.quote(text)} > {INCOMING}/{item}")
+            files[item] = f"{words} item {n}"
             records.append(json.dumps({"item": item, "label": label}))
-    content = "\n".join(records) + "\n"
-    lines.append(f"printf %s {shlex.quote(content)} > {INCOMING}/labels/reviews.jsonl")
-    lines.append("chown -R _daemon_:_daemon_ /var/lib/registry/incoming")
-    return " && ".join(lines)
+    files["labels/reviews.jsonl"] = "\n".join(records) + "\n"
+    return files
 
 
 def _mlflow(url: str, user: str, password: str, path: str) -> Any:
@@ -100,18 +95,10 @@ async def test_build_and_deploy_with_registry_and_tracking(ops_test: OpsTest, ch
 
 
 @pytest.mark.abort_on_fail
-async def test_train_on_a_version_the_registry_cut(ops_test: OpsTest, run_action, shared):
-    await ops_test.juju(
-        "ssh",
-        "--container",
-        "registry",
-        f"{REGISTRY}/0",
-        "sh",
-        "-c",
-        shlex.quote(_dataset_script()),
-        check=True,
-        fail_msg="writing the dataset failed",
-    )
+async def test_train_on_a_version_the_registry_cut(
+    ops_test: OpsTest, run_action, shared, registry_files
+):
+    await registry_files(f"{REGISTRY}/0", INCOMING, _dataset())
     cut = await run_action(f"{REGISTRY}/0", "create-version", source=INCOMING, message="reviews")
     assert cut.results["version"] == "v1"
     started = await run_action(UNIT, "train", spec=SPEC, project="reviews", folds=3)

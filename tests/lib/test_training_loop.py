@@ -20,12 +20,13 @@ from mlops_charms import training_loop
 from mlops_charms.approach import Approach, ApproachPolicy
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import JobRecords
-from mlops_charms.training import ErrorAnalysisParams, SweepParams, TrainParams
+from mlops_charms.training import ErrorAnalysisParams, SweepParams
 from mlops_charms.training_loop import (
     Decision,
     LoopAugmentParams,
     LoopRun,
     LoopState,
+    LoopTrainParams,
     Relations,
     RunState,
     decide,
@@ -72,7 +73,9 @@ def test_a_version_not_handled_is_trained_with_the_frozen_spec():
     decision = decide(LoopState(), data_centric(), READY)
     assert decision == Decision(3, starts=decision.starts)
     (start,) = decision.starts
-    assert start.params == TrainParams(spec=SPEC, version="v2", params='{"C": 2}')
+    assert start.params == LoopTrainParams(spec=SPEC, version="v2", params='{"C": 2}')
+    # A raw version (no labels yet) is skipped by the trainer, not failed.
+    assert start.params.arguments("v2")[-1] == "--skip-unlabelled"
 
 
 @pytest.mark.parametrize("state", ["running", "succeeded", "failed"])
@@ -98,6 +101,12 @@ def test_a_train_that_succeeded_is_followed_by_its_error_analysis_once():
     assert decide(analysed, data_centric(), READY).starts == ()
     failed = LoopState(runs=[run("train", "v2", "failed")])
     assert decide(failed, data_centric(), READY).starts == ()
+
+
+def test_a_train_skipped_for_want_of_labels_has_no_error_analysis():
+    raw = LoopState(runs=[run("train", "v2", skipped=True)])
+    assert decide(raw, data_centric(), READY).starts == ()
+    assert summary(raw, data_centric()) == "v2 has no labels yet"
 
 
 def test_a_run_of_an_older_revision_has_no_follow_up():
@@ -230,6 +239,7 @@ def test_refresh_records_ends_and_the_versions_augmentations_made(records: JobRe
     made = ended(records, "augment", 0, {"version": "v3"})
     same = ended(records, "augment", 0, {"version": None, "unchanged": True})
     failed = ended(records, "train", 1, {}, "error: no labels in v2\n")
+    skipped = ended(records, "train", 0, {"skipped": "v8 has no labels", "version": "v8"})
     running = records.create("train", {}).id
     state = LoopState(
         runs=[
@@ -238,15 +248,17 @@ def test_refresh_records_ends_and_the_versions_augmentations_made(records: JobRe
             LoopRun(kind="train", version="v5", revision=3, job=failed),
             LoopRun(kind="train", version="v6", revision=3, job=running),
             LoopRun(kind="train", version="v7", revision=3, job="20260101000000-0009"),
+            LoopRun(kind="train", version="v8", revision=3, job=skipped),
         ]
     )
     runs = refresh(state, records)
-    assert [(r.state, r.produced, r.unchanged, r.error) for r in runs.runs] == [
-        ("succeeded", "v3", False, None),
-        ("succeeded", None, True, None),
-        ("failed", None, False, "no labels in v2"),
-        ("running", None, False, None),
-        ("failed", None, False, "its job is gone"),
+    assert [(r.state, r.produced, r.unchanged, r.skipped, r.error) for r in runs.runs] == [
+        ("succeeded", "v3", False, False, None),
+        ("succeeded", None, True, False, None),
+        ("failed", None, False, False, "no labels in v2"),
+        ("running", None, False, False, None),
+        ("failed", None, False, False, "its job is gone"),
+        ("succeeded", None, False, True, None),
     ]
     assert runs.augmented == ["v3"]
 

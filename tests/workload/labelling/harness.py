@@ -72,6 +72,19 @@ def binaries() -> label_studio.Binaries:
     )
 
 
+def rest_call(url: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    """One call of Label Studio's REST API with an API token; its JSON answer (or None)."""
+    request = urllib.request.Request(
+        f"{url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        payload = response.read()
+    return json.loads(payload) if payload else None
+
+
 @dataclass
 class RunningLabelStudio:
     """Label Studio as started by Pebble, and how to talk to it."""
@@ -85,17 +98,7 @@ class RunningLabelStudio:
         return self.settings.local_url
 
     def api(self, method: str, path: str, body=None, token: str | None = None) -> Any:
-        headers = {"Content-Type": "application/json"}
-        headers["Authorization"] = f"Token {token or self.settings.admin_token}"
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers=headers,
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        return rest_call(self.url, token or self.settings.admin_token, method, path, body)
 
     def get_bytes(self, path: str) -> tuple[int, bytes]:
         request = urllib.request.Request(

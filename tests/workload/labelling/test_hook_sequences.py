@@ -28,7 +28,13 @@ from ops import testing
 from mlops_charms import jobs
 from tests.charm_testing import load_charm_module
 from tests.provider_data import postgresql_k8s_relation
-from tests.workload.labelling.harness import CHARM_ROOT, CHARM_SRC, binaries, label_studio
+from tests.workload.labelling.harness import (
+    CHARM_ROOT,
+    CHARM_SRC,
+    binaries,
+    label_studio,
+    rest_call,
+)
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port
 from tests.workload.registry.harness import (
@@ -207,15 +213,7 @@ class Life:
     def api(self, method: str, path: str, body: Any = None) -> Any:
         (secret,) = [s for s in self.state.secrets if s.label == charm.SERVER_SECRET]
         token = (secret.latest_content or secret.tracked_content)["admin-token"]
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        return rest_call(self.url, token, method, path, body)
 
     def projects(self) -> dict[str, dict]:
         listed = self.api("GET", "/api/projects?page_size=100")["results"]

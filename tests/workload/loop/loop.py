@@ -19,6 +19,7 @@ from ops import testing
 
 from mlops_charms import jobs
 from mlops_charms.host_files import HostFiles
+from tests.workload.labelling.harness import rest_call
 from tests.workload.loop.stack import Stack
 from tests.workload.registry.harness import chown_tree
 from tests.workload.training.harness import reviews
@@ -92,15 +93,7 @@ class Loop:
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         token = self.stack.secret_content("labelling-k8s", "label-studio-server")["admin-token"]
-        request = urllib.request.Request(
-            f"{self.stack.label_studio_url}{path}",
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={"Content-Type": "application/json", "Authorization": f"Token {token}"},
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:
-            payload = response.read()
-        return json.loads(payload) if payload else None
+        return rest_call(self.stack.label_studio_url, token, method, path, body)
 
     def project(self, title: str) -> dict[str, Any] | None:
         projects = self.api("GET", "/api/projects?page_size=100")["results"]
@@ -258,6 +251,7 @@ class Iteration:
     """What one data-centric iteration did, step by step."""
 
     raw_version: str = ""
+    raw_training: jobs.Job | None = None
     tasks_created: int = 0
     overlap: int = 0
     annotations: int = 0
@@ -276,6 +270,8 @@ def data_centric_iteration(loop: Loop) -> Iteration:
     seen = Iteration()
     texts = reviews()
     seen.raw_version = loop.cut_version(texts, "raw")["version"]
+    # Training sees every new version: the raw one it skips (nothing labelled to learn from).
+    seen.raw_training = loop.wait_for_training("train", seen.raw_version, "training on v1")
     imported = model.action(
         "labelling-k8s",
         "import-version",

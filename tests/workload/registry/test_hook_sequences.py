@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-from mlops_charms import databags, jobs
-from mlops_charms.approach import APPROACH_ENDPOINT, ApproachProviderData
+from mlops_charms import jobs
+from mlops_charms.approach import APPROACH_ENDPOINT
+from tests import provider_data
 from tests.workload.pebble_backed import wait_until
 from tests.workload.processes import free_port
 from tests.workload.registry.harness import (
@@ -343,14 +344,6 @@ def test_external_s3_behind_a_private_ca(running_registry, tmp_path):
         life.check("back on the unit's storage")
 
 
-def approach_databag(mode: str, revision: int) -> dict[str, str]:
-    """What mlops-approach publishes for ``mode`` at ``revision`` (the mode's defaults)."""
-    databag: dict[str, str] = {}
-    published = {"mode": mode, "revision": revision, "policy": {}}
-    databags.write_databag(databag, ApproachProviderData.model_validate(published))
-    return databag
-
-
 def test_the_approach_pins_the_version_consumers_use_then_unpins_it(running_registry, tmp_path):
     life = Life(running_registry, tmp_path)
     ctx = running_registry.context
@@ -374,7 +367,7 @@ def test_the_approach_pins_the_version_consumers_use_then_unpins_it(running_regi
         APPROACH_ENDPOINT,
         interface="mlops_approach",
         remote_app_name="mlops-approach",
-        remote_app_data=approach_databag("model-centric", 1),
+        remote_app_data=provider_data.approach_databag("model-centric", 1),
     )
     publish(relation)
     for consumer in (running_registry.reader, running_registry.labelling):
@@ -408,7 +401,11 @@ def test_the_approach_pins_the_version_consumers_use_then_unpins_it(running_regi
     life.check("model-centric, a newer version")
 
     # Data-centric (a new revision): unpinned, consumers follow the latest version.
-    publish(dataclasses.replace(relation, remote_app_data=approach_databag("data-centric", 2)))
+    publish(
+        dataclasses.replace(
+            relation, remote_app_data=provider_data.approach_databag("data-centric", 2)
+        )
+    )
     reader = running_registry.reader
     assert (reader.latest_version, reader.pinned_version) == (newer, None)
     assert acknowledged() == {"service": "data-versioning", "applied_revision": 2}

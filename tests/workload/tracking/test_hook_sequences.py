@@ -36,8 +36,8 @@ from ops import testing
 
 import charm
 import mlflow_server
-from mlops_charms import databags
-from mlops_charms.approach import APPROACH_ENDPOINT, ApproachProviderData
+from mlops_charms.approach import APPROACH_ENDPOINT
+from tests import provider_data
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, missing
@@ -580,11 +580,10 @@ def test_the_approach_is_acknowledged_once_mlflow_answers(life: Life):
 
     def published(relation: testing.Relation, mode: str, revision: int) -> testing.State:
         """The state in which the switch has published ``mode`` at ``revision``."""
-        databag: dict[str, str] = {}
-        policy = {"mode": mode, "revision": revision, "policy": {}}
-        databags.write_databag(databag, ApproachProviderData.model_validate(policy))
         current = life.state.get_relation(relation.id)
-        answered = dataclasses.replace(current, remote_app_data=databag)
+        answered = dataclasses.replace(
+            current, remote_app_data=provider_data.approach_databag(mode, revision)
+        )
         return dataclasses.replace(
             life.state, relations={*(life.state.relations - {current}), answered}
         )

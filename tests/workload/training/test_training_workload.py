@@ -547,3 +547,16 @@ def test_list_specs_names_every_spec_with_its_defaults(stack: TrainingStack):
     assert set(by_name) == {"image-svc", "text-tfidf-logreg", "tabular-hgb", "image-torch-cnn"}
     assert by_name["image-torch-cnn"]["extra"] == "torch"
     assert by_name["image-svc"]["defaults"]["calibration"] == "temperature"
+
+
+def test_the_loop_s_training_skips_a_version_without_labels_and_logs_nothing(
+    stack: TrainingStack,
+):
+    before = stack.recorded()
+    args = ("train", "--version", "v3", "--spec", TEXT_SPEC)
+    failed = stack.training(*args)
+    assert failed.returncode == 1 and "v3 has no labels" in failed.stderr, failed.stderr
+    skipped = result(stack.training(*args, "--skip-unlabelled"))
+    assert skipped["version"] == "v3"
+    assert skipped["skipped"].startswith("v3 has no labels")
+    assert stack.recorded() == before

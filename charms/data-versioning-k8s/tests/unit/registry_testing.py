@@ -31,8 +31,7 @@ from ops import pebble, testing
 
 import charm
 import registry
-from mlops_charms import databags, jobs
-from mlops_charms.approach import APPROACH_ENDPOINT, ApproachPolicy, ApproachProviderData
+from mlops_charms import jobs
 
 MODEL = "mlops"
 APP = "data-versioning-k8s"
@@ -370,27 +369,6 @@ def consumer_secret(state: testing.State, relation: testing.RelationBase) -> dic
     """The credentials the consumer of ``relation`` reads from the secret granted to it."""
     secret = state.get_secret(id=provided(state, relation)["credentials_secret_id"])
     return dict(secret.latest_content or {})
-
-
-def approach_relation(
-    mode: str | None = None, revision: int = 1, **policy: Any
-) -> testing.Relation:
-    """mlops-approach publishing ``mode`` at ``revision`` with that mode's ``policy``.
-
-    No ``mode``: related, nothing published yet.
-    """
-    databag: dict[str, str] = {}
-    if mode is not None:
-        data = ApproachProviderData.model_validate(
-            {"mode": mode, "revision": revision, "policy": ApproachPolicy(**policy)}
-        )
-        databags.write_databag(databag, data)
-    return testing.Relation(
-        APPROACH_ENDPOINT,
-        interface="mlops_approach",
-        remote_app_name="mlops-approach",
-        remote_app_data=databag,
-    )
 
 
 def integrator_2(**changes: str) -> tuple[testing.Relation, testing.Secret]:

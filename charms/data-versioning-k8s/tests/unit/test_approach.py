@@ -15,7 +15,6 @@ import pytest
 from ops import testing
 from registry_testing import (
     STATE_DIR,
-    approach_relation,
     consumer_relation,
     peer_data,
     provided,
@@ -25,6 +24,7 @@ from registry_testing import (
 )
 
 import charm
+from tests.provider_data import approach_relation
 
 SOURCE = f"{STATE_DIR}/incoming/batch-1"
 SERVICE = {"service": "data-versioning"}

@@ -19,7 +19,6 @@ from registry_testing import (
     STATE_DIR,
     WRITER_KEYS,
     WRITER_PASSWORD,
-    approach_relation,
     bootstrap_exec,
     bootstrap_runs,
     consumer_relation,
@@ -33,6 +32,7 @@ from registry_testing import (
 import charm
 import registry
 from mlops_charms import jobs
+from tests.provider_data import approach_relation
 
 # --- every observed event reconciles -------------------------------------------------------------
 

@@ -6,6 +6,8 @@ import json
 
 from ops import testing
 
+from tests import provider_data
+
 MODEL = "mlops"
 APP = "labelling-k8s"
 DATA_DIR = "/var/lib/label-studio"
@@ -114,22 +116,8 @@ def approach_relation(
     policy: dict | None = None,
     *,
     raw: dict[str, str] | None = None,
-    **kwargs,
 ) -> testing.Relation:
-    """``mlops-approach`` as the approach charm publishes it (JSON-encoded fields)."""
+    """``mlops-approach`` as the approach charm publishes it (``raw``: this databag exactly)."""
     if policy is None:
         policy = DATA_CENTRIC if mode == "data-centric" else MODEL_CENTRIC
-    remote = raw
-    if remote is None:
-        remote = {
-            "mode": json.dumps(mode),
-            "revision": json.dumps(revision),
-            "policy": json.dumps(policy),
-        }
-    return testing.Relation(
-        "mlops-approach",
-        interface="mlops_approach",
-        remote_app_name="mlops-approach",
-        remote_app_data=remote,
-        **kwargs,
-    )
+    return provider_data.approach_relation(mode, revision, databag=raw, **policy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -229,8 +230,8 @@ def test_until_label_studio_serves_the_previous_revision_stays_acknowledged(
     ctx, make_state, healthy
 ):
     healthy["up"] = False
-    relation = approach_relation(
-        revision=5,
+    relation = dataclasses.replace(
+        approach_relation(revision=5),
         local_app_data={"service": '"labelling"', "applied_revision": "4"},
     )
     state = ctx.run(ctx.on.relation_changed(relation), make_state(relations={relation}))

@@ -11,7 +11,9 @@ import json
 
 import pytest
 from ops import testing
-from tracking_testing import INTERNAL_URL, READY_NOTICE, approach_relation
+from tracking_testing import INTERNAL_URL, READY_NOTICE
+
+from tests.provider_data import approach_relation
 
 WAITING = {"service": "tracking", "applied_revision": 0, "reason": "waiting for MLflow"}
 

@@ -19,7 +19,6 @@ from tracking_testing import (
     READY_NOTICE,
     SECRETS_ENV,
     allowed_hosts,
-    approach_relation,
     consumer_relation,
     database_relation,
     database_secret,
@@ -33,6 +32,8 @@ from tracking_testing import (
     service_script,
     stored,
 )
+
+from tests.provider_data import approach_relation
 
 # --- every observed event reconciles -----------------------------------------------------
 

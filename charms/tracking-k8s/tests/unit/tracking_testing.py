@@ -19,8 +19,6 @@ from pathlib import Path
 
 from ops import testing
 
-from mlops_charms import databags
-from mlops_charms.approach import APPROACH_ENDPOINT, ApproachPolicy, ApproachProviderData
 from mlops_charms.rest import RESTError
 
 MODEL = "mlops"
@@ -156,25 +154,6 @@ def consumer_relation(
         "mlops-tracking",
         interface="mlops_tracking",
         remote_app_name=app,
-        remote_app_data=databag,
-    )
-
-
-def approach_relation(mode: str | None = None, revision: int = 1) -> testing.Relation:
-    """mlops-approach publishing ``mode`` at ``revision``, written with the interface's model.
-
-    No ``mode``: related, nothing published yet.
-    """
-    databag: dict[str, str] = {}
-    if mode is not None:
-        published = ApproachProviderData.model_validate(
-            {"mode": mode, "revision": revision, "policy": ApproachPolicy()}
-        )
-        databags.write_databag(databag, published)
-    return testing.Relation(
-        APPROACH_ENDPOINT,
-        interface="mlops_approach",
-        remote_app_name="mlops-approach",
         remote_app_data=databag,
     )
 

@@ -19,6 +19,8 @@ import pytest
 from ops import testing
 from training_testing import APP, app_data, dataset_relation, relabel_relation, tracking_relation
 
+from tests import provider_data
+
 SPEC = "text-tfidf-logreg"
 EXPERIMENT = APP  # the experiment tracking granted (``tracking_relation``'s default_experiment)
 DATA_CENTRIC: dict[str, Any] = {
@@ -88,12 +90,7 @@ def approach_relation(
     mode: str = "data-centric", revision: int = 3, **policy: Any
 ) -> testing.Relation:
     base = DATA_CENTRIC if mode == "data-centric" else MODEL_CENTRIC
-    data = {"mode": mode, "revision": revision, "policy": {**base, **policy}}
-    return testing.Relation(
-        "mlops-approach",
-        remote_app_name="mlops-approach",
-        remote_app_data={key: json.dumps(value) for key, value in data.items()},
-    )
+    return provider_data.approach_relation(mode, revision, **{**base, **policy})
 
 
 def related(

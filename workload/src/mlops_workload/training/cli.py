@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 from mlops_workload import dataset
 from mlops_workload.labelling.registry_io import authenticate_git
 from mlops_workload.training import tracking
-from mlops_workload.training.data import RegistryAccess, TrainingError
+from mlops_workload.training.data import NoLabelsError, RegistryAccess, TrainingError
 from mlops_workload.workspace import RegistryError
 
 
@@ -81,6 +81,11 @@ def register(groups: Any) -> None:
     _model(train)
     train.add_argument("--test-size", type=float, default=0.2, help="held-out share")
     train.add_argument("--no-register", action="store_true", help="log the model only")
+    train.add_argument(
+        "--skip-unlabelled",
+        action="store_true",
+        help="a version without any labels is skipped (result: skipped), not a failure",
+    )
 
     errors = commands.add_parser(
         "error-analysis", parents=[common], help="rank suspected label errors"
@@ -169,15 +174,21 @@ def _dispatch(args: argparse.Namespace) -> Any:
         approach_revision=args.approach_revision or None,
     )
     if args.command == "train":
-        return operations.train(
-            access,
-            args.dataset_version,
-            args.spec,
-            params,
-            options=options,
-            data_options=data_options,
-            register=not args.no_register,
-        )
+        try:
+            return operations.train(
+                access,
+                args.dataset_version,
+                args.spec,
+                params,
+                options=options,
+                data_options=data_options,
+                register=not args.no_register,
+            )
+        except NoLabelsError as error:
+            if not args.skip_unlabelled:
+                raise
+            # A raw version (before labelling): the loop waits for the labelled one.
+            return {"skipped": str(error), "version": args.dataset_version}
     if args.command == "error-analysis":
         return operations.error_analysis(
             access,

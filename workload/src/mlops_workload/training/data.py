@@ -42,6 +42,10 @@ class TrainingError(Exception):
     """A training operation failed; the message is one line saying why."""
 
 
+class NoLabelsError(TrainingError):
+    """The version has no labels at all: nothing to train on yet."""
+
+
 @dataclass(frozen=True)
 class RegistryAccess:
     """Where the registry is and the work folder this job keeps its clone and versions in."""
@@ -213,7 +217,7 @@ def _choose_labels(
 ) -> tuple[str, list[Path]]:
     files = label_files(root)
     if not files:
-        raise TrainingError(f"{version} has no labels ({LABELS_DIR}/*.jsonl): label it first")
+        raise NoLabelsError(f"{version} has no labels ({LABELS_DIR}/*.jsonl): label it first")
     if project is not None:
         name = slug(project)
         if name not in files:
