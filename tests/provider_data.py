@@ -55,7 +55,6 @@ def approach_relation(
     revision: int = 1,
     *,
     databag: dict[str, str] | None = None,
-    relation_id: int | None = None,
     **policy: Any,
 ) -> testing.Relation:
     """The ``mlops-approach`` relation as a service sees it.
@@ -69,5 +68,4 @@ def approach_relation(
         interface="mlops_approach",
         remote_app_name="mlops-approach",
         remote_app_data=databag,
-        **({"id": relation_id} if relation_id is not None else {}),
     )
