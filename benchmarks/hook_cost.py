@@ -48,15 +48,15 @@ if event == "baseline":
     raise SystemExit(0)
 
 import charm
-import mlflow_server
+from mlops_charms.mlflow import MLflowAPI
 if event == "imports":
     raise SystemExit(0)
 
 def _no_network(self, *args, **kwargs):
     raise RuntimeError("the benchmark makes no MLflow REST calls")
 
-mlflow_server.MLflowAPI.is_healthy = lambda self: True
-mlflow_server.MLflowAPI._call = _no_network
+MLflowAPI.is_healthy = lambda self: True
+MLflowAPI._call = _no_network
 
 container = testing.Container(
     "mlflow",

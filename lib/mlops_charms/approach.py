@@ -31,6 +31,8 @@ Requirer (each service) application databag:
                       or ``training`` (lets the approach charm say what it does in each mode)
     applied_revision  the policy revision it has applied
     reason            one line: why it cannot apply the current revision (absent when it can)
+    waiting           true when that reason resolves by itself (a server still starting, no
+                      version yet): nothing for the operator to do
     pinned_version    data-versioning: the version it pinned for an empty ``dataset_version``
 
 The approach charm cannot know the registry's latest version: an empty ``dataset_version``
@@ -136,6 +138,7 @@ class ApproachRequirerData(pydantic.BaseModel):
     service: Service | None = None
     applied_revision: int | None = pydantic.Field(default=None, ge=0)
     reason: str | None = None
+    waiting: bool | None = None
     pinned_version: VersionName | None = None
 
     @pydantic.field_validator("reason")
@@ -185,11 +188,13 @@ def acknowledge(
     applied_revision: int | None,
     *,
     reason: str | None = None,
+    waiting: bool = False,
     pinned_version: str | None = None,
 ) -> None:
     """Say (leader only) which policy revision this service has applied, or why not the current.
 
-    ``applied_revision`` None: nothing applied yet (0 on the wire).
+    ``applied_revision`` None: nothing applied yet (0 on the wire). ``waiting``: the reason
+    resolves by itself (the approach charm then waits rather than blocks).
     """
     relation = model.get_relation(APPROACH_ENDPOINT)
     if relation is None or not model.unit.is_leader():
@@ -203,9 +208,19 @@ def acknowledge(
             service=service,
             applied_revision=applied_revision or 0,
             reason=reason,
+            waiting=True if waiting and reason else None,
             pinned_version=pinned_version,
         ),
     )
+
+
+def acknowledged(model: ops.Model) -> ApproachRequirerData | None:
+    """What this service last acknowledged (its own databag), or None (on a non-leader too)."""
+    relation = model.get_relation(APPROACH_ENDPOINT)
+    if relation is None or not model.unit.is_leader():
+        return None
+    data, _problem = databags.load_app_data(relation, model.app, ApproachRequirerData)
+    return data
 
 
 def relation_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:

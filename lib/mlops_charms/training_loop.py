@@ -493,7 +493,13 @@ def reconcile(
         update={"runs": runs, "applied_revision": decision.applied_revision, "waiting": waiting}
     )
     save(records, state, loaded)
-    approach.acknowledge(model, SERVICE, decision.applied_revision, reason=decision.reason)
+    approach.acknowledge(
+        model,
+        SERVICE,
+        decision.applied_revision,
+        reason=decision.reason,
+        waiting=decision.waiting,
+    )
 
 
 def status(

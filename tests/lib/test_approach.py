@@ -8,7 +8,7 @@ import ops
 import pytest
 from ops import testing
 
-from mlops_charms import training
+from mlops_charms import approach, training
 from mlops_charms.approach import (
     SELECTION_METRICS,
     ApproachPolicy,
@@ -132,3 +132,78 @@ def test_a_policy_dumps_only_the_fields_set():
     policy = ApproachPolicy(dataset_version="v2", promote_best=True)
 
     assert policy.model_dump(exclude_none=True) == {"dataset_version": "v2", "promote_best": True}
+
+
+class _Service(ops.CharmBase):
+    """A service that acknowledges what it reads, waiting while ``waiting`` says so."""
+
+    waiting = False
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        for event in approach.relation_events(self):
+            framework.observe(event, self._apply)
+
+    def _apply(self, _event: ops.EventBase) -> None:
+        in_force, problem = approach.read(self.model)
+        previous = approach.acknowledged(self.model)
+        if in_force is None or self.waiting:
+            reason = problem or "waiting for the server"
+            applied = previous.applied_revision if previous else None
+            approach.acknowledge(
+                self.model, "tracking", applied, reason=reason, waiting=problem is None
+            )
+        else:
+            approach.acknowledge(self.model, "tracking", in_force.revision)
+
+
+@pytest.mark.parametrize("leader", [True, False])
+def test_a_service_acknowledges_the_revision_it_applied_or_why_not(leader: bool):
+    ctx = testing.Context(_Service, meta=META)
+    published = {"mode": "data-centric", "revision": 4, "policy": {"relabel_top_k": 5}}
+    relation = testing.Relation(
+        "mlops-approach",
+        remote_app_name="mlops-approach",
+        remote_app_data={key: json.dumps(value) for key, value in published.items()},
+        local_app_data={"service": '"tracking"', "applied_revision": "3"},
+    )
+    _Service.waiting = True
+    state = ctx.run(
+        ctx.on.relation_changed(relation), testing.State(leader=leader, relations={relation})
+    )
+    acknowledged = {
+        key: json.loads(value)
+        for key, value in state.get_relation(relation.id).local_app_data.items()
+    }
+    if not leader:  # only the leader writes the application databag
+        assert acknowledged == {"service": "tracking", "applied_revision": 3}
+        return
+    assert acknowledged == {
+        "service": "tracking",
+        "applied_revision": 3,
+        "reason": "waiting for the server",
+        "waiting": True,
+    }
+    _Service.waiting = False
+    state = ctx.run(ctx.on.relation_changed(state.get_relation(relation.id)), state)
+    acknowledged = {
+        key: json.loads(value)
+        for key, value in state.get_relation(relation.id).local_app_data.items()
+    }
+    assert acknowledged == {"service": "tracking", "applied_revision": 4}
+
+
+def test_a_bad_databag_is_acknowledged_as_a_reason_to_act_on():
+    ctx = testing.Context(_Service, meta=META)
+    relation = testing.Relation(
+        "mlops-approach", remote_app_name="mlops-approach", remote_app_data={"revision": '"x"'}
+    )
+    _Service.waiting = False
+    state = ctx.run(
+        ctx.on.relation_changed(relation), testing.State(leader=True, relations={relation})
+    )
+    databag = state.get_relation(relation.id).local_app_data
+    assert json.loads(databag["reason"]).startswith(
+        "mlops-approach: invalid data from mlops-approach"
+    )
+    assert "waiting" not in databag

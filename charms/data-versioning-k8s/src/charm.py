@@ -16,7 +16,7 @@ import pydantic
 import registry
 import registry_state
 from mlops_charms import approach, databags, jobs, pebble, secrets, sidecar, workload_exec
-from mlops_charms.approach import Approach, ApproachRequirerData
+from mlops_charms.approach import Approach
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.hosts import is_host
 from mlops_charms.jobs import Job, JobRunner
@@ -518,6 +518,7 @@ class DataVersioningCharm(ops.CharmBase):
             APPROACH_SERVICE,
             applied.revision if applied else None,
             reason=reason,
+            waiting=reason == NO_VERSION_TO_PIN,
             pinned_version=applied.pinned if applied else None,
         )
 
@@ -656,10 +657,9 @@ class DataVersioningCharm(ops.CharmBase):
         in_force, problem = approach.read(self.model)
         if problem:
             event.add_status(ops.BlockedStatus(problem))
-        relation = self.model.get_relation(approach.APPROACH_ENDPOINT)
-        if in_force is None or relation is None or not self.unit.is_leader():
+        if in_force is None or not self.unit.is_leader():
             return
-        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
+        acknowledged = approach.acknowledged(self.model)
         if acknowledged is None or acknowledged.reason is None:
             return
         message = (
@@ -667,7 +667,7 @@ class DataVersioningCharm(ops.CharmBase):
             f"(rev {in_force.revision}): {acknowledged.reason}"
         )
         # A first version comes from create-version or a push; an invalid one needs a person.
-        if acknowledged.reason == NO_VERSION_TO_PIN:
+        if acknowledged.waiting:
             event.add_status(ops.WaitingStatus(message))
         else:
             event.add_status(ops.BlockedStatus(message))

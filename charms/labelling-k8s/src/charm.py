@@ -24,7 +24,6 @@ import agreement
 import label_studio
 from label_studio import PostgreSQLDatabase, RegistryAccess, ServerSettings
 from mlops_charms import approach, databags, jobs, pebble, secrets, sidecar
-from mlops_charms.approach import ApproachRequirerData
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.jobs import Job, JobRunner, JobSpec
 from mlops_charms.postgresql import PostgreSQLRequirer
@@ -462,7 +461,7 @@ class LabellingCharm(ops.CharmBase):
         if relation is None:
             return
         in_force, problem = approach.read(self.model)
-        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
+        acknowledged = approach.acknowledged(self.model)
         applied = acknowledged.applied_revision if acknowledged else None
         reason = problem
         if in_force is not None:
@@ -473,7 +472,13 @@ class LabellingCharm(ops.CharmBase):
                 reason = WAITING_FOR_LABEL_STUDIO
             else:
                 applied = in_force.revision
-        approach.acknowledge(self.model, APPROACH_SERVICE, applied, reason=reason)
+        approach.acknowledge(
+            self.model,
+            APPROACH_SERVICE,
+            applied,
+            reason=reason,
+            waiting=reason == WAITING_FOR_LABEL_STUDIO,
+        )
 
     def _report_changed_agreement(self, settings: ServerSettings, runner: JobRunner) -> None:
         """Data-centric: report on the first imported project whose answers changed.

@@ -52,6 +52,7 @@ class Acknowledgement:
     service: str | None
     applied_revision: int | None
     problem: str | None
+    waiting: bool = False  # the problem resolves by itself
 
 
 class ApproachCharm(ops.CharmBase):
@@ -156,7 +157,11 @@ class ApproachCharm(ops.CharmBase):
                 continue
             answers.append(
                 Acknowledgement(
-                    relation.app.name, data.service, data.applied_revision, data.reason
+                    relation.app.name,
+                    data.service,
+                    data.applied_revision,
+                    data.reason,
+                    waiting=bool(data.waiting),
                 )
             )
         return sorted(answers, key=lambda answer: answer.app)
@@ -183,10 +188,15 @@ class ApproachCharm(ops.CharmBase):
         if not lagging:
             event.add_status(ops.ActiveStatus(head))
             return
-        blocked = [a for a in lagging if a.problem]
+        blocked = [a for a in lagging if a.problem and not a.waiting]
         if blocked:
             first = blocked[0]
             event.add_status(ops.BlockedStatus(f"{head}; {first.app}: {first.problem}"))
+            return
+        waiting = [a for a in lagging if a.problem]
+        if waiting:
+            first = waiting[0]
+            event.add_status(ops.WaitingStatus(f"{head}; {first.app}: {first.problem}"))
             return
         behind = ", ".join(f"{a.app} at rev {a.applied_revision or 0}" for a in lagging)
         event.add_status(ops.WaitingStatus(f"{head}; waiting for {behind}"))

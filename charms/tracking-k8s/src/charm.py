@@ -1,142 +1,42 @@
 #!/usr/bin/env python3
-"""Juju glue for the MLflow Tracking Server: observe, reconcile, collect status, actions."""
+"""Juju glue for the MLflow Tracking Server on Kubernetes: MLflow under Pebble, an ingress.
+
+Everything that does not depend on the substrate (config, the stores, consumers, statuses,
+actions) is ``mlops_charms.tracking_server``'s, shared with the machine charm ``tracking``.
+"""
 
 from __future__ import annotations
 
-import logging
-import re
 import urllib.parse
-from dataclasses import dataclass
 
 import ops
 
 import mlflow_server
-from mlflow_server import MLflowAPI, ServerSettings
-from mlops_charms import approach, databags, pebble, secrets, sidecar
-from mlops_charms.approach import ApproachRequirerData
+from mlops_charms import mlflow, pebble, sidecar
 from mlops_charms.ingress import IngressRequirer
-from mlops_charms.postgresql import PostgreSQLRequirer
-from mlops_charms.rest import RESTError
-from mlops_charms.s3 import S3Requirer
-from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
-
-logger = logging.getLogger(__name__)
+from mlops_charms.mlflow import ServerSettings
+from mlops_charms.tracking_server import TrackingConfig, TrackingServerCharm
 
 CONTAINER = "mlflow"
 STORAGE = "mlflow-data"
-TRACKING_ENDPOINT = "mlops-tracking"
-SERVER_SECRET = "mlflow-server"  # noqa: S105 - a label: admin password, Flask secret key
-CONSUMER_SECRET = "mlops-tracking-{relation_id}"  # noqa: S105 - a secret label
-CONSUMER_USER = "relation-{relation_id}-{app}"
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
-ALIAS_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-APPROACH_SERVICE = "tracking"
 
 
-@dataclass(frozen=True)
-class TrackingConfig:
-    """The charm's config options, validated."""
-
-    port: int = 5000
-    workers: int = 1
-    enable_job_execution: bool = False
-    default_experiment: str = "Default"
-    default_permission: str = "READ"
-    allowed_hosts: str = ""
-
-    def __post_init__(self):
-        if not 1024 <= self.port <= 65535:
-            raise ValueError("port: must be between 1024 and 65535")
-        if not 1 <= self.workers <= 16:
-            raise ValueError("workers: must be between 1 and 16")
-        if not self.default_experiment.strip():
-            raise ValueError("default-experiment: must not be empty")
-        if self.default_permission not in mlflow_server.PERMISSIONS:
-            raise ValueError(
-                f"default-permission: must be one of {', '.join(mlflow_server.PERMISSIONS)}"
-            )
-        if any(not host or " " in host for host in self.extra_hosts):
-            raise ValueError("allowed-hosts: must be comma-separated host names without spaces")
-
-    @property
-    def extra_hosts(self) -> tuple[str, ...]:
-        if not self.allowed_hosts.strip():
-            return ()
-        return tuple(host.strip() for host in self.allowed_hosts.split(","))
-
-
-@dataclass(frozen=True)
-class CreateUserParams:
-    """Parameters of the create-user action."""
-
-    username: str
-    permission: str = "EDIT"
-
-    def __post_init__(self):
-        if not USERNAME_PATTERN.match(self.username):
-            raise ValueError("username must be 1-64 letters, digits, '.', '_', '-' or '@'")
-        if self.username == mlflow_server.ADMIN_USERNAME or self.username.startswith("relation-"):
-            raise ValueError(f"username {self.username!r} is reserved for the charm")
-        if self.permission not in ("READ", "EDIT", "MANAGE", "ADMIN"):
-            raise ValueError("permission must be READ, EDIT, MANAGE or ADMIN")
-
-
-@dataclass(frozen=True)
-class PromoteModelParams:
-    """Parameters of the promote-model action."""
-
-    model: str
-    version: int
-    alias: str = "champion"
-
-    def __post_init__(self):
-        if not self.model.strip():
-            raise ValueError("model must not be empty")
-        if self.version < 1:
-            raise ValueError("version must be a positive integer")
-        if not ALIAS_PATTERN.match(self.alias) or self.alias.lower() == "latest":
-            raise ValueError("alias must be letters, digits, '_' or '-', and not 'latest'")
-        if re.fullmatch(r"v\d+", self.alias):
-            raise ValueError(f"alias {self.alias!r} is reserved for version references")
-
-
-class ConsumerExperimentError(Exception):
-    """A consumer asked for an experiment it may not have; the message says which."""
-
-
-class TrackingCharm(ops.CharmBase):
+class TrackingCharm(TrackingServerCharm):
     """Runs MLflow under Pebble and offers it to the stack over ``mlops_tracking``."""
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
-        self.database = PostgreSQLRequirer(self, "database", database_name="mlflow")
-        self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
         self.ingress = IngressRequirer(self, "ingress", port=TrackingConfig.port)
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
-            self.on[TRACKING_ENDPOINT].relation_joined,
-            self.on[TRACKING_ENDPOINT].relation_changed,
             self.on.ingress_relation_joined,
             self.on.ingress_relation_changed,
             self.on.ingress_relation_broken,
-            *self.database.events,
-            *self.s3.events,
-            *approach.relation_events(self),
+            # MLflow answering after a (re)start: provision the consumers at once.
+            self.on[CONTAINER].pebble_custom_notice,
         ):
             framework.observe(event, self._reconcile)
-        # MLflow answering after a (re)start: provision the consumers at once.
-        framework.observe(self.on[CONTAINER].pebble_custom_notice, self._reconcile)
-        framework.observe(self.on[TRACKING_ENDPOINT].relation_broken, self._on_consumer_gone)
-        # Kept: the framework holds its observers weakly.
-        self._revision_pruner = secrets.RevisionPruner(self)
-        self._consumer_problems: list[str] = []
-        framework.observe(self.on.collect_unit_status, self._on_collect_status)
-        framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
-        framework.observe(self.on.create_user_action, self._on_create_user)
-        framework.observe(self.on.promote_model_action, self._on_promote_model)
-
-    # --- goal state -------------------------------------------------------------------------
 
     @property
     def _data_dir(self) -> str:
@@ -146,380 +46,51 @@ class TrackingCharm(ops.CharmBase):
     def _internal_url(self) -> str:
         return f"http://{sidecar.service_host(self)}:{self._config().port}"
 
-    def _config(self) -> TrackingConfig:
-        return self.load_config(TrackingConfig)
+    @property
+    def _external_url(self) -> str | None:
+        return self.ingress.url
 
-    def _config_problem(self) -> str | None:
-        return sidecar.config_problem(self, TrackingConfig)
-
-    def _server_secret(self) -> dict[str, str] | None:
-        return secrets.ensure_app_secret(
-            self,
-            SERVER_SECRET,
-            lambda: {
-                "admin-password": secrets.generate_password(),
-                "flask-secret-key": secrets.generate_password(48),
-            },
-        )
-
-    def _settings(self, config: TrackingConfig, server_secret: dict[str, str]) -> ServerSettings:
-        database = self.database.connection()
-        artifacts = self.s3.connection()
+    def _server_hosts(self) -> tuple[str, ...]:
         ingress_host = (
             urllib.parse.urlsplit(self.ingress.url).hostname if self.ingress.url else None
         )
-        hosts = (
+        return (
             self.app.name,
             f"{self.app.name}.{self.model.name}",
             f"{self.app.name}.{self.model.name}.svc",
             sidecar.service_host(self),
             *((ingress_host,) if ingress_host else ()),
-            *config.extra_hosts,
-        )
-        return ServerSettings(
-            data_dir=self._data_dir,
-            port=config.port,
-            workers=config.workers,
-            job_execution=config.enable_job_execution,
-            default_permission=config.default_permission,
-            admin_password=server_secret["admin-password"],
-            flask_secret_key=server_secret["flask-secret-key"],
-            allowed_hosts=tuple(f"{host}{suffix}" for host in hosts for suffix in ("", ":*")),
-            database=mlflow_server.PostgreSQLBackend(
-                url=database.sqlalchemy_url(),
-                password=database.password,
-                sslmode=database.sslmode,
-                ca=database.ca,
-            )
-            if database
-            else None,
-            artifacts=mlflow_server.S3Artifacts(
-                destination=artifacts.url(),
-                endpoint=artifacts.endpoint,
-                region=artifacts.region,
-                access_key=artifacts.access_key,
-                secret_key=artifacts.secret_key,
-                ca_chain=artifacts.ca_chain,
-                path_style=artifacts.path_style,
-            )
-            if artifacts
-            else None,
         )
 
-    def _admin_api(self, config: TrackingConfig, server_secret: dict[str, str]) -> MLflowAPI:
-        return MLflowAPI(
-            f"http://localhost:{config.port}",
-            mlflow_server.ADMIN_USERNAME,
-            server_secret["admin-password"],
-        )
+    def _prepare_substrate(self) -> bool:
+        if not self.container.can_connect():
+            return False
+        port = self._config().port
+        self.unit.set_ports(port)
+        self.ingress.publish(port=port)
+        return True
 
-    # --- reconcile --------------------------------------------------------------------------
+    def _substrate_status(self) -> ops.StatusBase | None:
+        if not self.container.can_connect():
+            return ops.WaitingStatus("waiting for Pebble in the mlflow container")
+        return None
 
-    def _reconcile(self, _event: ops.EventBase) -> None:
-        """Bring the workload, the ports and the relations to the goal state."""
-        if self._config_problem() or not self.container.can_connect():
-            return
-        self._reconcile_workload()
-        if self.unit.is_leader():
-            self._acknowledge_approach()
+    def _substrate_relation_statuses(self) -> list[ops.StatusBase]:
+        if self.ingress.problem:
+            return [ops.BlockedStatus(f"ingress: {self.ingress.problem}")]
+        return []
 
-    def _reconcile_workload(self) -> None:
-        """Ports, ingress, the server (on complete stores only) and its consumers."""
-        config = self._config()
-        self.unit.set_ports(config.port)
-        self.ingress.publish(port=config.port)
-        server_secret = self._server_secret()
-        if server_secret is None or self.database.status() or self.s3.status():
-            # Keep the server on its current stores until the new ones are complete.
-            return
-        settings = self._settings(config, server_secret)
-        if not self.unit.is_leader() and self._scale_out_problem():
-            # Behind the one Service, this unit would serve other data: it must not serve.
-            pebble.stop_layer_services(self.container, mlflow_server.layer(settings))
-            return
+    def _run_server(self, settings: ServerSettings) -> None:
         files_changed = [
             pebble.push_if_changed(self.container, path, content)
-            for path, content in mlflow_server.files(settings).items()
+            for path, content in mlflow.files(settings).items()
         ]
         pebble.apply_layer(
             self.container, "mlflow", mlflow_server.layer(settings), restart=any(files_changed)
         )
-        if self.unit.is_leader():
-            self._provide_tracking(config, server_secret)
 
-    def _acknowledge_approach(self) -> None:
-        """Acknowledge the approach's revision once MLflow answers (leader).
-
-        Tracking has nothing of its own to change per mode: the training runs that log to it
-        group themselves into experiments and tag the mode and revision.
-        """
-        relation = self.model.get_relation(approach.APPROACH_ENDPOINT)
-        in_force, _problem = approach.read(self.model)
-        if relation is None or in_force is None:
-            return  # not related, nothing published yet, or a bad databag (the status says)
-        acknowledged, _ = databags.load_app_data(relation, self.app, ApproachRequirerData)
-        applied = acknowledged.applied_revision if acknowledged else None
-        if applied == in_force.revision:
-            return
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
-        if server_secret and self._admin_api(self._config(), server_secret).is_healthy():
-            approach.acknowledge(self.model, APPROACH_SERVICE, in_force.revision)
-        else:
-            approach.acknowledge(
-                self.model, APPROACH_SERVICE, applied, reason="waiting for MLflow"
-            )
-
-    def _scale_out_problem(self) -> str | None:
-        return sidecar.scale_out_problem(
-            self,
-            has_database=self.database.connection() is not None,
-            has_object_storage=self.s3.connection() is not None,
-        )
-
-    def _provide_tracking(self, config: TrackingConfig, server_secret: dict[str, str]) -> None:
-        """Give every consumer its own MLflow user and publish where and how to log."""
-        relations = self.model.relations[TRACKING_ENDPOINT]
-        if not relations:
-            return
-        api = self._admin_api(config, server_secret)
-        if not api.is_healthy():
-            return  # MLflow records a notice once it answers (mlflow_server.READY_NOTICE)
-        for relation in relations:
-            request, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
-            if problem or request is None or relation.app is None:
-                continue
-            experiment = request.experiment or config.default_experiment
-            try:
-                self._provision(api, relation, experiment, config.default_experiment)
-            except (RESTError, ConsumerExperimentError) as error:
-                logger.warning("could not provision %s: %s", relation.app.name, error)
-                self._consumer_problems.append(f"{TRACKING_ENDPOINT} {relation.app.name}: {error}")
-
-    def _provision(
-        self, api: MLflowAPI, relation: ops.Relation, experiment: str, default_experiment: str
-    ) -> None:
-        """The consumer's user, EDIT on its experiment only, and what it is told."""
-        assert relation.app is not None
-        published, _problem = databags.load_app_data(relation, self.app, TrackingProviderData)
-        credentials = self._consumer_credentials(relation)
-        if credentials is None:
-            return
-        username = credentials["username"]
-        if api.get_user(username) is None:
-            api.create_user(username, credentials["password"])
-        experiment_id = self._consumer_experiment(
-            api, experiment, relation.app.name, default_experiment
-        )
-        api.grant_experiment_permission(experiment_id, username, "EDIT")
-        previous = published.default_experiment if published else None
-        if previous and previous != experiment:
-            # The consumer asked for another experiment: its old grant goes.
-            old = api.get_experiment(previous)
-            if old is not None and api.experiment_permission(old["experiment_id"], username):
-                api.revoke_experiment_permission(old["experiment_id"], username)
-        databags.save_app_data(
-            relation,
-            self.app,
-            TrackingProviderData(
-                tracking_uri=self._internal_url,
-                external_tracking_uri=self.ingress.url,
-                credentials_secret_id=secrets.granted_secret_id(
-                    self.model,
-                    relation,
-                    CONSUMER_SECRET.format(relation_id=relation.id),
-                    published.credentials_secret_id if published else None,
-                ),
-                default_experiment=experiment,
-            ),
-        )
-
-    @staticmethod
-    def _consumer_experiment(
-        api: MLflowAPI, name: str, consumer: str, default_experiment: str
-    ) -> str:
-        """The id of the experiment a consumer may log to: the shared default, or its own.
-
-        An experiment the charm made for another consumer, or that a person made, is not
-        handed over: a consumer may not claim EDIT on it by naming it.
-        """
-        found = api.get_experiment(name)
-        if found is None:
-            return api.create_experiment(name, {mlflow_server.CONSUMER_TAG: consumer})
-        if found.get("lifecycle_stage") == "deleted":
-            raise ConsumerExperimentError(
-                f"experiment {name!r} is deleted: restore it in MLflow, or ask for another"
-            )
-        if name == default_experiment:
-            return found["experiment_id"]
-        tags = {tag.get("key"): tag.get("value") for tag in found.get("tags", [])}
-        if tags.get(mlflow_server.CONSUMER_TAG) != consumer:
-            raise ConsumerExperimentError(
-                f"experiment {name!r} exists and is not this application's: ask for another"
-            )
-        return found["experiment_id"]
-
-    def _consumer_credentials(self, relation: ops.Relation) -> dict[str, str] | None:
-        assert relation.app is not None
-        username = CONSUMER_USER.format(relation_id=relation.id, app=relation.app.name)
-        return secrets.ensure_app_secret(
-            self,
-            CONSUMER_SECRET.format(relation_id=relation.id),
-            lambda: {"username": username, "password": secrets.generate_password()},
-        )
-
-    def _on_consumer_gone(self, event: ops.RelationBrokenEvent) -> None:
-        """Remove a departed consumer's MLflow user and secret, then reconcile the rest."""
-        if self.unit.is_leader() and not self._config_problem():
-            label = CONSUMER_SECRET.format(relation_id=event.relation.id)
-            content = secrets.read_app_secret(self.model, label)
-            server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
-            if content and server_secret:
-                try:
-                    self._admin_api(self._config(), server_secret).delete_user(content["username"])
-                except RESTError as error:
-                    logger.warning("could not delete %s: %s", content["username"], error)
-            secrets.remove_app_secret(self.model, label)
-        self._reconcile(event)
-
-    # --- status -----------------------------------------------------------------------------
-
-    def _on_collect_status(self, event: ops.CollectStatusEvent) -> None:
-        config_problem = self._config_problem()
-        if config_problem:
-            event.add_status(ops.BlockedStatus(config_problem))
-            return
-        if not self.container.can_connect():
-            event.add_status(ops.WaitingStatus("waiting for Pebble in the mlflow container"))
-            return
-        for status in self._relation_statuses():
-            event.add_status(status)
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
-        if server_secret is None:
-            event.add_status(
-                ops.WaitingStatus("waiting for the leader to create the admin secret")
-            )
-            return
-        scale_out = self._scale_out_problem()
-        if scale_out:
-            event.add_status(ops.BlockedStatus(scale_out))
-        for problem in self._consumer_problems:
-            event.add_status(ops.BlockedStatus(problem))
-        if not self._admin_api(self._config(), server_secret).is_healthy():
-            event.add_status(ops.WaitingStatus("waiting for MLflow to become ready"))
-        event.add_status(ops.ActiveStatus(f"serving at {self.ingress.url or self._internal_url}"))
-
-    def _relation_statuses(self) -> list[ops.StatusBase]:
-        """What each relation is waiting for or what is wrong with its remote data."""
-        statuses = [
-            status
-            for status in (self.database.unit_status(), self.s3.unit_status())
-            if status is not None
-        ]
-        if self.ingress.problem:
-            statuses.append(ops.BlockedStatus(f"ingress: {self.ingress.problem}"))
-        for relation in self.model.relations[TRACKING_ENDPOINT]:
-            _, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
-            if problem:
-                statuses.append(ops.BlockedStatus(f"{TRACKING_ENDPOINT}: {problem}"))
-        _in_force, approach_problem = approach.read(self.model)
-        if approach_problem:
-            statuses.append(ops.BlockedStatus(approach_problem))
-        return statuses
-
-    # --- actions ----------------------------------------------------------------------------
-
-    def _ready_admin_api(self, event: ops.ActionEvent) -> MLflowAPI | None:
-        """An admin client for a healthy server, or None after failing ``event`` saying why."""
-        config_problem = self._config_problem()
-        if config_problem:
-            event.fail(f"cannot run while blocked: {config_problem}")
-            return None
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
-        if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
-            return None
-        api = self._admin_api(self._config(), server_secret)
-        if not api.is_healthy():
-            event.fail("the MLflow server is not ready: check `juju status`")
-            return None
-        return api
-
-    def _on_get_admin_credentials(self, event: ops.ActionEvent) -> None:
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
-        if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
-            return
-        url = self._internal_url if not self._config_problem() else None
-        event.set_results(
-            {
-                "username": mlflow_server.ADMIN_USERNAME,
-                "password": server_secret["admin-password"],
-                **({"url": self.ingress.url or url} if url else {}),
-            }
-        )
-
-    def _on_create_user(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(CreateUserParams, errors="fail")
-        api = self._ready_admin_api(event)
-        if api is None:
-            return
-        config = self._config()
-        try:
-            if api.get_user(params.username) is not None:
-                event.fail(f"user {params.username!r} already exists")
-                return
-            password = secrets.generate_password()
-            api.create_user(params.username, password)
-        except RESTError as error:
-            event.fail(str(error))
-            return
-        try:
-            if params.permission == "ADMIN":
-                api.set_admin(params.username, True)
-            else:
-                experiment_id = api.ensure_experiment(config.default_experiment)
-                api.grant_experiment_permission(experiment_id, params.username, params.permission)
-        except RESTError as error:
-            # No half-made user with a password nobody knows: the action can be run again.
-            try:
-                api.delete_user(params.username)
-            except RESTError:
-                logger.warning("could not remove the half-made user %s", params.username)
-            event.fail(str(error))
-            return
-        event.set_results(
-            {
-                "username": params.username,
-                "password": password,
-                "permission": params.permission,
-                "experiment": config.default_experiment if params.permission != "ADMIN" else "",
-            }
-        )
-
-    def _on_promote_model(self, event: ops.ActionEvent) -> None:
-        params = event.load_params(PromoteModelParams, errors="fail")
-        api = self._ready_admin_api(event)
-        if api is None:
-            return
-        version = str(params.version)
-        try:
-            model_version = api.get_model_version(params.model, version)
-            if model_version is None:
-                event.fail(f"model {params.model!r} has no version {version}")
-                return
-            api.set_model_alias(params.model, params.alias, version)
-        except RESTError as error:
-            event.fail(str(error))
-            return
-        event.set_results(
-            {
-                "model": params.model,
-                "version": version,
-                "alias": params.alias,
-                "run-id": model_version.get("run_id", ""),
-                "source": model_version.get("source", ""),
-            }
-        )
+    def _stop_server(self, settings: ServerSettings) -> None:
+        pebble.stop_layer_services(self.container, mlflow_server.layer(settings))
 
 
 if __name__ == "__main__":  # pragma: nocover

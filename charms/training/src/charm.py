@@ -29,7 +29,7 @@ from charmhelpers.core import host
 import gpus
 import installer
 import systemd_jobs
-from mlops_charms import databags, jobs, training, training_loop
+from mlops_charms import databags, jobs, systemd, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
@@ -188,7 +188,7 @@ class TrainingMachineCharm(ops.CharmBase):
         elif job.kind == "error-analysis" and job.state == "succeeded":
             logger.warning("job %s ran on a non-leader unit: its batch is not offered", job.id)
         if systemd_jobs.remove_unit_file(job.id):
-            systemd_jobs.systemctl("daemon-reload")
+            systemd.systemctl("daemon-reload")
 
     def _record_lost_jobs(self, records: SystemdJobRecords) -> None:
         """Record as failed the jobs whose unit stopped without recording an end (a reboot)."""
@@ -308,7 +308,7 @@ class TrainingMachineCharm(ops.CharmBase):
         paths = systemd_jobs.PATHS
         folder = f"{paths.jobs_dir}/{job.id}"
         settings, credentials = training.run_environment(access, params, workdir=f"{folder}/work")
-        HostFiles().push(f"{folder}/env", systemd_jobs.env_file(credentials), permissions=0o600)
+        HostFiles().push(f"{folder}/env", systemd.env_file(credentials), permissions=0o600)
         return JobUnit(
             job_id=job.id,
             kind=job.kind,

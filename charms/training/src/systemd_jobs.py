@@ -23,6 +23,7 @@ from charmhelpers.core.templating import render
 
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import JobRecords
+from mlops_charms.systemd import is_active, quote, reason, systemctl
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "job.service.j2"
@@ -60,40 +61,6 @@ PATHS = MachinePaths()
 def unit_name(job_id: str) -> str:
     """The systemd unit of a job."""
     return f"{UNIT_PREFIX}{job_id}.service"
-
-
-def quote(word: str) -> str:
-    """``word`` as one argument of a systemd command line (ExecStart=, Environment=).
-
-    Double quotes, with C-style escapes for backslash, quote and line breaks; ``%`` (specifiers)
-    and ``$`` (variables) doubled, so systemd passes the text through unchanged.
-    """
-    escaped = (
-        word.replace("\\", "\\\\")
-        .replace('"', '\\"')
-        .replace("\n", "\\n")
-        .replace("\t", "\\t")
-        .replace("%", "%%")
-        .replace("$", "$$")
-    )
-    return f'"{escaped}"'
-
-
-def env_file(values: Mapping[str, str]) -> str:
-    """An ``EnvironmentFile=`` body: ``NAME='value'`` lines (single quotes: nothing expands)."""
-    lines = []
-    for name, value in sorted(values.items()):
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"not an environment variable name: {name!r}")
-        if "\n" in value or "\r" in value or "'" in value:
-            # A credential with a quote or a line break: double quotes with escapes instead.
-            escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-            if "\n" in value or "\r" in value:
-                raise ValueError(f"{name}: a line break cannot go into an EnvironmentFile")
-            lines.append(f'{name}="{escaped}"')
-        else:
-            lines.append(f"{name}='{value}'")
-    return "".join(line + "\n" for line in lines)
 
 
 @dataclass(frozen=True)
@@ -170,25 +137,12 @@ class SystemdJobRecords(JobRecords):
         return is_active(unit_name(job_id))
 
 
-def systemctl(*arguments: str) -> subprocess.CompletedProcess[str]:
-    """Run systemctl; its completed process (never raises on a failure)."""
-    return subprocess.run(
-        ["systemctl", *arguments], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def is_active(name: str) -> bool:
-    """Whether the unit runs (or starts, or stops: its end is not recorded yet)."""
-    state = systemctl("is-active", name).stdout.strip()
-    return state in ("active", "activating", "deactivating", "reloading")
-
-
 def start(job: JobUnit) -> None:
     """Render the job's unit and start it; raise ``RuntimeError`` with systemd's reason."""
     job.render()
     reload = systemctl("daemon-reload")
     if reload.returncode != 0:
-        raise RuntimeError(f"systemctl daemon-reload failed: {_reason(reload)}")
+        raise RuntimeError(f"systemctl daemon-reload failed: {reason(reload)}")
     if not host.service_start(job.name):
         raise RuntimeError(f"systemd did not start {job.name}: see journalctl -u {job.name}")
 
@@ -217,10 +171,5 @@ def journal(job_id: str, lines: int) -> str:
         check=False,
     )
     if completed.returncode != 0:
-        raise RuntimeError(f"journalctl failed: {_reason(completed)}")
+        raise RuntimeError(f"journalctl failed: {reason(completed)}")
     return completed.stdout
-
-
-def _reason(completed: subprocess.CompletedProcess[str]) -> str:
-    lines = (completed.stderr or completed.stdout).strip().splitlines()
-    return lines[-1] if lines else f"exit {completed.returncode}"

@@ -36,7 +36,9 @@ from ops import testing
 
 import charm
 import mlflow_server
+from mlops_charms import tracking_server
 from mlops_charms.approach import APPROACH_ENDPOINT
+from mlops_charms.mlflow import MLflowAPI
 from tests import provider_data
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
@@ -188,14 +190,14 @@ class Life:
     def hook(self, event, state: testing.State | None = None) -> testing.State:
         """One hook; the MLflow API calls the charm makes in it are kept in ``mlflow_calls``."""
         calls: list[tuple[str, str]] = []
-        original = mlflow_server.MLflowAPI._call
+        original = MLflowAPI._call
 
         def spy(api, method, path, body):
             calls.append((method, path))
             return original(api, method, path, body)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(mlflow_server.MLflowAPI, "_call", spy)
+            patch.setattr(MLflowAPI, "_call", spy)
             self.state = self.unit.run(event, self.state if state is None else state)
         self.mlflow_calls = calls
         return self.state
@@ -423,7 +425,7 @@ def life(cluster_dns: None, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def relate_consumer(life: Life) -> Consumer:
     """A training application relates on mlops-tracking, asking for its own experiment."""
     relation = testing.Relation(
-        charm.TRACKING_ENDPOINT,
+        tracking_server.TRACKING_ENDPOINT,
         interface="mlops_tracking",
         remote_app_name="trainer",
         remote_app_data={"experiment": json.dumps(CONSUMER_EXPERIMENT)},
@@ -457,7 +459,7 @@ def test_a_second_unit_without_a_database_does_not_serve(life: Life):
     assert life.state.unit_status == testing.BlockedStatus(SCALE_OUT)
     life.check("leader of two", life.trainer, status=testing.BlockedStatus)
 
-    (server_secret,) = [s for s in life.state.secrets if s.label == charm.SERVER_SECRET]
+    (server_secret,) = [s for s in life.state.secrets if s.label == tracking_server.SERVER_SECRET]
     with shared_folder("tracking-second-") as base:
         unit = tracking_unit(base)
         try:

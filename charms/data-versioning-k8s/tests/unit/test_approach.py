@@ -106,6 +106,7 @@ def test_no_version_yet_is_acknowledged_with_a_reason_and_the_first_version_is_p
         **SERVICE,
         "applied_revision": 0,
         "reason": "no dataset version to pin yet",
+        "waiting": True,
     }
     assert waiting.unit_status == testing.WaitingStatus(
         "mlops-approach: cannot apply model-centric (rev 1): no dataset version to pin yet"

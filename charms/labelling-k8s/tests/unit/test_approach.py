@@ -239,6 +239,7 @@ def test_until_label_studio_serves_the_previous_revision_stays_acknowledged(
         "service": "labelling",
         "applied_revision": 4,
         "reason": "waiting for Label Studio",
+        "waiting": True,
     }
 
 
@@ -252,6 +253,7 @@ def test_a_first_revision_waits_for_label_studio_with_nothing_applied(
         "service": "labelling",
         "applied_revision": 0,
         "reason": "waiting for Label Studio",
+        "waiting": True,
     }
 
 

@@ -46,6 +46,22 @@ def test_a_service_that_cannot_apply_blocks_with_its_reason(ctx, peers):
     )
 
 
+def test_a_service_waiting_on_something_that_resolves_by_itself_is_waited_for(ctx, peers):
+    services = [
+        service("tracking-k8s", applied_revision=0, reason="waiting for MLflow", waiting=True),
+        service("labelling-k8s", applied_revision=1),
+    ]
+
+    assert status_with(ctx, peers, *services) == testing.WaitingStatus(
+        "data-centric (rev 1): applied by 1/2; tracking-k8s: waiting for MLflow"
+    )
+    # A reason that needs a person blocks, whatever waits beside it.
+    blocked = service("training-k8s", applied_revision=0, reason="invalid policy: no spec")
+    assert status_with(ctx, peers, *services, blocked) == testing.BlockedStatus(
+        "data-centric (rev 1): applied by 1/3; training-k8s: invalid policy: no spec"
+    )
+
+
 def test_bad_acknowledgement_is_a_one_line_reason_not_a_traceback(ctx, peers):
     bad = testing.Relation(
         "mlops-approach",

@@ -17,7 +17,7 @@ from ops import testing
 from tracking_testing import DATA_DIR, MODEL, FakeMLflow, server_secret
 
 import charm
-import mlflow_server
+from mlops_charms import mlflow as mlflow_core
 from tests.charm_testing import record_service_changes
 
 
@@ -25,7 +25,7 @@ from tests.charm_testing import record_service_changes
 def mlflow(monkeypatch: pytest.MonkeyPatch) -> FakeMLflow:
     """The MLflow server every ``MLflowAPI`` the charm makes talks to."""
     server = FakeMLflow()
-    monkeypatch.setattr(mlflow_server, "JSONClient", server.client)
+    monkeypatch.setattr(mlflow_core, "JSONClient", server.client)
     return server
 
 

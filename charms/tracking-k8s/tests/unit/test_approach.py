@@ -15,7 +15,12 @@ from tracking_testing import INTERNAL_URL, READY_NOTICE
 
 from tests.provider_data import approach_relation
 
-WAITING = {"service": "tracking", "applied_revision": 0, "reason": "waiting for MLflow"}
+WAITING = {
+    "service": "tracking",
+    "applied_revision": 0,
+    "reason": "waiting for MLflow",
+    "waiting": True,
+}
 
 
 def _acknowledged(state: testing.State, relation: testing.Relation) -> dict:

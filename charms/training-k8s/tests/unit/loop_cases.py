@@ -264,6 +264,7 @@ class LoopCases:
             "service": "training",
             "applied_revision": 0,
             "reason": "no data registry: relate mlops-dataset to data-versioning-k8s",
+            "waiting": True,
         }
         state = dataclasses.replace(state, relations=state.relations | {registry})
         state = unit.ctx.run(unit.ctx.on.relation_created(registry), state)
@@ -386,6 +387,7 @@ class LoopCases:
             "service": "training",
             "applied_revision": 4,
             "reason": "waiting for the registry to pin a version",
+            "waiting": True,
         }
         assert state.unit_status == testing.WaitingStatus(
             "model-centric: waiting for the registry to pin a version"

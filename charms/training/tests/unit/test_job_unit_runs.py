@@ -21,8 +21,9 @@ import pytest
 from conftest import UNIT, Machine
 
 import systemd_jobs
-from mlops_charms import training
+from mlops_charms import systemd, training
 from systemd_jobs import JobUnit, SystemdJobRecords
+from tests.systemd_units import environment_file, systemd_words, unit_settings
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
 TRICKY_SPEC = 'text "tfidf" 100% $HOME\\n'  # quotes, a specifier, a variable, a backslash
@@ -46,40 +47,6 @@ with open({log!r}, "a") as log:
 sys.exit({code})
 """
 
-_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
-
-
-def systemd_words(line: str) -> list[str]:
-    """A command line split as systemd splits it: double quotes, C escapes, %% and $$."""
-    words = []
-    for match in re.finditer(r'"((?:[^"\\]|\\.)*)"|(\S+)', line):
-        quoted, bare = match.groups()
-        word = bare if quoted is None else re.sub(r"\\(.)", lambda m: _ESCAPES[m[1]], quoted)
-        words.append(word.replace("%%", "%").replace("$$", "$"))
-    return words
-
-
-def unit_settings(text: str) -> dict[str, list[str]]:
-    """``Key=value`` lines of a unit file, every value of a key in order."""
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line and not line.startswith(("#", "[")):
-            key, _, value = line.partition("=")
-            settings.setdefault(key, []).append(value)
-    return settings
-
-
-def environment_file(text: str) -> dict[str, str]:
-    """What systemd reads from ``env_file``'s lines: ``NAME='value'`` or ``NAME="value"``."""
-    values = {}
-    for line in text.splitlines():
-        name, _, value = line.partition("=")
-        if value.startswith("'"):
-            values[name] = value[1:-1]
-        else:
-            values[name] = re.sub(r"\\(.)", r"\1", value[1:-1])
-    return values
-
 
 @pytest.fixture
 def job_unit(machine: Machine) -> JobUnit:
@@ -99,7 +66,7 @@ def job_unit(machine: Machine) -> JobUnit:
     )
     folder = Path(paths.jobs_dir) / job.id
     settings, credentials = training.environment(registry, None, workdir=f"{folder}/work")
-    (folder / "env").write_text(systemd_jobs.env_file(credentials))
+    (folder / "env").write_text(systemd.env_file(credentials))
     (folder / "work").mkdir()
     unit = JobUnit(
         job_id=job.id,

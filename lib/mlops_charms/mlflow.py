@@ -1,0 +1,350 @@
+"""The MLflow Tracking Server workload, substrate-neutral: its command, environment, files and API.
+
+Nothing here knows about Juju, Pebble or systemd. A tracking charm (tracking-k8s, tracking)
+turns config and relations into ``ServerSettings``; this module turns those into the server's
+command line, its plain environment and the files it reads, and talks to the running server over
+its REST API (stdlib ``urllib`` only: hooks stay fast). The substrate adapters (tracking-k8s's
+Pebble layer, tracking's systemd unit) run that command with that environment.
+
+Secrets never appear in the command or the environment: they are in ``secrets.env`` (mode 0600),
+which the Pebble service sources and the systemd unit reads as its ``EnvironmentFile``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from mlops_charms import workload
+from mlops_charms.rest import JSONClient, RESTError
+
+# The tag that says which consumer application an experiment was created for.
+CONSUMER_TAG = "mlops.stack/consumer"
+ADMIN_USERNAME = "admin"
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+
+# Host headers MLflow accepts besides the in-cluster names: loopback and private addresses,
+# as MLflow's own default does; the charm adds the service and ingress names.
+_LOCAL_HOSTS = (
+    "localhost",
+    "localhost:*",
+    "127.0.0.1",
+    "127.0.0.1:*",
+    "10.*",
+    "192.168.*",
+    *(f"172.{octet}.*" for octet in range(16, 32)),
+)
+
+
+@dataclass(frozen=True)
+class PostgreSQLBackend:
+    """A PostgreSQL backend store; the password travels in ``secrets.env``, not in the URL."""
+
+    url: str
+    password: str
+    sslmode: str | None = None  # libpq's: verify-full with ``ca``, require with TLS alone
+    ca: str | None = None
+
+
+@dataclass(frozen=True)
+class S3Artifacts:
+    """An S3 artifact store behind the server: clients need no keys (downloads are presigned)."""
+
+    destination: str
+    endpoint: str | None
+    region: str | None
+    access_key: str
+    secret_key: str
+    ca_chain: str | None = None  # PEM: trust the endpoint's private CA
+    path_style: bool | None = None  # address buckets in the path (MinIO, Ceph RGW, ...)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the MLflow server's layer and files are derived from."""
+
+    data_dir: str
+    port: int
+    workers: int
+    job_execution: bool
+    default_permission: str
+    admin_password: str
+    flask_secret_key: str
+    allowed_hosts: tuple[str, ...] = ()
+    database: PostgreSQLBackend | None = None
+    artifacts: S3Artifacts | None = None
+
+    @property
+    def secrets_env_path(self) -> str:
+        return f"{self.data_dir}/secrets/secrets.env"
+
+    @property
+    def postgresql_ca_path(self) -> str:
+        return f"{self.data_dir}/secrets/postgresql-ca.pem"
+
+    @property
+    def s3_ca_path(self) -> str:
+        return f"{self.data_dir}/secrets/s3-ca.pem"
+
+    @property
+    def auth_config_path(self) -> str:
+        return f"{self.data_dir}/secrets/basic_auth.ini"
+
+    @property
+    def backend_store_uri(self) -> str:
+        if self.database:
+            return self.database.url
+        return f"sqlite:///{self.data_dir}/mlflow.db"
+
+    @property
+    def auth_database_uri(self) -> str:
+        # With PostgreSQL the users live in the same database (MLflow's auth tables have their
+        # own migration table), so every unit sees the same users and the app can scale.
+        if self.database:
+            return self.database.url
+        return f"sqlite:///{self.data_dir}/basic_auth.db"
+
+    @property
+    def artifacts_destination(self) -> str:
+        if self.artifacts:
+            return self.artifacts.destination
+        return f"{self.data_dir}/artifacts"
+
+
+def server_command(settings: ServerSettings) -> list[str]:
+    """The ``mlflow server`` command line (no secrets in it)."""
+    return [
+        "mlflow",
+        "server",
+        "--host",
+        "0.0.0.0",  # noqa: S104 - reached through the pod's service or the machine's address
+        "--port",
+        str(settings.port),
+        "--workers",
+        str(settings.workers),
+        "--backend-store-uri",
+        settings.backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        settings.artifacts_destination,
+        "--app-name",
+        "basic-auth",
+        "--allowed-hosts",
+        ",".join((*_LOCAL_HOSTS, *settings.allowed_hosts)),
+    ]
+
+
+def environment(settings: ServerSettings) -> dict[str, str]:
+    """The server's plain environment (no secrets in it: those are in ``secrets.env``)."""
+    environment = {
+        "MLFLOW_AUTH_CONFIG_PATH": settings.auth_config_path,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if settings.job_execution else "false",
+        # Nothing phones home: MLflow's usage telemetry (server and UI) is on by default.
+        # MLflow reads DO_NOT_TRACK only when it is "true", hence its own switch as well.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+    }
+    if settings.database and settings.database.sslmode:
+        environment["PGSSLMODE"] = settings.database.sslmode  # libpq, under psycopg2
+        if settings.database.ca:
+            environment["PGSSLROOTCERT"] = settings.postgresql_ca_path
+    if settings.artifacts:
+        if settings.artifacts.endpoint:
+            environment["MLFLOW_S3_ENDPOINT_URL"] = settings.artifacts.endpoint
+        if settings.artifacts.region:
+            environment["AWS_DEFAULT_REGION"] = settings.artifacts.region
+        if settings.artifacts.ca_chain:
+            environment["AWS_CA_BUNDLE"] = settings.s3_ca_path
+        if settings.artifacts.path_style is not None:
+            # MLflow's artifact proxy sets boto3's addressing style from this, over any
+            # AWS config file.
+            style = "path" if settings.artifacts.path_style else "virtual"
+            environment["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = style
+    return environment
+
+
+def health_url(settings: ServerSettings) -> str:
+    """Where the server answers once it is ready, from the machine it runs on."""
+    return f"http://localhost:{settings.port}/health"
+
+
+# Seconds a verified username/password pair stays verified in a worker (MLflow 3.17).
+AUTH_CACHE_TTL = 60
+
+
+def files(
+    settings: ServerSettings,
+    render_secrets: Callable[[Mapping[str, str]], str] = workload.secrets_env,
+) -> dict[str, str]:
+    """The files the server reads, by path: all of them mode 0600.
+
+    ``render_secrets`` writes ``secrets.env`` in the substrate's syntax: shell ``export`` lines
+    for Pebble's sourcing command, ``NAME='value'`` lines for a systemd ``EnvironmentFile``.
+    """
+    auth_config = "\n".join(
+        [
+            "[mlflow]",
+            f"default_permission = {settings.default_permission}",
+            f"database_uri = {settings.auth_database_uri}",
+            f"admin_username = {ADMIN_USERNAME}",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+            # Without the cache every request re-hashes the password (PBKDF2, ~0.4 s here): a
+            # training job's ~20 requests spent 14 s in it. A password change or user removal
+            # reaches the other workers' caches within this TTL.
+            f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL}",
+            "",
+        ]
+    )
+    secret_env = {
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": settings.flask_secret_key,
+        # Read only when the admin user does not exist yet in the auth store.
+        "MLFLOW_AUTH_ADMIN_PASSWORD": settings.admin_password,
+    }
+    if settings.database:
+        secret_env["PGPASSWORD"] = settings.database.password
+    if settings.artifacts:
+        secret_env["AWS_ACCESS_KEY_ID"] = settings.artifacts.access_key
+        secret_env["AWS_SECRET_ACCESS_KEY"] = settings.artifacts.secret_key
+    rendered = {
+        settings.auth_config_path: auth_config,
+        settings.secrets_env_path: render_secrets(secret_env),
+    }
+    if settings.database and settings.database.ca:
+        rendered[settings.postgresql_ca_path] = settings.database.ca
+    if settings.artifacts and settings.artifacts.ca_chain:
+        rendered[settings.s3_ca_path] = settings.artifacts.ca_chain
+    return rendered
+
+
+class MLflowAPI:
+    """The REST endpoints the charm needs, authenticated as one MLflow user."""
+
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 10.0):
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._client = JSONClient(
+            base_url, {"Authorization": f"Basic {token}"}, service="MLflow", timeout=timeout
+        )
+
+    def is_healthy(self) -> bool:
+        """Whether ``/health`` answers OK."""
+        return self._client.is_healthy("/health")
+
+    def get_user(self, username: str) -> dict | None:
+        """The user, or None if it does not exist."""
+        try:
+            return self._call("GET", "/api/2.0/mlflow/users/get", {"username": username})["user"]
+        except RESTError as error:
+            if error.code == "RESOURCE_DOES_NOT_EXIST" or error.status == 404:
+                return None
+            raise
+
+    def create_user(self, username: str, password: str) -> None:
+        self._call(
+            "POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password}
+        )
+
+    def update_password(self, username: str, password: str) -> None:
+        self._call(
+            "PATCH",
+            "/api/2.0/mlflow/users/update-password",
+            {"username": username, "password": password},
+        )
+
+    def set_admin(self, username: str, is_admin: bool) -> None:
+        self._call(
+            "PATCH",
+            "/api/2.0/mlflow/users/update-admin",
+            {"username": username, "is_admin": is_admin},
+        )
+
+    def delete_user(self, username: str) -> None:
+        self._call("DELETE", "/api/2.0/mlflow/users/delete", {"username": username})
+
+    def ensure_experiment(self, name: str) -> str:
+        """The id of the experiment ``name``, created if missing."""
+        found = self.get_experiment(name)
+        return found["experiment_id"] if found else self.create_experiment(name, {})
+
+    def get_experiment(self, name: str) -> dict | None:
+        """The experiment ``name`` (id, tags, ...), or None if there is none."""
+        try:
+            found = self._call(
+                "GET", "/api/2.0/mlflow/experiments/get-by-name", {"experiment_name": name}
+            )
+        except RESTError as error:
+            if error.code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return found["experiment"]
+
+    def create_experiment(self, name: str, tags: dict[str, str]) -> str:
+        """Create the experiment ``name`` with ``tags``; its id."""
+        body = {"name": name, "tags": [{"key": k, "value": v} for k, v in tags.items()]}
+        return self._call("POST", "/api/2.0/mlflow/experiments/create", body)["experiment_id"]
+
+    def experiment_permission(self, experiment_id: str, username: str) -> str | None:
+        """The permission granted to ``username`` on the experiment, or None (the default)."""
+        listed = self._call(
+            "GET", "/api/3.0/mlflow/users/permissions/list", {"username": username}
+        )
+        for row in listed.get("permissions", []):
+            # Only the user's own grants (its `__user_<id>__` role), not an operator's roles.
+            own = str(row.get("role_name", "")).startswith("__user_")
+            if (
+                own
+                and row.get("resource_type") == "experiment"
+                and str(row.get("resource_pattern")) == str(experiment_id)
+            ):
+                return row.get("permission")
+        return None
+
+    def grant_experiment_permission(
+        self, experiment_id: str, username: str, permission: str
+    ) -> None:
+        """Give ``username`` exactly ``permission`` on the experiment, changing only what differs.
+
+        A grant cannot be updated in place, and replacing it (revoke, then grant) leaves the
+        user without it in between: so it is read first and replaced only when it differs.
+        """
+        current = self.experiment_permission(experiment_id, username)
+        if current == permission:
+            return
+        grant = {
+            "username": username,
+            "resource_type": "experiment",
+            "resource_id": experiment_id,
+            "permission": permission,
+        }
+        if current is not None:
+            self.revoke_experiment_permission(experiment_id, username)
+        self._call("POST", "/api/3.0/mlflow/users/permissions/grant", grant)
+
+    def revoke_experiment_permission(self, experiment_id: str, username: str) -> None:
+        revoke = {
+            "username": username,
+            "resource_type": "experiment",
+            "resource_id": experiment_id,
+        }
+        self._call("POST", "/api/3.0/mlflow/users/permissions/revoke", revoke)
+
+    def get_model_version(self, name: str, version: str) -> dict | None:
+        """The registered model version, or None if the model or version does not exist."""
+        try:
+            return self._call(
+                "GET", "/api/2.0/mlflow/model-versions/get", {"name": name, "version": version}
+            )["model_version"]
+        except RESTError as error:
+            if error.code == "RESOURCE_DOES_NOT_EXIST" or error.status == 404:
+                return None
+            raise
+
+    def set_model_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(
+            "POST",
+            "/api/2.0/mlflow/registered-models/alias",
+            {"name": name, "alias": alias, "version": version},
+        )
+
+    def _call(self, method: str, path: str, body: dict) -> dict:
+        return self._client.call(method, path, body)
