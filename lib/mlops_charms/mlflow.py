@@ -112,10 +112,10 @@ class ServerSettings:
         return f"{self.data_dir}/artifacts"
 
 
-def server_command(settings: ServerSettings) -> list[str]:
-    """The ``mlflow server`` command line (no secrets in it)."""
+def server_command(settings: ServerSettings, program: str = "mlflow") -> list[str]:
+    """The ``mlflow server`` command line (no secrets in it); ``program``: where ``mlflow`` is."""
     return [
-        "mlflow",
+        program,
         "server",
         "--host",
         "0.0.0.0",  # noqa: S104 - reached through the pod's service or the machine's address

@@ -29,7 +29,7 @@ from charmhelpers.core import host
 import gpus
 import installer
 import systemd_jobs
-from mlops_charms import databags, jobs, systemd, training, training_loop
+from mlops_charms import databags, jobs, machine, systemd, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
@@ -46,8 +46,6 @@ from mlops_charms.training import (
 from systemd_jobs import JobUnit, SystemdJobRecords
 
 logger = logging.getLogger(__name__)
-
-WHEELHOUSE_RESOURCE = "wheelhouse"
 
 
 @dataclass(frozen=True)
@@ -93,12 +91,7 @@ class TrainingMachineCharm(ops.CharmBase):
         super().__init__(framework)
         self._install_problem: str | None = None
         for event in (
-            self.on.install,
-            self.on.upgrade_charm,
-            self.on.config_changed,
-            self.on.start,
-            self.on.update_status,
-            self.on.leader_elected,
+            *machine.workload_events(self),
             *training.relation_events(self),
             self.on.job_ended,
         ):
@@ -121,13 +114,6 @@ class TrainingMachineCharm(ops.CharmBase):
 
     def _config(self) -> MachineConfig:
         return self.load_config(MachineConfig)
-
-    def _wheelhouse(self) -> Path | None:
-        try:
-            path = self.model.resources.fetch(WHEELHOUSE_RESOURCE)
-        except (ops.ModelError, NameError):
-            return None
-        return path if path.stat().st_size > 0 else None
 
     # --- reconcile --------------------------------------------------------------------------
 
@@ -161,15 +147,16 @@ class TrainingMachineCharm(ops.CharmBase):
             if not inventory.gpus and inventory.pci_cards:
                 installer.install_gpu_driver()
         paths = systemd_jobs.PATHS
-        if not host.user_exists(paths.user):
-            host.adduser(paths.user, shell="/usr/sbin/nologin", system_user=True)  # noqa: S604
+        machine.ensure_system_user(paths.user)
         host.mkdir(paths.jobs_dir, perms=0o755)
         host.mkdir(paths.scripts_dir, perms=0o755)
-        script = systemd_jobs.JOB_ENDED_SCRIPT.read_text()
-        if _read(paths.job_ended) != script:
-            host.write_file(paths.job_ended, script, perms=0o755)
+        machine.write_if_changed(
+            paths.job_ended, systemd_jobs.JOB_ENDED_SCRIPT.read_text(), owner="root", perms=0o755
+        )
         source = Path(self.charm_dir) / "workload"
-        installer.ensure_workload(source, self._wheelhouse, config.pip_index_url)
+        installer.ensure_workload(
+            source, lambda: machine.wheelhouse(self.model), config.pip_index_url
+        )
 
     def _request_access(self) -> None:
         for relation in self.model.relations[DATASET_ENDPOINT]:
@@ -349,13 +336,6 @@ class TrainingMachineCharm(ops.CharmBase):
             event.fail(str(error))
             return
         event.set_results(jobs.log_results(job, text, params.lines))
-
-
-def _read(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -616,6 +616,7 @@ def test_the_approach_is_acknowledged_once_mlflow_answers(life: Life):
         "service": "tracking",
         "applied_revision": 1,
         "reason": "waiting for MLflow",
+        "waiting": True,
     }
     life.deliver_ready(marker, "MLflow answers after the restart")
     assert acknowledged() == {"service": "tracking", "applied_revision": 2}

@@ -14,11 +14,11 @@ from pathlib import Path
 import ops
 import pytest
 from ops import testing
-from tracking_testing import DATA_DIR, MODEL, FakeMLflow, server_secret
 
 import charm
 from mlops_charms import mlflow as mlflow_core
 from tests.charm_testing import record_service_changes
+from tests.tracking_testing import DATA_DIR, MODEL, FakeMLflow, server_secret
 
 
 @pytest.fixture(autouse=True)

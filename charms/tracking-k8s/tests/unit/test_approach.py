@@ -11,9 +11,9 @@ import json
 
 import pytest
 from ops import testing
-from tracking_testing import INTERNAL_URL, READY_NOTICE
 
 from tests.provider_data import approach_relation
+from tests.tracking_testing import INTERNAL_URL, READY_NOTICE
 
 WAITING = {
     "service": "tracking",

@@ -7,7 +7,8 @@ import json
 
 import pytest
 from ops import pebble, testing
-from tracking_testing import (
+
+from tests.tracking_testing import (
     ADMIN_PASSWORD,
     CONSUMER_TAG,
     DEFAULT_EXPERIMENT_ID,

@@ -12,7 +12,9 @@ import subprocess
 import ops
 import pytest
 from ops import pebble, testing
-from tracking_testing import (
+
+from tests.provider_data import approach_relation
+from tests.tracking_testing import (
     ADMIN_PASSWORD,
     AUTH_CONFIG,
     FLASK_SECRET_KEY,
@@ -32,8 +34,6 @@ from tracking_testing import (
     service_script,
     stored,
 )
-
-from tests.provider_data import approach_relation
 
 # --- every observed event reconciles -----------------------------------------------------
 

@@ -8,7 +8,8 @@ import stat
 
 import pytest
 from ops import testing
-from tracking_testing import (
+
+from tests.tracking_testing import (
     ADMIN_PASSWORD,
     AUTH_CONFIG,
     DATA_DIR,

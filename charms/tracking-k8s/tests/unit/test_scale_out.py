@@ -11,7 +11,8 @@ import dataclasses
 
 import pytest
 from ops import pebble, testing
-from tracking_testing import (
+
+from tests.tracking_testing import (
     INTERNAL_URL,
     database_relation,
     database_secret,

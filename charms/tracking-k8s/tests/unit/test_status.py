@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import ops
 import pytest
 from ops import testing
-from tracking_testing import (
+
+from tests.tracking_status_cases import StatusCases, status_after
+from tests.tracking_testing import (
     CONSUMER_TAG,
     INGRESS_URL,
     INTERNAL_URL,
@@ -19,28 +20,6 @@ from tracking_testing import (
     s3_relation,
     s3_secret,
 )
-
-BAD_CONFIG = {
-    "port below 1024": ("port", 80),
-    "port above 65535": ("port", 65536),
-    "no workers": ("workers", 0),
-    "too many workers": ("workers", 17),
-    "blank default experiment": ("default-experiment", "   "),
-    "unknown permission": ("default-permission", "OWNER"),
-    "empty allowed host": ("allowed-hosts", "mlflow.example.org,,other.example.org"),
-    "allowed host with a space": ("allowed-hosts", "mlflow example.org"),
-}
-
-
-def status_after(ctx, state: testing.State, event=None) -> ops.StatusBase:
-    return ctx.run(event or ctx.on.update_status(), state).unit_status
-
-
-@pytest.mark.parametrize(("option", "value"), BAD_CONFIG.values(), ids=BAD_CONFIG.keys())
-def test_bad_config_blocks_naming_the_option(ctx, make_state, option, value):
-    status = status_after(ctx, make_state(config={option: value}), ctx.on.config_changed())
-    assert isinstance(status, testing.BlockedStatus)
-    assert status.message.startswith(f"invalid config: {option}: ")
 
 
 def test_bad_config_outranks_a_missing_pebble(ctx, make_state, container):
@@ -55,29 +34,6 @@ def test_unit_waits_for_pebble(ctx, make_state, container):
     offline = dataclasses.replace(container, can_connect=False)
     assert status_after(ctx, make_state(containers={offline})) == testing.WaitingStatus(
         "waiting for Pebble in the mlflow container"
-    )
-
-
-def test_non_leader_waits_for_the_leaders_admin_secret(ctx, make_state):
-    state = make_state(leader=False, admin_secret_exists=False)
-    assert status_after(ctx, state) == testing.WaitingStatus(
-        "waiting for the leader to create the admin secret"
-    )
-
-
-def test_unit_waits_for_database_credentials(ctx, make_state):
-    relation = database_relation()
-    state = make_state(relations={relation})
-    assert status_after(ctx, state, ctx.on.relation_changed(relation)) == testing.WaitingStatus(
-        "waiting for database credentials"
-    )
-
-
-def test_unit_waits_for_s3_credentials(ctx, make_state):
-    relation = s3_relation()
-    state = make_state(relations={relation})
-    assert status_after(ctx, state, ctx.on.relation_changed(relation)) == testing.WaitingStatus(
-        "waiting for S3 credentials"
     )
 
 
@@ -147,13 +103,6 @@ def test_malformed_ingress_data_blocks(ctx, make_state, databag):
     assert status.message.startswith("ingress: ingress provider data ")
 
 
-def test_malformed_consumer_data_blocks_naming_the_consumer(ctx, make_state):
-    relation = consumer_relation("trainer", databag={"experiment": '"  "'})
-    status = status_after(ctx, make_state(relations={relation}), ctx.on.relation_changed(relation))
-    assert isinstance(status, testing.BlockedStatus)
-    assert status.message.startswith("mlops-tracking: invalid data from trainer: experiment")
-
-
 def test_wildcard_ingress_host_blocks_naming_the_host_problem(ctx, make_state):
     relation = ingress_relation("http://*.example.com/mlops-tracking-k8s")
     status = status_after(ctx, make_state(relations={relation}), ctx.on.relation_changed(relation))
@@ -197,13 +146,6 @@ def test_non_leader_of_a_single_unit_app_is_active_on_sqlite(ctx, make_state):
     )
 
 
-def test_unit_waits_for_mlflow_to_become_ready(ctx, make_state, mlflow):
-    mlflow.healthy = False
-    assert status_after(ctx, make_state()) == testing.WaitingStatus(
-        "waiting for MLflow to become ready"
-    )
-
-
 def test_ready_server_is_active_with_its_in_cluster_url(ctx, make_state):
     assert status_after(ctx, make_state()) == testing.ActiveStatus(f"serving at {INTERNAL_URL}")
 
@@ -231,3 +173,7 @@ def test_blocked_outranks_waiting(ctx, make_state, mlflow):
     relation = ingress_relation(databag={"ingress": "not json"})
     status = status_after(ctx, make_state(relations={relation}))
     assert isinstance(status, testing.BlockedStatus)
+
+
+class TestStatus(StatusCases):
+    """The shared status cases, on tracking-k8s."""

@@ -48,6 +48,19 @@ S3_ROOT_CA = "-----BEGIN CERTIFICATE-----\nMIIBrootCA\n-----END CERTIFICATE-----
 S3_INTERMEDIATE_CA = "-----BEGIN CERTIFICATE-----\nMIIBintermediateCA\n-----END CERTIFICATE-----"
 
 
+# Config values both tracking charms block on, naming the option: (option, value).
+BAD_CONFIG = {
+    "port below 1024": ("port", 80),
+    "port above 65535": ("port", 65536),
+    "no workers": ("workers", 0),
+    "too many workers": ("workers", 17),
+    "blank default experiment": ("default-experiment", "   "),
+    "unknown permission": ("default-permission", "OWNER"),
+    "empty allowed host": ("allowed-hosts", "mlflow.example.org,,other.example.org"),
+    "allowed host with a space": ("allowed-hosts", "mlflow example.org"),
+}
+
+
 # --- secrets and relations, as their owners write them -------------------------------------
 
 

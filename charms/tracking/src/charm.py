@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""Juju glue for the MLflow Tracking Server on a machine: MLflow in a venv, a systemd unit.
+
+Everything that does not depend on the substrate (config, the stores, consumers, statuses,
+actions) is ``mlops_charms.tracking_server``'s, shared with tracking-k8s.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import ops
+
+# charmhelpers imports distutils, gone in Python 3.12: setuptools' import puts its shim in place
+# first.
+import setuptools  # noqa: F401
+from charmhelpers.core import host
+
+import mlflow_unit
+from mlflow_unit import PATHS
+from mlops_charms import machine, mlflow, systemd
+from mlops_charms.machine import InstallError
+from mlops_charms.mlflow import ServerSettings
+from mlops_charms.tracking_server import TRACKING_ENDPOINT, TrackingConfig, TrackingServerCharm
+
+logger = logging.getLogger(__name__)
+
+STORAGE = "mlflow-data"
+
+
+@dataclass(frozen=True)
+class MachineTrackingConfig(TrackingConfig):
+    """The shared options and the machine's own: where pip installs MLflow from."""
+
+    pip_index_url: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
+            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+
+
+class TrackingMachineCharm(TrackingServerCharm):
+    """Runs MLflow as a systemd unit and offers it to the stack over ``mlops_tracking``."""
+
+    config_class = MachineTrackingConfig
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self._install_problem: str | None = None
+        self._service_problem: str | None = None
+        for event in (
+            *machine.workload_events(self),
+            self.on[STORAGE].storage_attached,
+        ):
+            framework.observe(event, self._reconcile)
+
+    @property
+    def _data_dir(self) -> str:
+        return str(self.model.storages[STORAGE][0].location)
+
+    @property
+    def _address(self) -> str:
+        binding = self.model.get_binding(TRACKING_ENDPOINT)
+        address = binding.network.ingress_address if binding else None
+        return str(address) if address else socket.getfqdn()
+
+    @property
+    def _internal_url(self) -> str:
+        return f"http://{self._address}:{self._config().port}"
+
+    def _server_hosts(self) -> tuple[str, ...]:
+        return (socket.getfqdn(), socket.gethostname(), self._address)
+
+    def _prepare_substrate(self) -> bool:
+        if not self.model.storages[STORAGE]:
+            return False
+        config = self.load_config(MachineTrackingConfig)
+        try:
+            self._install(config)
+        except (InstallError, OSError) as error:
+            self._install_problem = str(error).splitlines()[0]
+            logger.error("install: %s", self._install_problem)
+            return False
+        self.unit.set_ports(config.port)
+        return True
+
+    def _install(self, config: MachineTrackingConfig) -> None:
+        """apt, the system user, MLflow's venv and the data folders; each step once."""
+        stamps = machine.Stamps(Path(PATHS.state_dir))
+        machine.ensure_apt_packages(stamps, mlflow_unit.APT_PACKAGES)
+        machine.ensure_system_user(PATHS.user)
+        venv = machine.Venv(Path(PATHS.venv), PATHS.python)
+        venv.ensure(
+            stamps,
+            mlflow_unit.REQUIREMENTS,
+            fingerprint=" ".join(mlflow_unit.REQUIREMENTS),
+            wheelhouse=machine.wheelhouse(self.model),
+            index_url=config.pip_index_url,
+            probe="mlflow",
+        )
+        host.mkdir(self._data_dir, owner=PATHS.user, group=PATHS.user, perms=0o750)
+        host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)
+
+    def _substrate_status(self) -> ops.StatusBase | None:
+        if not self.model.storages[STORAGE]:
+            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
+        if self._install_problem:
+            return ops.BlockedStatus(f"install failed: {self._install_problem}")
+        if not Path(PATHS.mlflow).exists():
+            return ops.MaintenanceStatus("installing MLflow")
+        if self._service_problem:
+            return ops.BlockedStatus(self._service_problem)
+        return None
+
+    def _run_server(self, settings: ServerSettings) -> None:
+        """Write the files and the unit; restart MLflow when either changed, else keep it up."""
+        files_changed = [
+            machine.write_if_changed(path, content, owner=PATHS.user, perms=0o600)
+            for path, content in mlflow.files(settings, systemd.env_file).items()
+        ]
+        unit = mlflow_unit.unit_file(settings, self.unit.name)
+        unit_changed = machine.write_if_changed(PATHS.unit_file, unit, owner="root", perms=0o644)
+        if unit_changed:
+            reload = systemd.systemctl("daemon-reload")
+            if reload.returncode != 0:
+                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
+                return
+            host.service("enable", mlflow_unit.SERVICE)
+        if unit_changed or any(files_changed):
+            started = host.service_restart(mlflow_unit.SERVICE)
+        else:
+            started = host.service_running(mlflow_unit.SERVICE) or host.service_start(
+                mlflow_unit.SERVICE
+            )
+        if not started:
+            self._service_problem = (
+                f"systemd did not start {mlflow_unit.SERVICE}: "
+                f"see journalctl -u {mlflow_unit.SERVICE}"
+            )
+
+    def _stop_server(self, settings: ServerSettings) -> None:
+        host.service_stop(mlflow_unit.SERVICE)
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(TrackingMachineCharm)

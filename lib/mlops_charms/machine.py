@@ -1,0 +1,170 @@
+"""Installing a workload on a machine, for every machine charm: apt packages, a venv, files.
+
+Each step records what it installed (a stamp under the charm's state folder) and does nothing
+when that has not changed: a hook pays for an install once, not at every ``config-changed``.
+A venv's packages come from PyPI, from a mirror (``pip-index-url``), or, on an air-gapped site,
+only from a ``wheelhouse`` resource (a ``.tar.gz`` of wheels: ``pip --no-index``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tarfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ops
+from charmhelpers.core import host
+from charmhelpers.fetch import apt_install
+
+WHEELHOUSE_RESOURCE = "wheelhouse"
+
+
+def workload_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
+    """The events after which a machine charm reconciles its workload (install and service)."""
+    return (
+        charm.on.install,
+        charm.on.upgrade_charm,
+        charm.on.config_changed,
+        charm.on.start,
+        charm.on.update_status,
+        charm.on.leader_elected,
+    )
+
+
+def wheelhouse(model: ops.Model) -> Path | None:
+    """The ``wheelhouse`` resource (an air-gapped site's wheels), or None: not attached.
+
+    An empty file is how an operator says "none" (a resource cannot be detached).
+    """
+    try:
+        path = model.resources.fetch(WHEELHOUSE_RESOURCE)
+    except (ops.ModelError, NameError):
+        return None
+    return path if path.stat().st_size > 0 else None
+
+
+class InstallError(Exception):
+    """A step failed; the message is one line for the status."""
+
+
+@dataclass(frozen=True)
+class Stamps:
+    """What each install step last installed, one file per step under ``folder``."""
+
+    folder: Path
+
+    def done(self, name: str, fingerprint: str) -> bool:
+        try:
+            return (self.folder / name).read_text() == fingerprint
+        except OSError:
+            return False
+
+    def record(self, name: str, fingerprint: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / name).write_text(fingerprint)
+
+
+def ensure_apt_packages(stamps: Stamps, packages: Sequence[str]) -> None:
+    """Install the apt ``packages``; once for the same list."""
+    fingerprint = " ".join(packages)
+    if not stamps.done("apt", fingerprint):
+        try:
+            apt_install(list(packages), fatal=True)
+        except subprocess.CalledProcessError as error:
+            raise InstallError(f"apt-get install {fingerprint} failed: {error}") from None
+        stamps.record("apt", fingerprint)
+
+
+def ensure_system_user(name: str) -> None:
+    """A system user without a login shell for a workload to run as; once."""
+    if not host.user_exists(name):
+        try:
+            host.adduser(name, shell="/usr/sbin/nologin", system_user=True)  # noqa: S604
+        except subprocess.CalledProcessError as error:
+            raise InstallError(f"could not add the system user {name}: {error}") from None
+
+
+def write_if_changed(path: str, content: str, *, owner: str, perms: int) -> bool:
+    """Write ``content`` to ``path`` (owner's group too) unless it is there; whether it wrote.
+
+    Ownership and mode are set either way (charmhelpers' ``write_file``).
+    """
+    try:
+        changed = Path(path).read_text() != content
+    except (OSError, UnicodeDecodeError):
+        changed = True
+    host.write_file(path, content, owner=owner, group=owner, perms=perms)
+    return changed
+
+
+def tree_digest(*paths: Path) -> str:
+    """A digest of the files under ``paths`` (names and contents)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for file in files:
+            if "__pycache__" in file.parts:
+                continue
+            digest.update(str(file.relative_to(root.parent)).encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Venv:
+    """A venv the workload runs from, made with the machine's ``python``."""
+
+    path: Path
+    python: str = "/usr/bin/python3"
+
+    def bin(self, program: str) -> Path:
+        return self.path / "bin" / program
+
+    def ensure(
+        self,
+        stamps: Stamps,
+        requirements: Sequence[str],
+        *,
+        fingerprint: str,
+        wheelhouse: Path | None,
+        index_url: str,
+        probe: str,
+    ) -> bool:
+        """pip-install ``requirements`` unless that exact install is there; whether it installed.
+
+        ``fingerprint`` says what is installed (with the wheelhouse's digest and the index);
+        ``probe`` names a program the install puts in the venv's ``bin``.
+        """
+        fingerprint = " ".join(
+            [fingerprint, *([tree_digest(wheelhouse)] if wheelhouse else []), index_url]
+        )
+        if stamps.done("venv", fingerprint) and self.bin(probe).exists():
+            return False
+        _run([self.python, "-m", "venv", str(self.path)])
+        options: list[str] = []
+        if wheelhouse is not None:
+            wheels = self.path.parent / "wheelhouse"
+            wheels.mkdir(parents=True, exist_ok=True)
+            try:
+                with tarfile.open(wheelhouse) as archive:
+                    archive.extractall(wheels, filter="data")
+            except (tarfile.TarError, OSError) as error:
+                raise InstallError(
+                    f"the wheelhouse resource is not a readable tarball: {error}"
+                ) from None
+            options = ["--no-index", "--find-links", str(wheels)]
+        elif index_url:
+            options = ["--index-url", index_url]
+        _run([str(self.bin("pip")), "install", "--quiet", *options, *requirements])
+        stamps.record("venv", fingerprint)
+        return True
+
+
+def _run(command: list[str]) -> None:
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    if completed.returncode != 0:
+        lines = (completed.stderr or completed.stdout).strip().splitlines()
+        raise InstallError(f"{Path(command[0]).name} failed: {lines[-1] if lines else ''}")

@@ -1,0 +1,144 @@
+"""The tracking machine charm's systemd unit, checked by systemd and run for real.
+
+This machine has no running systemd. The unit is rendered by the charm's own module
+(``charms/tracking/src/mlflow_unit.py``, the text the charm writes to
+``/etc/systemd/system/mlflow.service``) from the shared core's settings, with the server's files
+(``secrets.env`` in the ``EnvironmentFile`` syntax, the auth config) written as the charm writes
+them. ``systemd-analyze verify`` checks the unit; then the test does what systemd would: runs
+the unit's ``ExecStart`` with its ``Environment=`` lines, its ``EnvironmentFile`` and its
+``User`` in its ``WorkingDirectory``. The real MLflow client logs to it as the admin.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlops_charms import mlflow, systemd
+from tests.systemd_units import environment_file, systemd_words, unit_settings
+from tests.workload.processes import free_port, missing
+from tests.workload.tracking.harness import CLIENT_ENV, as_user
+from tests.workload.tracking.test_mlflow_workload import http_status, log_and_read_back
+
+CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "tracking" / "src"
+if str(CHARM_SRC) not in sys.path:
+    sys.path.insert(0, str(CHARM_SRC))
+
+import mlflow_unit  # noqa: E402
+
+ADMIN_PASSWORD = "admin-Pa55word-with-a-'quote'-and-$dollar"
+
+
+@dataclass
+class RenderedUnit:
+    path: Path
+    settings: dict[str, list[str]]
+    url: str
+
+
+@pytest.fixture
+def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RenderedUnit:
+    """mlflow.service and the server's files, as the charm writes them, MLflow from this venv."""
+    venv = Path(sys.executable).parent.parent
+    if not (venv / "bin" / "mlflow").exists():
+        missing(f"no mlflow in {venv}: run in tox -e workload-tracking")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setattr(
+        mlflow_unit,
+        "PATHS",
+        mlflow_unit.MachinePaths(venv=str(venv), python=sys.executable, user=user),
+    )
+    data_dir = tmp_path / "mlflow-data"
+    (data_dir / "secrets").mkdir(parents=True)
+    port = free_port()
+    settings = mlflow.ServerSettings(
+        data_dir=str(data_dir),
+        port=port,
+        workers=1,
+        job_execution=False,
+        default_permission="READ",
+        admin_password=ADMIN_PASSWORD,
+        flask_secret_key="flask-secret-key-0123456789abcdef0123456789abcdef",
+    )
+    for path, content in mlflow.files(settings, systemd.env_file).items():
+        Path(path).write_text(content)
+        Path(path).chmod(0o600)
+    unit = tmp_path / "mlflow.service"
+    unit.write_text(mlflow_unit.unit_file(settings, "tracking/0"))
+    return RenderedUnit(unit, unit_settings(unit.read_text()), f"http://127.0.0.1:{port}")
+
+
+def test_rendered_unit_passes_systemd_analyze_verify(rendered: RenderedUnit):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        missing("systemd-analyze is not installed")
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(rendered.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    problems = [line for line in verified.stderr.splitlines() if str(rendered.path) in line]
+    assert verified.returncode == 0, verified.stderr
+    assert problems == []
+
+
+@pytest.fixture
+def server(rendered: RenderedUnit) -> Iterator[RenderedUnit]:
+    """MLflow run as systemd would run the unit: its command, environment, user and folder."""
+    unit = rendered.settings
+    (env_path,) = unit["EnvironmentFile"]
+    assert oct(Path(env_path).stat().st_mode & 0o777) == "0o600"
+    environment = {
+        **environment_file(Path(env_path).read_text()),
+        **dict(systemd_words(line)[0].split("=", 1) for line in unit["Environment"]),
+        "HOME": unit["WorkingDirectory"][0],
+    }
+    (user,) = unit["User"]
+    process = subprocess.Popen(
+        systemd_words(unit["ExecStart"][0]),
+        env=environment,
+        cwd=unit["WorkingDirectory"][0],
+        user=user,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{rendered.url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"MLflow did not answer: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+            time.sleep(0.5)
+        yield rendered
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def test_the_units_mlflow_serves_the_admin_with_basic_auth(
+    server: RenderedUnit, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    for name, value in CLIENT_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert http_status(f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+    client = as_user(monkeypatch, server.url, "admin", ADMIN_PASSWORD)
+    log_and_read_back(client, "machine-unit", tmp_path)
