@@ -59,10 +59,11 @@ def main() -> int:
         print("\nruns in MLflow:")
         for run in sorted(loop.runs(), key=lambda r: r["info"]["start_time"]):
             metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+            accuracy = metrics.get("cv_accuracy_mean")  # error analysis logs no accuracy
             print(
-                f"  {run['info']['run_name']:32} {run_tag(run, 'mlops-job') or '':15} "
-                f"dataset {run_tag(run, 'dataset-version')}  "
-                f"cv accuracy {metrics.get('cv_accuracy_mean', float('nan')):.3f}"
+                f"  {run['info']['run_name']:36} {run_tag(run, 'mlops-job') or '':15} "
+                f"dataset {run_tag(run, 'dataset-version')}"
+                + (f"  cv accuracy {accuracy:.3f}" if accuracy is not None else "")
             )
         print_timings(loop, time.monotonic() - started)
         mlflow = loop.model.action("tracking-k8s", "get-admin-credentials")
