@@ -10,6 +10,7 @@ events wake it, and where the server is reached.
 
 from __future__ import annotations
 
+import abc
 import logging
 import re
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ class ConsumerExperimentError(Exception):
     """A consumer asked for an experiment it may not have; the message says which."""
 
 
-class TrackingServerCharm(ops.CharmBase):
+class TrackingServerCharm(ops.CharmBase, abc.ABC):
     """MLflow offered to the stack over ``mlops_tracking``; a subclass runs it on its substrate."""
 
     # A substrate's own options extend the shared ones (a subclass of ``TrackingConfig``).
@@ -133,14 +134,14 @@ class TrackingServerCharm(ops.CharmBase):
     # --- the substrate: what a subclass says ------------------------------------------------
 
     @property
+    @abc.abstractmethod
     def _data_dir(self) -> str:
         """Where the server keeps its stores, artifacts and secret files."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def _internal_url(self) -> str:
         """The URL consumers in the same model (or on the same network) log to."""
-        raise NotImplementedError
 
     @property
     def _external_url(self) -> str | None:
@@ -151,29 +152,29 @@ class TrackingServerCharm(ops.CharmBase):
     def _public_url(self) -> str:
         return self._external_url or self._internal_url
 
+    @abc.abstractmethod
     def _server_hosts(self) -> tuple[str, ...]:
         """The names clients reach the server by (its Host headers), besides ``allowed-hosts``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _prepare_substrate(self) -> bool:
         """Ready the substrate (connect, install, open ports); whether MLflow can be run now."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _substrate_status(self) -> ops.StatusBase | None:
         """Why the substrate is not ready for MLflow, or None."""
-        raise NotImplementedError
 
     def _substrate_relation_statuses(self) -> list[ops.StatusBase]:
         """What the substrate's own relations (an ingress) are waiting for or lack."""
         return []
 
+    @abc.abstractmethod
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the server's files and run it with ``settings``, changing only what differs."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _stop_server(self, settings: ServerSettings) -> None:
         """Stop the server: this unit must not serve."""
-        raise NotImplementedError
 
     # --- goal state -------------------------------------------------------------------------
 
