@@ -58,7 +58,11 @@ _IGNORED_ANYWHERE = shutil.ignore_patterns(
 )
 _IGNORED_AT_CHARM_ROOT = {"tests"}
 # Repository folders a charm carries whole, by charm: what a machine charm installs itself.
-CHARM_TREES: dict[str, tuple[str, ...]] = {"training": ("workload",)}
+CHARM_TREES: dict[str, tuple[str, ...]] = {
+    "data-versioning": ("workload",),
+    "labelling": ("workload",),
+    "training": ("workload",),
+}
 # craft-parts' own work folders, left in a project folder by a destructive-mode build.
 _IGNORED_AT_ROCK_ROOT = {"parts", "stage", "prime"}
 

@@ -18,13 +18,15 @@ The folder of a job, ``<jobs_dir>/<id>/``:
 ``<jobs_dir>/unreported/<id>`` marks a job whose end the charm has not acted on yet (made
 just before ``exit``): one directory listing tells a hook whether there is anything to do.
 
-``JobRecords`` reads and writes these folders whatever runs the job; ``JobRunner`` runs jobs
-as Pebble services. A job that runs elsewhere (a Kubernetes Job) is recorded the same way by
+``JobRecords`` reads and writes these folders whatever runs the job. A ``SlotRunner`` starts
+them: ``JobRunner`` as Pebble services, ``systemd_jobs.SystemdJobRunner`` as transient systemd
+units on a machine. A job that runs elsewhere (a Kubernetes Job) is recorded the same way by
 whatever sees it end, so list-jobs, actions and notices work alike.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import re
@@ -105,6 +107,10 @@ class JobBusyError(Exception):
     def __init__(self, job: Job):
         super().__init__(f"job {job.id} ({job.kind}) is running; wait for it (list-jobs)")
         self.job = job
+
+
+class JobStartError(Exception):
+    """The substrate could not start a job; the message is one line."""
 
 
 class JobRecords:
@@ -288,7 +294,19 @@ class JobRecords:
             return None
 
 
-class JobRunner(JobRecords):
+class SlotRunner(JobRecords, abc.ABC):
+    """Starts the jobs of one slot, one at a time, and says which one runs."""
+
+    @abc.abstractmethod
+    def start(self, spec: JobSpec) -> Job:
+        """Start ``spec``; ``JobBusyError``: the slot is busy; ``JobStartError``: not started."""
+
+    @abc.abstractmethod
+    def current(self) -> Job | None:
+        """The job this slot runs now, if any."""
+
+
+class JobRunner(SlotRunner):
     """Starts, reads and lists the jobs of one slot of a workload container.
 
     Args:
@@ -417,7 +435,7 @@ def _now() -> str:
 
 
 def start_for_action(
-    event: ops.ActionEvent, runner: JobRunner, spec: JobSpec, *, wait: bool, timeout: float
+    event: ops.ActionEvent, runner: SlotRunner, spec: JobSpec, *, wait: bool, timeout: float
 ) -> Job | None:
     """Start ``spec`` for an action; with ``wait``, wait up to ``timeout`` s for its end.
 
@@ -429,7 +447,7 @@ def start_for_action(
     except JobBusyError as error:
         event.fail(str(error))
         return None
-    except (ops.pebble.Error, ops.ModelError) as error:
+    except (ops.pebble.Error, ops.ModelError, JobStartError) as error:
         event.fail(f"cannot start the job: {str(error).splitlines()[0]}")
         return None
     event.log(f"job {job.id} started")

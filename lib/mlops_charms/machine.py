@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +161,35 @@ class Venv:
         _run([str(self.bin("pip")), "install", "--quiet", *options, *requirements])
         stamps.record("venv", fingerprint)
         return True
+
+
+def ensure_workload(
+    stamps: Stamps,
+    venv: Venv,
+    source: Path,
+    *,
+    extras: Sequence[str] = (),
+    also: Sequence[str] = (),
+    wheelhouse: Callable[[], Path | None],
+    index_url: str,
+) -> bool:
+    """Install the stack's workload package at ``source`` (with ``extras``) and ``also``.
+
+    ``source`` is the ``workload/`` folder a machine charm carries (tools/stage.py); ``also``
+    are more pinned requirements (DVC, as the rocks pin it). Once per change of the package or
+    the pins; whether it installed. ``wheelhouse`` fetches the resource (``wheelhouse``).
+    """
+    if not (source / "pyproject.toml").is_file():
+        raise InstallError(f"the charm carries no workload package at {source}")
+    package = f"{source}[{','.join(extras)}]" if extras else str(source)
+    return venv.ensure(
+        stamps,
+        [package, *also],
+        fingerprint=" ".join([tree_digest(source), *extras, *also]),
+        wheelhouse=wheelhouse(),
+        index_url=index_url,
+        probe="mlops-workload",
+    )
 
 
 def _run(command: list[str]) -> None:

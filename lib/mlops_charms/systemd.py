@@ -57,13 +57,22 @@ def exec_start(command: list[str]) -> str:
 
 def render_unit(templates: Path, template: str, context: Mapping[str, object]) -> str:
     """The text of a unit file from a charm's jinja2 ``template`` (undefined names fail)."""
-    environment = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates)),
+    loader = jinja2.FileSystemLoader(str(templates))
+    return _jinja(loader).get_template(template).render(**context)
+
+
+def render_source(source: str, context: Mapping[str, object]) -> str:
+    """The text of a unit file from the jinja2 template ``source`` (undefined names fail)."""
+    return _jinja().from_string(source).render(**context)
+
+
+def _jinja(loader: jinja2.BaseLoader | None = None) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=loader,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - a unit file, not HTML
     )
-    return environment.get_template(template).render(**context)
 
 
 def systemctl(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Juju glue for training on a bare-metal GPU machine: observe, reconcile, status, actions.
 
-The runs are transient systemd services of this unit's machine (``systemd_jobs``), started
-from the same core as training-k8s's Jobs (``mlops_charms.training``: parameters, command,
+The runs are transient systemd services of this unit's machine (``mlops_charms.systemd_jobs``),
+started from the same core as training-k8s's Jobs (``mlops_charms.training``: parameters, command,
 environment, relabel offering). An action starts one and returns its id at once; the job's
 ``ExecStopPost`` records its end in its folder (``mlops_charms.jobs`` layout) and dispatches
 this charm's ``job-ended`` event through ``juju-exec``; the charm then reports it once.
@@ -28,11 +28,12 @@ from charmhelpers.core import host
 
 import gpus
 import installer
-import systemd_jobs
-from mlops_charms import databags, jobs, machine, systemd, training, training_loop
+import machine_paths
+from mlops_charms import databags, jobs, machine, systemd, systemd_jobs, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
+from mlops_charms.systemd_jobs import JobLimits, JobUnit, SystemdJobRunner
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
     DATASET_ENDPOINT,
@@ -43,7 +44,6 @@ from mlops_charms.training import (
     RunError,
     RunParams,
 )
-from systemd_jobs import JobUnit, SystemdJobRecords
 
 logger = logging.getLogger(__name__)
 
@@ -72,20 +72,10 @@ class MachineConfig:
             raise ValueError("experiment: must be one line of at most 256 characters")
 
 
-class JobEndedEvent(ops.EventBase):
-    """A job's ExecStopPost dispatched ``hooks/job-ended`` (through juju-exec)."""
-
-
-class TrainingMachineEvents(ops.CharmEvents):
-    """The charm's events, with ``job_ended``: ``JUJU_DISPATCH_PATH=hooks/job-ended``."""
-
-    job_ended = ops.EventSource(JobEndedEvent)
-
-
 class TrainingMachineCharm(ops.CharmBase):
     """Runs training work as systemd jobs on this machine's GPUs and reports their ends."""
 
-    on = TrainingMachineEvents()  # type: ignore[reportAssignmentType]
+    on = systemd_jobs.MachineJobEvents()  # type: ignore[reportAssignmentType]
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
@@ -115,6 +105,10 @@ class TrainingMachineCharm(ops.CharmBase):
     def _config(self) -> MachineConfig:
         return self.load_config(MachineConfig)
 
+    def _jobs(self) -> SystemdJobRunner:
+        """The runs, side by side (no slot): each has the GPUs it was given."""
+        return SystemdJobRunner(machine_paths.PATHS.jobs, juju_unit=self.unit.name)
+
     # --- reconcile --------------------------------------------------------------------------
 
     def _reconcile(self, event: ops.EventBase) -> None:
@@ -130,9 +124,9 @@ class TrainingMachineCharm(ops.CharmBase):
             self._install_problem = str(error).splitlines()[0]
             logger.error("install: %s", self._install_problem)
             return
-        records = SystemdJobRecords()
+        records = self._jobs()
         if isinstance(event, ops.UpdateStatusEvent):
-            self._record_lost_jobs(records)
+            records.record_lost()
         for job in records.unreported():
             self._act_on(job)
             records.mark_reported(job)
@@ -146,13 +140,9 @@ class TrainingMachineCharm(ops.CharmBase):
             inventory = gpus.detect()
             if not inventory.gpus and inventory.pci_cards:
                 installer.install_gpu_driver()
-        paths = systemd_jobs.PATHS
+        paths = machine_paths.PATHS
         machine.ensure_system_user(paths.user)
-        host.mkdir(paths.jobs_dir, perms=0o755)
-        host.mkdir(paths.scripts_dir, perms=0o755)
-        machine.write_if_changed(
-            paths.job_ended, systemd_jobs.JOB_ENDED_SCRIPT.read_text(), owner="root", perms=0o755
-        )
+        systemd_jobs.install(paths.jobs)
         source = Path(self.charm_dir) / "workload"
         installer.ensure_workload(
             source, lambda: machine.wheelhouse(self.model), config.pip_index_url
@@ -174,18 +164,9 @@ class TrainingMachineCharm(ops.CharmBase):
             training.act_on_ended(self.model, self.app, job)
         elif job.kind == "error-analysis" and job.state == "succeeded":
             logger.warning("job %s ran on a non-leader unit: its batch is not offered", job.id)
-        if systemd_jobs.remove_unit_file(job.id):
-            systemd.systemctl("daemon-reload")
+        self._jobs().finish(job)
 
-    def _record_lost_jobs(self, records: SystemdJobRecords) -> None:
-        """Record as failed the jobs whose unit stopped without recording an end (a reboot)."""
-        for job in records.list():
-            if job.state == "failed" and job.exit_code is None and job.finished is None:
-                records.record_end(
-                    job.id, 1, stderr="its systemd unit is gone and its end was not recorded\n"
-                )
-
-    def _busy_gpus(self, records: SystemdJobRecords) -> set[int]:
+    def _busy_gpus(self, records: SystemdJobRunner) -> set[int]:
         return {
             index
             for job in records.list()
@@ -212,7 +193,7 @@ class TrainingMachineCharm(ops.CharmBase):
         if inventory.pci_cards and not inventory.gpus:
             hint = "" if self._config().install_gpu_driver else ": set install-gpu-driver=true"
             event.add_status(ops.BlockedStatus(inventory.summary() + hint))
-        records = SystemdJobRecords()
+        records = self._jobs()
         loop = ""
         if self.unit.is_leader():
             loop = training_loop.add_status(event, self.model, records, outside_the_cluster=True)
@@ -228,7 +209,7 @@ class TrainingMachineCharm(ops.CharmBase):
         if problem:
             event.fail(f"cannot run while blocked: {problem}")
             return
-        if not Path(systemd_jobs.PATHS.mlops_workload).exists():
+        if not Path(machine_paths.PATHS.mlops_workload).exists():
             event.fail("the workload is not installed yet (see the unit's status)")
             return
         access = training.access_for_run(event, self.model, kind, params, outside_the_cluster=True)
@@ -239,10 +220,10 @@ class TrainingMachineCharm(ops.CharmBase):
         except RunError as error:
             event.fail(error.reason)
             return
-        unit_name = systemd_jobs.unit_name(job.id)
+        unit_name = machine_paths.unit_name(job.id)
         event.log(f"job {job.id} started: {unit_name}")
         shown = {"job": job.id, "unit": unit_name, "gpus": job.params["gpus"]}
-        records = SystemdJobRecords()
+        records = self._jobs()
         training.report_job(event, records, job, shown, self._act_on, wait=params.wait)
 
     def _start_run(
@@ -258,25 +239,24 @@ class TrainingMachineCharm(ops.CharmBase):
         approach's loop (``training_loop.StartRun``) start runs alike.
         """
         config = self._config()
-        records = SystemdJobRecords()
+        records = self._jobs()
         inventory = gpus.detect()
         wanted = config.gpus_per_job if inventory.gpus else 0
         allocated = gpus.allocate(inventory.indices, self._busy_gpus(records), wanted)
         if allocated is None:
             raise RunError(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
         given = ",".join(map(str, allocated))
-        paths = systemd_jobs.PATHS
+        paths = machine_paths.PATHS
         job: Job | None = None
         try:
             job = records.create(
                 kind, {**params.shown(access.version), "gpus": given, **(shown or {})}
             )
             unit = self._job_unit(job, params, access, allocated)
-            work = Path(unit.folder) / "work"
-            work.mkdir()
-            host.chownr(str(work), paths.user, paths.user)
-            systemd_jobs.start(unit)
-        except (RuntimeError, ValueError, OSError) as error:
+            Path(unit.scratch).mkdir()
+            host.chownr(unit.scratch, paths.user, paths.user)
+            systemd_jobs.start_unit(unit)
+        except (jobs.JobStartError, ValueError, OSError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             if job is not None:  # recorded, so list-jobs says why it never ran
                 jobs.record_failure(records, job, reason)
@@ -292,11 +272,12 @@ class TrainingMachineCharm(ops.CharmBase):
     ) -> JobUnit:
         """The job's unit; its credentials written to the job's 0600 ``env`` first."""
         config = self._config()
-        paths = systemd_jobs.PATHS
+        paths = machine_paths.PATHS
         folder = f"{paths.jobs_dir}/{job.id}"
         settings, credentials = training.run_environment(access, params, workdir=f"{folder}/work")
         HostFiles().push(f"{folder}/env", systemd.env_file(credentials), permissions=0o600)
         return JobUnit(
+            paths=paths.jobs,
             job_id=job.id,
             kind=job.kind,
             juju_unit=self.unit.name,
@@ -304,34 +285,32 @@ class TrainingMachineCharm(ops.CharmBase):
                 paths.mlops_workload, job.kind, params.arguments(access.version)
             ),
             settings=settings,
-            gpus=allocated,
-            memory_max=config.job_memory_max,
-            runtime_max_sec=config.job_deadline,
+            limits=JobLimits(allocated, config.job_memory_max, config.job_deadline),
         )
 
     def _on_list_jobs(self, event: ops.ActionEvent) -> None:
-        jobs.list_for_action(event, SystemdJobRecords())
+        jobs.list_for_action(event, self._jobs())
 
     def _on_cancel_job(self, event: ops.ActionEvent) -> None:
         params = event.load_params(JobParams, errors="fail")
-        records = SystemdJobRecords()
+        records = self._jobs()
         job = jobs.find_running_for_action(event, records, params.job)
         if job is None:
             return
         jobs.record_cancelled(records, job)  # its ExecStopPost then adds nothing
-        # --no-block: this hook holds Juju's lock, which the job's ExecStopPost waits for.
-        stopped = systemd_jobs.stop(job.id)
+        stopped = records.stop(job.id)
         event.set_results(
             {"job": job.id, "state": "cancelled", "stopped": "yes" if stopped else "no"}
         )
 
     def _on_job_logs(self, event: ops.ActionEvent) -> None:
         params = event.load_params(JobLogsParams, errors="fail")
-        job = jobs.find_for_action(event, SystemdJobRecords(), params.job)
+        records = self._jobs()
+        job = jobs.find_for_action(event, records, params.job)
         if job is None:
             return
         try:
-            text = systemd_jobs.journal(job.id, params.lines)
+            text = records.journal(job.id, params.lines)
         except (RuntimeError, OSError) as error:
             event.fail(str(error))
             return

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charmhelpers.fetch import apt_install
 
-import systemd_jobs
+import machine_paths
 from mlops_charms import machine
 from mlops_charms.machine import InstallError
 
@@ -22,7 +22,7 @@ APT_PACKAGES = ["python3-venv", "git"]
 
 
 def _stamps() -> machine.Stamps:
-    return machine.Stamps(Path(systemd_jobs.PATHS.jobs_dir).parent / "state")
+    return machine.Stamps(Path(machine_paths.PATHS.jobs_dir).parent / "state")
 
 
 def ensure_packages() -> None:
@@ -49,23 +49,14 @@ def install_gpu_driver() -> None:
     stamps.record("gpu-driver", "gpgpu")
 
 
-def ensure_workload(
-    source: Path, wheelhouse_resource: Callable[[], Path | None], index_url: str
-) -> bool:
-    """Install ``source[training]`` into the venv unless that exact install is there already.
-
-    Returns whether it installed. The wheelhouse is fetched (``wheelhouse_resource``) only when
-    there is a package to install from it.
-    """
-    if not (source / "pyproject.toml").is_file():
-        raise InstallError(f"the charm carries no workload package at {source}")
-    paths = systemd_jobs.PATHS
-    venv = machine.Venv(Path(paths.venv), paths.python)
-    return venv.ensure(
+def ensure_workload(source: Path, wheelhouse: Callable[[], Path | None], index_url: str) -> bool:
+    """Install ``source[training]`` into the venv unless that exact install is there already."""
+    paths = machine_paths.PATHS
+    return machine.ensure_workload(
         _stamps(),
-        [f"{source}[training]"],
-        fingerprint=machine.tree_digest(source),
-        wheelhouse=wheelhouse_resource(),
+        machine.Venv(Path(paths.venv), paths.python),
+        source,
+        extras=("training",),
+        wheelhouse=wheelhouse,
         index_url=index_url,
-        probe="mlops-workload",
     )

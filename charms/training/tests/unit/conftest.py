@@ -2,7 +2,7 @@
 
 charmhelpers' host helpers import only on Ubuntu: the run re-executes itself under an Ubuntu
 24.04 os-release in a private mount namespace (``tests/ubuntu_namespace.py``). The machine's
-paths (``systemd_jobs.PATHS``) point into a temporary folder. The programs that cannot run
+paths (``machine_paths.PATHS``) point into a temporary folder. The programs that cannot run
 here (no systemd, no GPU, no apt on this Debian's behalf, no Juju) are fakes on ``PATH`` that
 answer as the real ones do and log their calls: ``systemctl`` keeps unit states in a folder,
 ``nvidia-smi`` prints the GPUs a test gives it, ``journalctl`` prints a unit's log.
@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 from ops import testing  # noqa: E402
 
 import charm  # noqa: E402
-import systemd_jobs  # noqa: E402
+import machine_paths  # noqa: E402
 from mlops_charms import machine as machine_install  # noqa: E402
 
 APP = "training"
@@ -50,7 +50,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine
     (venv / "bin").mkdir(parents=True)
     # The workload's venv, as installed (the installer's stamp matches the carried package).
     (venv / "bin" / "mlops-workload").write_text("#!/bin/sh\necho '{}'\n")
-    paths = systemd_jobs.MachinePaths(
+    paths = machine_paths.MachinePaths(
         units_dir=str(root / "run/systemd/system"),
         jobs_dir=str(root / "var/lib/mlops-training/jobs"),
         venv=str(venv),
@@ -60,7 +60,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine
         user="root",
     )
     Path(paths.units_dir).mkdir(parents=True)
-    monkeypatch.setattr(systemd_jobs, "PATHS", paths)
+    monkeypatch.setattr(machine_paths, "PATHS", paths)
     monkeypatch.setattr(charm.installer, "ensure_workload", lambda *_args: False)
     # charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the
     # real apt-get of this machine. Its calls are logged instead, as the fake tools' are.

@@ -17,8 +17,9 @@ import pytest
 from conftest import Machine
 from ops import testing
 
-import systemd_jobs
-from systemd_jobs import JobUnit
+import machine_paths
+from mlops_charms import systemd_jobs
+from mlops_charms.systemd_jobs import JobUnit
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "training-k8s/tests/unit"))
 from loop_cases import (
@@ -58,12 +59,12 @@ class MachineUnit:
     def end(
         self, state: testing.State, job: str, result: dict[str, Any], *, succeeded: bool = True
     ) -> testing.State:
-        folder = Path(systemd_jobs.PATHS.jobs_dir) / job
+        folder = Path(machine_paths.PATHS.jobs_dir) / job
         (folder / "stdout").write_text(json.dumps(result) + "\n" if succeeded else "")
         (folder / "stderr").write_text("" if succeeded else "error: no labels in v2\n")
         (folder.parent / "unreported" / job).touch()
         (folder / "exit").write_text(f"{0 if succeeded else 1} 2026-11-30T16:00:00Z\n")
-        (self.machine.state / "units" / systemd_jobs.unit_name(job)).unlink()  # it stopped
+        (self.machine.state / "units" / machine_paths.unit_name(job)).unlink()  # it stopped
         return self.ctx.run(self.ctx.on.update_status(), state)  # as job-ended does
 
     def restarted(self, state: testing.State) -> testing.State:
@@ -73,13 +74,13 @@ class MachineUnit:
 @pytest.fixture
 def unit(ctx, machine: Machine, monkeypatch: pytest.MonkeyPatch) -> MachineUnit:
     recorded = MachineUnit(ctx, machine)
-    start = systemd_jobs.start
+    start = systemd_jobs.start_unit
 
     def record(job: JobUnit) -> None:
         recorded.units.append(job)
         start(job)
 
-    monkeypatch.setattr(systemd_jobs, "start", record)
+    monkeypatch.setattr(systemd_jobs, "start_unit", record)
     return recorded
 
 
@@ -89,7 +90,7 @@ class TestApproachLoop(LoopCases):
 
 def test_the_loop_state_is_beside_the_job_records(unit: MachineUnit):
     unit.ctx.run(unit.ctx.on.config_changed(), related(unit, approach_relation()))
-    saved = json.loads((Path(systemd_jobs.PATHS.jobs_dir) / "loop.json").read_text())
+    saved = json.loads((Path(machine_paths.PATHS.jobs_dir) / "loop.json").read_text())
     assert saved["applied_revision"] == 3
     assert [(run["kind"], run["version"]) for run in saved["runs"]] == [("train", "v2")]
 
@@ -107,4 +108,4 @@ def test_with_no_free_gpu_the_loop_waits_and_starts_once_one_is_free(unit: Machi
     )
     state = unit.end(state, manual.job, {"run_id": "r"})
     assert kinds(unit)[-1] == ("train", "v2")
-    assert list(unit.units[-1].gpus) == [0]
+    assert list(unit.units[-1].limits.gpus or ()) == [0]

@@ -11,7 +11,7 @@ from pathlib import Path
 from conftest import APP, Machine
 from ops import testing
 
-import systemd_jobs
+import machine_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "training-k8s/tests/unit"))
 from training_testing import (
@@ -61,11 +61,11 @@ def test_train_starts_a_systemd_unit_with_gpus_and_private_credentials(ctx, mach
     ctx.run(ctx.on.action("train", params={"spec": "text-tfidf-logreg"}), _related())
     results = ctx.action_results
     assert results is not None and results["state"] == "running" and results["gpus"] == "0"
-    unit = Path(systemd_jobs.PATHS.units_dir) / results["unit"]
+    unit = Path(machine_paths.PATHS.units_dir) / results["unit"]
     text = unit.read_text()
     assert "Environment=CUDA_VISIBLE_DEVICES=0" in text and "Restart=no" in text
     assert GIT_PASSWORD not in text and MLFLOW_PASSWORD not in text
-    env = Path(systemd_jobs.PATHS.jobs_dir) / results["job"] / "env"
+    env = Path(machine_paths.PATHS.jobs_dir) / results["job"] / "env"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600 and GIT_PASSWORD in env.read_text()
     assert results["unit"] in machine.running_units()
 
@@ -95,7 +95,7 @@ def test_an_ended_error_analysis_offers_its_batch_once(ctx, machine: Machine):
     ctx.run(ctx.on.action("error-analysis", params={"spec": "image-svc"}), state)
     assert ctx.action_results is not None
     job_id = ctx.action_results["job"]
-    folder = Path(systemd_jobs.PATHS.jobs_dir) / job_id
+    folder = Path(machine_paths.PATHS.jobs_dir) / job_id
     batch = {"batch_id": "b1", "items": ["images/1.png"], "reason": "suspected label error"}
     (folder / "stdout").write_text(json.dumps({"relabel_batch": batch}))
     (folder.parent / "unreported" / job_id).touch()
@@ -105,7 +105,7 @@ def test_an_ended_error_analysis_offers_its_batch_once(ctx, machine: Machine):
     offered = json.loads(out.get_relation(relabel.id).local_app_data["batches"])
     assert [b["batch_id"] for b in offered] == ["b1"]
     assert not (folder.parent / "unreported" / job_id).exists()
-    assert not (Path(systemd_jobs.PATHS.units_dir) / systemd_jobs.unit_name(job_id)).exists()
+    assert not (Path(machine_paths.PATHS.units_dir) / machine_paths.unit_name(job_id)).exists()
 
 
 def test_cancel_job_records_the_end_and_stops_without_blocking(ctx, machine: Machine):
@@ -114,7 +114,7 @@ def test_cancel_job_records_the_end_and_stops_without_blocking(ctx, machine: Mac
     job_id = ctx.action_results["job"]
     ctx.run(ctx.on.action("cancel-job", params={"job": job_id}), _related())
     assert ctx.action_results == {"job": job_id, "state": "cancelled", "stopped": "yes"}
-    assert ["stop", "--no-block", systemd_jobs.unit_name(job_id)] in machine.calls("systemctl")
+    assert ["stop", "--no-block", machine_paths.unit_name(job_id)] in machine.calls("systemctl")
     ctx.run(ctx.on.action("list-jobs"), _related())
     assert ctx.action_results is not None
     listed = json.loads(ctx.action_results["jobs"])
@@ -125,7 +125,7 @@ def test_job_logs_reads_the_units_journal(ctx, machine: Machine):
     ctx.run(ctx.on.action("train", params={"spec": "image-svc"}), _related())
     assert ctx.action_results is not None
     job_id = ctx.action_results["job"]
-    journal = machine.state / "journal" / systemd_jobs.unit_name(job_id)
+    journal = machine.state / "journal" / machine_paths.unit_name(job_id)
     journal.write_text("fold 1/5: accuracy 0.91\nfold 2/5: accuracy 0.93\n")
     ctx.run(ctx.on.action("job-logs", params={"job": job_id, "lines": 1}), _related())
     assert ctx.action_results is not None
@@ -136,9 +136,9 @@ def test_update_status_records_a_job_whose_unit_vanished(ctx, machine: Machine):
     ctx.run(ctx.on.action("train", params={"spec": "image-svc"}), _related())
     assert ctx.action_results is not None
     job_id = ctx.action_results["job"]
-    (machine.state / "units" / systemd_jobs.unit_name(job_id)).unlink()  # a reboot
+    (machine.state / "units" / machine_paths.unit_name(job_id)).unlink()  # a reboot
     ctx.run(ctx.on.update_status(), _related())
-    folder = Path(systemd_jobs.PATHS.jobs_dir) / job_id
+    folder = Path(machine_paths.PATHS.jobs_dir) / job_id
     assert (folder / "exit").read_text().startswith("1 ")
     assert "end was not recorded" in (folder / "stderr").read_text()
 
@@ -173,5 +173,5 @@ def test_runs_log_to_the_tracking_servers_ingress_url_from_outside_the_cluster(
     )
     ctx.run(ctx.on.action("train", params={"spec": "image-svc"}), state)
     assert ctx.action_results is not None
-    unit = Path(systemd_jobs.PATHS.units_dir) / ctx.action_results["unit"]
+    unit = Path(machine_paths.PATHS.units_dir) / ctx.action_results["unit"]
     assert f'Environment="MLFLOW_TRACKING_URI={external}"' in unit.read_text()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from conftest import UNIT, Machine
 
-import systemd_jobs
-from mlops_charms import systemd, training
-from systemd_jobs import JobUnit, SystemdJobRecords
+import machine_paths
+from mlops_charms import systemd, systemd_jobs, training
+from mlops_charms.systemd_jobs import JobLimits, JobUnit, SystemdJobRunner
 from tests.systemd_units import environment_file, systemd_words, unit_settings
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or "/usr/bin/systemd-analyze"
@@ -51,13 +51,13 @@ sys.exit({code})
 @pytest.fixture
 def job_unit(machine: Machine) -> JobUnit:
     """A train job's unit, rendered as the charm renders it, and the stubs it runs."""
-    paths = systemd_jobs.PATHS
+    paths = machine_paths.PATHS
     workload = Path(paths.mlops_workload)
     workload.write_text(STUB_WORKLOAD.format(python=sys.executable))
     workload.chmod(0o755)
     Path(paths.scripts_dir).mkdir(parents=True)
-    shutil.copy(systemd_jobs.JOB_ENDED_SCRIPT, paths.job_ended)
-    records = SystemdJobRecords()
+    shutil.copy(systemd_jobs.JOB_ENDED_SCRIPT, paths.jobs.job_ended)
+    records = SystemdJobRunner(paths.jobs)
     job = records.create("train", {"spec": TRICKY_SPEC, "gpus": "1"})
     registry = training.RegistryAccess(
         git_url="http://registry:8080/git/data.git",
@@ -69,21 +69,25 @@ def job_unit(machine: Machine) -> JobUnit:
     (folder / "env").write_text(systemd.env_file(credentials))
     (folder / "work").mkdir()
     unit = JobUnit(
+        paths=paths.jobs,
         job_id=job.id,
         kind="train",
         juju_unit=UNIT,
         command=training.command(paths.mlops_workload, "train", ["--spec", TRICKY_SPEC]),
         settings=settings,
-        gpus=[1],
-        memory_max="8G",
+        limits=JobLimits(gpus=[1], memory_max="8G"),
     )
-    unit.render()
+    unit.write()
     return unit
+
+
+def records() -> SystemdJobRunner:
+    return SystemdJobRunner(machine_paths.PATHS.jobs)
 
 
 def run_exec_start(unit: JobUnit, *, exit_code: int = 0) -> None:
     """Run the unit's ExecStart as systemd would: its environment, folder and output file."""
-    settings = unit_settings((Path(systemd_jobs.PATHS.units_dir) / unit.name).read_text())
+    settings = unit_settings((Path(machine_paths.PATHS.units_dir) / unit.name).read_text())
     environment = {"PATH": os.environ["PATH"], "STUB_EXIT": str(exit_code)}
     environment |= environment_file(Path(settings["EnvironmentFile"][0]).read_text())
     for assignment in settings["Environment"]:
@@ -105,13 +109,13 @@ def run_exec_stop_post(
     unit: JobUnit, machine: Machine, juju_exec_code: int = 0, **systemd_env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the unit's ExecStopPost with systemd's variables and a stub juju-exec."""
-    juju_exec = Path(systemd_jobs.PATHS.juju_exec)
+    juju_exec = Path(machine_paths.PATHS.juju_exec)
     log = machine.state / "juju-exec.jsonl"
     juju_exec.write_text(
         STUB_JUJU_EXEC.format(python=sys.executable, log=str(log), code=juju_exec_code)
     )
     juju_exec.chmod(0o755)
-    line = unit_settings((Path(systemd_jobs.PATHS.units_dir) / unit.name).read_text())[
+    line = unit_settings((Path(machine_paths.PATHS.units_dir) / unit.name).read_text())[
         "ExecStopPost"
     ][0]
     assert line.startswith("+"), "ExecStopPost runs as root, whatever User= says"
@@ -131,7 +135,7 @@ def dispatched(machine: Machine) -> list[list[str]]:
 
 
 def test_rendered_unit_passes_systemd_analyze_verify(job_unit: JobUnit):
-    unit_file = Path(systemd_jobs.PATHS.units_dir) / job_unit.name
+    unit_file = Path(machine_paths.PATHS.units_dir) / job_unit.name
     verified = subprocess.run(
         [SYSTEMD_ANALYZE, "verify", "--man=no", str(unit_file)],
         capture_output=True,
@@ -145,7 +149,7 @@ def test_rendered_unit_passes_systemd_analyze_verify(job_unit: JobUnit):
 
 def test_a_broken_unit_fails_systemd_analyze_verify(job_unit: JobUnit):
     """The check is not vacuous: an ExecStart that is not a command fails it."""
-    unit_file = Path(systemd_jobs.PATHS.units_dir) / job_unit.name
+    unit_file = Path(machine_paths.PATHS.units_dir) / job_unit.name
     text = re.sub(r"(?m)^ExecStart=.*$", "ExecStart=relative/program", unit_file.read_text())
     unit_file.write_text(text)
     verified = subprocess.run(
@@ -180,11 +184,11 @@ def test_a_succeeded_job_records_its_result_and_dispatches_job_ended(
         job_unit, machine, EXIT_CODE="exited", EXIT_STATUS="0", SERVICE_RESULT="success"
     )
     assert stopped.returncode == 0, stopped.stderr
-    records = SystemdJobRecords()
-    job = records.get(job_unit.job_id)
+    ended_jobs = records()
+    job = ended_jobs.get(job_unit.job_id)
     assert job is not None and job.state == "succeeded" and job.exit_code == 0
     assert job.result is not None and job.result["metrics"] == {"accuracy": 0.93}
-    assert [ended.id for ended in records.unreported()] == [job_unit.job_id]
+    assert [ended.id for ended in ended_jobs.unreported()] == [job_unit.job_id]
     assert not (Path(job_unit.folder) / "work").exists(), "the pulled dataset is removed"
     assert dispatched(machine) == [[UNIT, "JUJU_DISPATCH_PATH=hooks/job-ended ./dispatch"]]
 
@@ -194,7 +198,7 @@ def test_an_out_of_memory_kill_is_a_failure_that_says_so(job_unit: JobUnit, mach
     run_exec_stop_post(
         job_unit, machine, EXIT_CODE="killed", EXIT_STATUS="KILL", SERVICE_RESULT="oom-kill"
     )
-    job = SystemdJobRecords().get(job_unit.job_id)
+    job = records().get(job_unit.job_id)
     assert job is not None and job.state == "failed" and job.exit_code == 137
     assert job.error == "killed: out of memory (the job-memory-max limit)"
     assert len(dispatched(machine)) == 1
@@ -207,7 +211,7 @@ def test_a_job_that_ran_past_its_deadline_fails_with_the_reason(
     run_exec_stop_post(
         job_unit, machine, EXIT_CODE="killed", EXIT_STATUS="TERM", SERVICE_RESULT="timeout"
     )
-    job = SystemdJobRecords().get(job_unit.job_id)
+    job = records().get(job_unit.job_id)
     assert job is not None and job.state == "failed" and job.exit_code == 128 + 15
     assert job.error == "stopped: it ran past job-deadline (RuntimeMaxSec)"
 
@@ -215,11 +219,11 @@ def test_a_job_that_ran_past_its_deadline_fails_with_the_reason(
 def test_an_end_recorded_by_cancel_job_is_kept_and_not_dispatched_again(
     job_unit: JobUnit, machine: Machine
 ):
-    SystemdJobRecords().record_end(job_unit.job_id, 1, stderr="cancelled by cancel-job\n")
+    records().record_end(job_unit.job_id, 1, stderr="cancelled by cancel-job\n")
     run_exec_stop_post(
         job_unit, machine, EXIT_CODE="killed", EXIT_STATUS="TERM", SERVICE_RESULT="signal"
     )
-    job = SystemdJobRecords().get(job_unit.job_id)
+    job = records().get(job_unit.job_id)
     assert job is not None and job.error == "cancelled by cancel-job"
     assert dispatched(machine) == []
 
@@ -236,4 +240,4 @@ def test_a_lost_dispatch_leaves_the_end_for_update_status(job_unit: JobUnit, mac
     )
     assert stopped.returncode == 0, "ExecStopPost never fails the unit further"
     assert "juju-exec failed (1)" in stopped.stderr
-    assert [job.id for job in SystemdJobRecords().unreported()] == [job_unit.job_id]
+    assert [job.id for job in records().unreported()] == [job_unit.job_id]
