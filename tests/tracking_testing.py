@@ -52,6 +52,8 @@ S3_INTERMEDIATE_CA = "-----BEGIN CERTIFICATE-----\nMIIBintermediateCA\n-----END 
 BAD_CONFIG = {
     "port below 1024": ("port", 80),
     "port above 65535": ("port", 65536),
+    "metrics port below 1024": ("metrics-port", 80),
+    "metrics port equal to port": ("metrics-port", 5000),
     "no workers": ("workers", 0),
     "too many workers": ("workers", 17),
     "blank default experiment": ("default-experiment", "   "),

@@ -8,6 +8,11 @@ Pebble layer, tracking's systemd unit) run that command with that environment.
 
 Secrets never appear in the command or the environment: they are in ``secrets.env`` (mode 0600),
 which the Pebble service sources and the systemd unit reads as its ``EnvironmentFile``.
+
+Metrics: MLflow's ``--expose-prometheus`` counts requests in a multiprocess folder, but serves
+``/metrics`` behind its basic auth (only ``/health``, ``/static`` and server-info are open).
+So a second, tiny process, the metrics exporter, serves that folder on its own port without
+auth, plus whether MLflow answers: Prometheus scrapes it with no MLflow password anywhere.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class ServerSettings:
 
     data_dir: str
     port: int
+    metrics_port: int  # the metrics exporter's
     workers: int
     job_execution: bool
     default_permission: str
@@ -74,6 +80,15 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     database: PostgreSQLBackend | None = None
     artifacts: S3Artifacts | None = None
+
+    @property
+    def metrics_dir(self) -> str:
+        """prometheus_client's multiprocess folder: MLflow's workers write, the exporter reads."""
+        return f"{self.data_dir}/prometheus"
+
+    @property
+    def metrics_exporter_path(self) -> str:
+        return f"{self.data_dir}/metrics_exporter.py"
 
     @property
     def secrets_env_path(self) -> str:
@@ -132,7 +147,75 @@ def server_command(settings: ServerSettings, program: str = "mlflow") -> list[st
         "basic-auth",
         "--allowed-hosts",
         ",".join((*_LOCAL_HOSTS, *settings.allowed_hosts)),
+        "--expose-prometheus",
+        settings.metrics_dir,
     ]
+
+
+def reset_metrics_command(settings: ServerSettings) -> list[str]:
+    """Run before MLflow starts: remove the previous run's multiprocess folder (MLflow remakes it).
+
+    prometheus_client asks for it: files of dead workers would otherwise pile up, one set per
+    restart. Counters then restart from zero, which Prometheus' ``rate()`` handles.
+    """
+    return ["rm", "-rf", "--", settings.metrics_dir]
+
+
+def metrics_exporter_command(settings: ServerSettings, python: str = "python3") -> list[str]:
+    """The metrics exporter's command; ``python``: MLflow's interpreter (has prometheus_client)."""
+    return [
+        python,
+        settings.metrics_exporter_path,
+        settings.metrics_dir,
+        str(settings.metrics_port),
+        health_url(settings),
+        settings.data_dir,
+    ]
+
+
+# The exporter's own gauges. The scrape's ``up`` says only that the exporter answers; these say
+# whether MLflow does, and how full the unit's storage (stores, artifacts) is.
+UP_METRIC = "mlflow_server_up"
+STORAGE_SIZE_METRIC = "mlflow_storage_size_bytes"
+STORAGE_AVAILABLE_METRIC = "mlflow_storage_available_bytes"
+
+# Run by MLflow's interpreter: only the standard library and prometheus_client (which MLflow's
+# own exporter needs anyway).
+METRICS_EXPORTER = f'''"""Serve MLflow's multiprocess metrics, health and storage, without auth."""
+
+import os
+import shutil
+import sys
+import threading
+import urllib.request
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+metrics_dir, port, health_url, data_dir = sys.argv[1], int(sys.argv[2]), *sys.argv[3:5]
+
+
+class Server:
+    def collect(self):
+        try:
+            with urllib.request.urlopen(health_url, timeout=3) as response:
+                up = response.status == 200
+        except OSError:
+            up = False
+        yield GaugeMetricFamily("{UP_METRIC}", "Whether MLflow's /health answers.", 1.0 * up)
+        usage = shutil.disk_usage(data_dir)
+        yield GaugeMetricFamily("{STORAGE_SIZE_METRIC}", "The storage's size.", usage.total)
+        yield GaugeMetricFamily("{STORAGE_AVAILABLE_METRIC}", "Free to MLflow.", usage.free)
+
+
+os.makedirs(metrics_dir, exist_ok=True)
+registry = CollectorRegistry()
+MultiProcessCollector(registry, path=metrics_dir)
+registry.register(Server())
+start_http_server(port, registry=registry)
+threading.Event().wait()
+'''
 
 
 def environment(settings: ServerSettings) -> dict[str, str]:
@@ -209,6 +292,7 @@ def files(
     rendered = {
         settings.auth_config_path: auth_config,
         settings.secrets_env_path: render_secrets(secret_env),
+        settings.metrics_exporter_path: METRICS_EXPORTER,
     }
     if settings.database and settings.database.ca:
         rendered[settings.postgresql_ca_path] = settings.database.ca

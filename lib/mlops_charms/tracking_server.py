@@ -2,10 +2,11 @@
 
 ``TrackingServerCharm`` is the Juju side of MLflow on either substrate: config and action
 parameters, the admin secret, the stores (PostgreSQL, S3), one MLflow user per ``mlops_tracking``
-consumer, the approach's acknowledgement, every status that does not depend on where MLflow runs,
-and the actions. A substrate charm subclasses it and says only how MLflow runs there: under
-Pebble in a container (tracking-k8s) or as a systemd unit on the machine (tracking), which
-events wake it, and where the server is reached.
+consumer, the approach's acknowledgement, the scrape job, alert rules and dashboard offered to
+Prometheus and Grafana, every status that does not depend on where MLflow runs, and the
+actions. A substrate charm subclasses it and says only how MLflow runs there: under Pebble in
+a container (tracking-k8s) or as a systemd unit on the machine (tracking), which events wake
+it, and where the server is reached.
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from dataclasses import dataclass
 
 import ops
 
-from mlops_charms import approach, databags, mlflow, secrets, sidecar
+from mlops_charms import (
+    approach,
+    databags,
+    grafana_dashboard,
+    mlflow,
+    mlflow_observability,
+    prometheus_scrape,
+    secrets,
+    sidecar,
+)
 from mlops_charms.mlflow import MLflowAPI, ServerSettings
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.rest import RESTError
@@ -27,6 +37,8 @@ from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
 logger = logging.getLogger(__name__)
 
 TRACKING_ENDPOINT = "mlops-tracking"
+METRICS_ENDPOINT = "metrics-endpoint"
+DASHBOARD_ENDPOINT = "grafana-dashboard"
 SERVER_SECRET = "mlflow-server"  # noqa: S105 - a label: admin password, Flask secret key
 CONSUMER_SECRET = "mlops-tracking-{relation_id}"  # noqa: S105 - a secret label
 CONSUMER_USER = "relation-{relation_id}-{app}"
@@ -40,6 +52,7 @@ class TrackingConfig:
     """The charm's config options, validated."""
 
     port: int = 5000
+    metrics_port: int = 9101
     workers: int = 1
     enable_job_execution: bool = False
     default_experiment: str = "Default"
@@ -49,6 +62,8 @@ class TrackingConfig:
     def __post_init__(self):
         if not 1024 <= self.port <= 65535:
             raise ValueError("port: must be between 1024 and 65535")
+        if not 1024 <= self.metrics_port <= 65535 or self.metrics_port == self.port:
+            raise ValueError("metrics-port: must be between 1024 and 65535, and not port")
         if not 1 <= self.workers <= 16:
             raise ValueError("workers: must be between 1 and 16")
         if not self.default_experiment.strip():
@@ -117,6 +132,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         for event in (
             self.on[TRACKING_ENDPOINT].relation_joined,
             self.on[TRACKING_ENDPOINT].relation_changed,
+            self.on[METRICS_ENDPOINT].relation_joined,
+            self.on[DASHBOARD_ENDPOINT].relation_joined,
             *self.database.events,
             *self.s3.events,
             *approach.relation_events(self),
@@ -200,6 +217,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         return ServerSettings(
             data_dir=self._data_dir,
             port=config.port,
+            metrics_port=config.metrics_port,
             workers=config.workers,
             job_execution=config.enable_job_execution,
             default_permission=config.default_permission,
@@ -245,8 +263,24 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         if self._config_problem() or not self._prepare_substrate():
             return
         self._reconcile_workload()
+        self._offer_observability()
         if self.unit.is_leader():
             self._acknowledge_approach()
+
+    def _offer_observability(self) -> None:
+        """Tell Prometheus where the metrics exporter listens and Grafana what to show."""
+        prometheus_scrape.publish(
+            self,
+            METRICS_ENDPOINT,
+            port=self._config().metrics_port,
+            alert_rules=mlflow_observability.ALERT_RULES,
+            job_name=mlflow_observability.JOB_NAME,
+        )
+        grafana_dashboard.publish(
+            self,
+            DASHBOARD_ENDPOINT,
+            {mlflow_observability.DASHBOARD_NAME: mlflow_observability.DASHBOARD},
+        )
 
     def _reconcile_workload(self) -> None:
         """The server (on complete stores only) and its consumers."""

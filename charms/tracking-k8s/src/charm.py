@@ -65,9 +65,9 @@ class TrackingCharm(TrackingServerCharm):
     def _prepare_substrate(self) -> bool:
         if not self.container.can_connect():
             return False
-        port = self._config().port
-        self.unit.set_ports(port)
-        self.ingress.publish(port=port)
+        config = self._config()
+        self.unit.set_ports(config.port, config.metrics_port)
+        self.ingress.publish(port=config.port)
         return True
 
     def _substrate_status(self) -> ops.StatusBase | None:

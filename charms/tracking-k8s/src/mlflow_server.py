@@ -1,13 +1,14 @@
 """MLflow under Pebble: the layer that runs the core's server (``mlops_charms.mlflow``).
 
 The command, environment, files and REST API are the core's, shared with the machine charm;
-this module only wraps them in a Pebble service and check. Secrets never appear in the Pebble
+this module only wraps them in Pebble services and a check. Secrets never appear in the Pebble
 plan: the service's command sources ``secrets.env`` (mode 0600) before it execs MLflow (see
 ``mlops_charms.workload``).
 """
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 from mlops_charms import mlflow, workload
@@ -16,13 +17,14 @@ if TYPE_CHECKING:
     from ops.pebble import LayerDict
 
 SERVICE = "mlflow"
+METRICS_SERVICE = "mlflow-metrics"
 READY_CHECK = "mlflow-ready"
 # Recorded by the service once MLflow answers: the charm then provisions consumers at once.
 READY_NOTICE = "mlops-stack.dev/mlflow/ready"
 
 
 def layer(settings: mlflow.ServerSettings) -> LayerDict:
-    """The Pebble layer that runs the server and checks its health."""
+    """The Pebble layer that runs the server and its metrics exporter, and checks its health."""
     health = mlflow.health_url(settings)
     return {
         "summary": "MLflow Tracking Server",
@@ -32,8 +34,15 @@ def layer(settings: mlflow.ServerSettings) -> LayerDict:
                 secrets_env_path=settings.secrets_env_path,
                 command=mlflow.server_command(settings),
                 environment=mlflow.environment(settings),
+                before=[mlflow.reset_metrics_command(settings)],
                 ready_notice=workload.ReadyNotice(health, READY_NOTICE),
-            )
+            ),
+            METRICS_SERVICE: {
+                "override": "replace",
+                "summary": "MLflow's Prometheus metrics, without auth",
+                "command": shlex.join(mlflow.metrics_exporter_command(settings)),
+                "startup": "enabled",
+            },
         },
         "checks": {READY_CHECK: workload.http_ready_check(health)},
     }

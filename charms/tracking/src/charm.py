@@ -85,7 +85,7 @@ class TrackingMachineCharm(TrackingServerCharm):
             self._install_problem = str(error).splitlines()[0]
             logger.error("install: %s", self._install_problem)
             return False
-        self.unit.set_ports(config.port)
+        self.unit.set_ports(config.port, config.metrics_port)
         return True
 
     def _install(self, config: MachineTrackingConfig) -> None:
@@ -117,33 +117,46 @@ class TrackingMachineCharm(TrackingServerCharm):
         return None
 
     def _run_server(self, settings: ServerSettings) -> None:
-        """Write the files and the unit; restart MLflow when either changed, else keep it up."""
+        """Write the files and the units; restart what changed, else keep both services up."""
         files_changed = [
             machine.write_if_changed(path, content, owner=PATHS.user, perms=0o600)
             for path, content in mlflow.files(settings, systemd.env_file).items()
         ]
-        unit = mlflow_unit.unit_file(settings, self.unit.name)
-        unit_changed = machine.write_if_changed(PATHS.unit_file, unit, owner="root", perms=0o644)
-        if unit_changed:
+        units = {
+            mlflow_unit.SERVICE: (
+                PATHS.unit_file,
+                mlflow_unit.unit_file(settings, self.unit.name),
+            ),
+            mlflow_unit.METRICS_SERVICE: (
+                PATHS.metrics_unit_file,
+                mlflow_unit.metrics_unit_file(settings, self.unit.name),
+            ),
+        }
+        units_changed = {
+            service: machine.write_if_changed(path, text, owner="root", perms=0o644)
+            for service, (path, text) in units.items()
+        }
+        if any(units_changed.values()):
             reload = systemd.systemctl("daemon-reload")
             if reload.returncode != 0:
                 self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
                 return
-            host.service("enable", mlflow_unit.SERVICE)
-        if unit_changed or any(files_changed):
-            started = host.service_restart(mlflow_unit.SERVICE)
-        else:
-            started = host.service_running(mlflow_unit.SERVICE) or host.service_start(
-                mlflow_unit.SERVICE
-            )
-        if not started:
-            self._service_problem = (
-                f"systemd did not start {mlflow_unit.SERVICE}: "
-                f"see journalctl -u {mlflow_unit.SERVICE}"
-            )
+        for service, unit_changed in units_changed.items():
+            if unit_changed:
+                host.service("enable", service)
+            if unit_changed or any(files_changed):
+                started = host.service_restart(service)
+            else:
+                started = host.service_running(service) or host.service_start(service)
+            if not started:
+                self._service_problem = (
+                    f"systemd did not start {service}: see journalctl -u {service}"
+                )
+                return
 
     def _stop_server(self, settings: ServerSettings) -> None:
-        host.service_stop(mlflow_unit.SERVICE)
+        for service in (mlflow_unit.SERVICE, mlflow_unit.METRICS_SERVICE):
+            host.service_stop(service)
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -16,10 +16,17 @@ from mlops_charms import mlflow, systemd
 from mlops_charms.mlflow import ServerSettings
 
 SERVICE = "mlflow"
+METRICS_SERVICE = "mlflow-metrics"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "mlflow.service.j2"
+METRICS_TEMPLATE = "mlflow-metrics.service.j2"
 # The same packages and pins as the OCI image of tracking-k8s (rocks/mlflow/rockcraft.yaml).
-REQUIREMENTS = ("mlflow[auth]==3.17.2", "psycopg2-binary==2.9.13", "boto3==1.43.117")
+REQUIREMENTS = (
+    "mlflow[auth]==3.17.2",
+    "psycopg2-binary==2.9.13",
+    "boto3==1.43.117",
+    "prometheus-flask-exporter==0.23.2",
+)
 APT_PACKAGES = ("python3-venv",)
 
 
@@ -37,6 +44,10 @@ class MachinePaths:
     @property
     def unit_file(self) -> str:
         return f"{self.units_dir}/{SERVICE}.service"
+
+    @property
+    def metrics_unit_file(self) -> str:
+        return f"{self.units_dir}/{METRICS_SERVICE}.service"
 
     @property
     def mlflow(self) -> str:
@@ -62,6 +73,22 @@ def unit_file(settings: ServerSettings, juju_unit: str) -> str:
             "work_dir": settings.data_dir,
             "env_file": settings.secrets_env_path,
             "environment": [systemd.quote(f"{k}={v}") for k, v in sorted(environment.items())],
+            "exec_start_pre": systemd.exec_start(mlflow.reset_metrics_command(settings)),
             "exec_start": systemd.exec_start(mlflow.server_command(settings, PATHS.mlflow)),
+        },
+    )
+
+
+def metrics_unit_file(settings: ServerSettings, juju_unit: str) -> str:
+    """The text of ``mlflow-metrics.service``: the core's metrics exporter, no secrets."""
+    command = mlflow.metrics_exporter_command(settings, f"{PATHS.venv}/bin/python")
+    return systemd.render_unit(
+        TEMPLATES,
+        METRICS_TEMPLATE,
+        {
+            "juju_unit": juju_unit,
+            "user": PATHS.user,
+            "work_dir": settings.data_dir,
+            "exec_start": systemd.exec_start(command),
         },
     )

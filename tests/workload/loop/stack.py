@@ -170,7 +170,7 @@ def running_stack(base: Path, approach_config: Mapping[str, Any]) -> Iterator[St
         }
         config: dict[str, dict[str, Any]] = {
             "mlops-approach": dict(approach_config),
-            "tracking-k8s": {"port": ports["tracking-k8s"]},
+            "tracking-k8s": {"port": ports["tracking-k8s"], "metrics-port": free_port()},
             "labelling-k8s": {"port": ports["labelling-k8s"]},
             "data-versioning-k8s": {
                 "git-port": ports["data-versioning-k8s"],

@@ -39,6 +39,7 @@ class RunningServer:
     """MLflow as started by Pebble from the charm's layer."""
 
     url: str
+    metrics_url: str
     data_dir: Path
     admin_password: str
     state: testing.State
@@ -68,7 +69,7 @@ def charm_context(data_dir: Path) -> testing.Context:
     )
 
 
-def base_state(data_dir: Path, port: int, **kwargs) -> testing.State:
+def base_state(data_dir: Path, port: int, metrics_port: int, **kwargs) -> testing.State:
     container = testing.Container(
         "mlflow",
         can_connect=True,
@@ -76,7 +77,7 @@ def base_state(data_dir: Path, port: int, **kwargs) -> testing.State:
     )
     return testing.State(
         leader=True,
-        config={"port": port},
+        config={"port": port, "metrics-port": metrics_port},
         containers={container},
         storages={testing.Storage("mlflow-data")},
         **kwargs,
@@ -97,13 +98,16 @@ def admin_password(state: testing.State) -> str:
 
 
 def start_server(daemon: PebbleDaemon, data_dir: Path, **state_kwargs) -> RunningServer:
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    while metrics_port == port:
+        metrics_port = free_port()
     context = charm_context(data_dir)
-    state_in = base_state(data_dir, port, **state_kwargs)
+    state_in = base_state(data_dir, port, metrics_port, **state_kwargs)
     state_out = context.run(context.on.config_changed(), state_in)
     start_from_layer(daemon, state_out)
     return RunningServer(
         url=f"http://127.0.0.1:{port}",
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         data_dir=data_dir,
         admin_password=admin_password(state_out),
         state=state_out,

@@ -56,7 +56,7 @@ REPO = Path(__file__).resolve().parents[3]
 CHARM_ROOT = REPO / "charms" / "tracking-k8s"
 MODEL = "mlops"
 APP = "tracking-k8s"
-SERVICES = {mlflow_server.SERVICE}
+SERVICES = {mlflow_server.SERVICE, mlflow_server.METRICS_SERVICE}
 CONSUMER_EXPERIMENT = "fraud-detection"
 SCALE_OUT = "scale-out needs the database relation: SQLite is per unit"
 # While MLflow starts, a hook may find it answering already (a warm start takes ~5 s).
@@ -390,11 +390,11 @@ def first_state(
     planned_units: int = 1,
     secrets_: frozenset[testing.Secret] = frozenset(),
 ) -> testing.State:
-    """A unit before its first hook: a port of its own (its pod's, here on one loopback)."""
+    """A unit before its first hook: ports of its own (its pod's, here on one loopback)."""
     return testing.State(
         leader=leader,
         planned_units=planned_units,
-        config={"port": free_port()},
+        config={"port": free_port(), "metrics-port": free_port()},
         containers={unit.container_state(charm.CONTAINER)},
         storages=unit.storages(),
         model=testing.Model(name=MODEL),

@@ -7,6 +7,7 @@ This machine has no running systemd. The unit is rendered by the charm's own mod
 them. ``systemd-analyze verify`` checks the unit; then the test does what systemd would: runs
 the unit's ``ExecStart`` with its ``Environment=`` lines, its ``EnvironmentFile`` and its
 ``User`` in its ``WorkingDirectory``. The real MLflow client logs to it as the admin.
+``mlflow-metrics.service`` is checked and run the same way, and scraped without a password.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_charms import mlflow, systemd
 from tests.systemd_units import environment_file, systemd_words, unit_settings
@@ -44,6 +46,8 @@ class RenderedUnit:
     path: Path
     settings: dict[str, list[str]]
     url: str
+    metrics_path: Path
+    metrics_url: str
 
 
 @pytest.fixture
@@ -60,10 +64,11 @@ def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RenderedUnit:
     )
     data_dir = tmp_path / "mlflow-data"
     (data_dir / "secrets").mkdir(parents=True)
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     settings = mlflow.ServerSettings(
         data_dir=str(data_dir),
         port=port,
+        metrics_port=metrics_port,
         workers=1,
         job_execution=False,
         default_permission="READ",
@@ -75,21 +80,31 @@ def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RenderedUnit:
         Path(path).chmod(0o600)
     unit = tmp_path / "mlflow.service"
     unit.write_text(mlflow_unit.unit_file(settings, "tracking/0"))
-    return RenderedUnit(unit, unit_settings(unit.read_text()), f"http://127.0.0.1:{port}")
+    metrics_unit = tmp_path / "mlflow-metrics.service"
+    metrics_unit.write_text(mlflow_unit.metrics_unit_file(settings, "tracking/0"))
+    return RenderedUnit(
+        unit,
+        unit_settings(unit.read_text()),
+        f"http://127.0.0.1:{port}",
+        metrics_unit,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+    )
 
 
-def test_rendered_unit_passes_systemd_analyze_verify(rendered: RenderedUnit):
+@pytest.mark.parametrize("unit", ["path", "metrics_path"])
+def test_rendered_units_pass_systemd_analyze_verify(rendered: RenderedUnit, unit: str):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         missing("systemd-analyze is not installed")
+    path = getattr(rendered, unit)
     verified = subprocess.run(
-        [analyze, "verify", "--man=no", str(rendered.path)],
+        [analyze, "verify", "--man=no", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    problems = [line for line in verified.stderr.splitlines() if str(rendered.path) in line]
+    problems = [line for line in verified.stderr.splitlines() if str(path) in line]
     assert verified.returncode == 0, verified.stderr
     assert problems == []
 
@@ -106,6 +121,7 @@ def server(rendered: RenderedUnit) -> Iterator[RenderedUnit]:
         "HOME": unit["WorkingDirectory"][0],
     }
     (user,) = unit["User"]
+    subprocess.run(systemd_words(unit["ExecStartPre"][0]), user=user, check=True)
     process = subprocess.Popen(
         systemd_words(unit["ExecStart"][0]),
         env=environment,
@@ -142,3 +158,42 @@ def test_the_units_mlflow_serves_the_admin_with_basic_auth(
     assert http_status(f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
     client = as_user(monkeypatch, server.url, "admin", ADMIN_PASSWORD)
     log_and_read_back(client, "machine-unit", tmp_path)
+
+
+def test_the_metrics_unit_serves_the_units_mlflow_metrics_without_a_password(
+    server: RenderedUnit,
+):
+    unit = unit_settings(server.metrics_path.read_text())
+    assert "EnvironmentFile" not in unit
+    (user,) = unit["User"]
+    exporter = subprocess.Popen(
+        systemd_words(unit["ExecStart"][0]),
+        cwd=unit["WorkingDirectory"][0],
+        user=user,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert http_status(f"{server.url}/api/2.0/mlflow/experiments/search") == 401
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(server.metrics_url, timeout=5) as answer:
+                    text = answer.read().decode()
+                break
+            except OSError:
+                if exporter.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"no metrics: {exporter.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+                time.sleep(0.2)
+    finally:
+        os.killpg(exporter.pid, 15)
+        exporter.wait(timeout=30)
+    samples = {
+        (sample.name, sample.labels.get("status")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert samples[("mlflow_server_up", None)] == 1.0
+    assert samples[("mlflow_http_request_total", "401")] >= 1

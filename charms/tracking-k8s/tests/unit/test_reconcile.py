@@ -6,6 +6,7 @@ And that reconciling again changes nothing: no replan, no restart, unless someth
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import stat
 import subprocess
 
@@ -13,6 +14,7 @@ import ops
 import pytest
 from ops import pebble, testing
 
+from mlops_charms import mlflow as mlflow_core
 from tests.provider_data import approach_relation
 from tests.tracking_testing import (
     ADMIN_PASSWORD,
@@ -152,6 +154,33 @@ def planned(ctx, make_state) -> testing.State:
     return ctx.run(ctx.on.config_changed(), make_state())
 
 
+def test_mlflow_exposes_prometheus_metrics_from_an_emptied_folder(planned):
+    metrics_dir = option(server_args(planned), "--expose-prometheus")
+    assert metrics_dir == "/var/lib/mlflow/prometheus"
+    # The previous run's multiprocess files go before MLflow starts.
+    assert f"rm -rf -- {metrics_dir} && " in service_script(planned)
+
+
+def test_metrics_exporter_service_serves_that_folder_on_the_metrics_port(ctx, make_state):
+    state_out = ctx.run(ctx.on.config_changed(), make_state(config={"metrics-port": 9300}))
+    service = state_out.get_container("mlflow").plan.services["mlflow-metrics"]
+    assert shlex.split(service.command) == [
+        "python3",
+        "/var/lib/mlflow/metrics_exporter.py",
+        "/var/lib/mlflow/prometheus",
+        "9300",
+        "http://localhost:5000/health",
+        "/var/lib/mlflow",
+    ]
+    assert service.startup == "enabled"
+    assert not service.environment  # nothing secret, nothing from secrets.env
+
+
+def test_metrics_exporter_script_is_pushed_to_the_storage(planned, data_dir):
+    script = stored(data_dir, "/var/lib/mlflow/metrics_exporter.py").read_text()
+    assert script == mlflow_core.METRICS_EXPORTER
+
+
 def test_backend_store_defaults_to_sqlite_on_the_storage(planned):
     assert (
         option(server_args(planned), "--backend-store-uri")
@@ -199,7 +228,7 @@ def test_port_option_moves_the_server_its_ready_check_and_the_opened_port(ctx, m
     check = state_out.get_container("mlflow").plan.checks["mlflow-ready"]
     assert option(server_args(state_out), "--port") == "8080"
     assert check.http == {"url": "http://localhost:8080/health"}
-    assert state_out.opened_ports == {testing.TCPPort(8080)}
+    assert state_out.opened_ports == {testing.TCPPort(8080), testing.TCPPort(9101)}
 
 
 def test_ready_check_probes_health_at_ready_level(planned):

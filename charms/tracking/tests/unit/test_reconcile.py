@@ -11,6 +11,7 @@ from conftest import INTERNAL_URL, UNIT
 from ops import testing
 
 import mlflow_unit
+from mlops_charms import mlflow as mlflow_core
 from tests.systemd_units import environment_file, systemd_words, unit_settings
 from tests.tracking_testing import (
     ADMIN_PASSWORD,
@@ -72,29 +73,58 @@ def test_database_relation_switches_the_backend_to_postgresql(ctx, make_state):
     assert command[command.index("--backend-store-uri") + 1].startswith("postgresql+psycopg2://")
 
 
-def test_first_reconcile_enables_and_restarts_mlflow(ctx, make_state, machine):
+def test_first_reconcile_enables_and_restarts_mlflow_and_its_exporter(ctx, make_state, machine):
     ctx.run(ctx.on.install(), make_state())
-    verbs = [call[0] for call in machine.calls("systemctl")]
-    assert verbs == ["daemon-reload", "enable", "restart"]
-    assert machine.running_units() == {"mlflow"}
+    calls = [call[:2] for call in machine.calls("systemctl")]
+    assert calls == [
+        ["daemon-reload"],
+        ["enable", "mlflow"],
+        ["restart", "mlflow"],
+        ["enable", "mlflow-metrics"],
+        ["restart", "mlflow-metrics"],
+    ]
+    assert machine.running_units() == {"mlflow", "mlflow-metrics"}
 
 
 def test_an_unchanged_reconcile_restarts_nothing(ctx, make_state, machine):
     state = ctx.run(ctx.on.install(), make_state())
     before = len(machine.calls("systemctl"))
     ctx.run(ctx.on.config_changed(), state)
-    assert [call[0] for call in machine.calls("systemctl")[before:]] == ["is-active"]
+    assert [call[0] for call in machine.calls("systemctl")[before:]] == ["is-active", "is-active"]
 
 
 def test_a_changed_option_restarts_mlflow_without_reloading_twice(ctx, make_state, machine):
     state = ctx.run(ctx.on.install(), make_state())
     before = len(machine.calls("systemctl"))
     ctx.run(ctx.on.config_changed(), dataclasses.replace(state, config={"workers": 2}))
-    assert [call[0] for call in machine.calls("systemctl")[before:]] == [
-        "daemon-reload",
-        "enable",
-        "restart",
+    # The exporter's unit and files did not change: it keeps running.
+    assert [call[:2] for call in machine.calls("systemctl")[before:]] == [
+        ["daemon-reload"],
+        ["enable", "mlflow"],
+        ["restart", "mlflow"],
+        ["is-active", "mlflow-metrics"],
     ]
+
+
+def test_mlflow_starts_with_an_empty_metrics_folder(ctx, make_state):
+    unit = unit_after(ctx, make_state())
+    command = systemd_words(unit["ExecStart"][0])
+    metrics_dir = command[command.index("--expose-prometheus") + 1]
+    assert systemd_words(unit["ExecStartPre"][0]) == ["rm", "-rf", "--", metrics_dir]
+
+
+def test_exporter_unit_serves_mlflows_metrics_folder_with_the_venvs_python(ctx, make_state):
+    mlflow = unit_after(ctx, make_state(config={"metrics-port": 9300}))
+    command = systemd_words(mlflow["ExecStart"][0])
+    metrics_dir = command[command.index("--expose-prometheus") + 1]
+    exporter = unit_settings(Path(mlflow_unit.PATHS.metrics_unit_file).read_text())
+    python, script, folder, port, health, data_dir = systemd_words(exporter["ExecStart"][0])
+    assert python == f"{mlflow_unit.PATHS.venv}/bin/python"
+    assert Path(script).read_text() == mlflow_core.METRICS_EXPORTER
+    assert (folder, port, health) == (metrics_dir, "9300", "http://localhost:5000/health")
+    assert data_dir == mlflow["WorkingDirectory"][0]
+    assert exporter["User"] == [mlflow_unit.PATHS.user]
+    assert "EnvironmentFile" not in exporter
 
 
 def test_install_installs_nothing_twice(ctx, make_state, machine):
