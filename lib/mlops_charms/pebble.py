@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import ops
+
+if TYPE_CHECKING:
+    from mlops_charms.host_files import HostFiles
 
 
 def push_if_changed(
-    container: ops.Container,
+    container: ops.Container | HostFiles,
     path: str,
     content: str,
     *,
@@ -15,6 +20,8 @@ def push_if_changed(
     group: str | None = None,
 ) -> bool:
     """Write ``content`` to ``path`` in the workload container unless it is already there.
+
+    A machine charm passes its host's files (``HostFiles``: the same file API).
 
     Returns True when the file was written, so the caller knows to restart the service.
     """

@@ -72,11 +72,15 @@ def run(
 
 def run_json(container: ops.Container, command: Sequence[str], **options: Any) -> dict[str, Any]:
     """Run ``command`` (see ``run``) and decode the JSON object it prints."""
-    stdout = run(container, command, **options)
+    return decode_json(run(container, command, **options), what=options["what"])
+
+
+def decode_json(stdout: str, *, what: str) -> dict[str, Any]:
+    """The JSON object a command printed; ``WorkloadError`` if it printed none."""
     try:
         result = json.loads(stdout)
     except json.JSONDecodeError:
-        raise WorkloadError(f"{options['what']} gave no JSON result") from None
+        raise WorkloadError(f"{what} gave no JSON result") from None
     if not isinstance(result, dict):
-        raise WorkloadError(f"{options['what']} gave no JSON object")
+        raise WorkloadError(f"{what} gave no JSON object")
     return result

@@ -4,7 +4,8 @@
 ``registry`` container is a real Pebble daemon: the charm pushes its files to the test's
 storage folder, execs the real bootstrap, and its layer runs Apache httpd + git http-backend and
 two ``rclone serve s3`` servers as the rock's user ``_daemon_``. Only the rock's program paths
-become this machine's (``registry.ROCK``), and Juju's Pebble client path this daemon's.
+become this machine's (``mlops_charms.registry.ROCK``), and Juju's Pebble client path this
+daemon's.
 
 Consumers are plain ``git`` and ``dvc`` processes that know only what the charm published on
 their ``mlops-dataset`` relation: the databag's URLs and their Juju secret's content.
@@ -30,6 +31,7 @@ from pathlib import Path
 import pytest
 from ops import pebble, testing
 
+from mlops_charms import registry, registry_server
 from mlops_charms.dataset import DatasetProviderData
 from tests.charm_testing import load_charm_module
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder
@@ -40,10 +42,10 @@ CHARM_SRC = CHARM_ROOT / "src"
 if str(CHARM_SRC) not in sys.path:
     sys.path.insert(0, str(CHARM_SRC))
 
-import registry  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 charm = load_charm_module(CHARM_SRC, "data_versioning_k8s_charm")
+SERVICE_USER = charm.DataVersioningCharm.service_user
 
 
 @dataclass(frozen=True)
@@ -123,20 +125,20 @@ def local_binaries() -> registry.Binaries:
 def service_owner() -> tuple[int, int]:
     """The rock's service user, which must exist here and run this venv's programs."""
     try:
-        entry = pwd.getpwnam(charm.SERVICE_USER)
+        entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        missing(f"the rock's user {charm.SERVICE_USER} does not exist (install-test-deps adds it)")
+        missing(f"the rock's user {SERVICE_USER} does not exist (install-test-deps adds it)")
     if os.geteuid() != 0:
         pytest.skip("the registry's services run as another user: run the tests as root")
     probe = subprocess.run(
-        ["runuser", "-u", charm.SERVICE_USER, "--", sys.executable, "-c", "import mlops_workload"],
+        ["runuser", "-u", SERVICE_USER, "--", sys.executable, "-c", "import mlops_workload"],
         capture_output=True,
         text=True,
         check=False,
     )
     if probe.returncode != 0:
         pytest.fail(
-            f"{charm.SERVICE_USER} cannot run {sys.executable}: create the test venv from a "
+            f"{SERVICE_USER} cannot run {sys.executable}: create the test venv from a "
             f"system Python (/usr/bin/python3): {probe.stderr.strip()[-200:]}"
         )
     return entry.pw_uid, entry.pw_gid
@@ -162,7 +164,7 @@ def free_ports_in_a_row(count: int) -> int:
 def consumer_relation(app: str, access: str | None = None) -> testing.Relation:
     """A consumer application on ``mlops-dataset`` asking for ``access``."""
     return testing.Relation(
-        charm.DATASET_ENDPOINT,
+        registry_server.DATASET_ENDPOINT,
         interface="mlops_dataset",
         remote_app_name=app,
         remote_app_data={"access": json.dumps(access)} if access else {},
@@ -236,7 +238,7 @@ class RunningRegistry:
         """Take the charm's State after a hook: its settings, users and published data."""
         self.state = state
         self.settings = charm_settings(self.unit, state)
-        (writer_secret,) = [s for s in state.secrets if s.label == charm.REGISTRY_SECRET]
+        (writer_secret,) = [s for s in state.secrets if s.label == registry_server.REGISTRY_SECRET]
         content = writer_secret.latest_content or writer_secret.tracked_content
         self.writer = Operator(
             content["username"], content["password"], content["access-key"], content["secret-key"]
@@ -321,7 +323,7 @@ def first_state(unit: PebbleBackedCharm, relations=(), **config) -> testing.Stat
         config=config,
         containers={unit.container_state(charm.CONTAINER)},
         storages=unit.storages(),
-        relations={testing.PeerRelation(charm.PEERS), *relations},
+        relations={testing.PeerRelation(registry_server.PEERS), *relations},
     )
 
 
@@ -339,7 +341,7 @@ def deploy(unit: PebbleBackedCharm, state: testing.State) -> testing.State:
     ):
         state = unit.run(event, state)
     for relation in state.relations:
-        if relation.endpoint == charm.DATASET_ENDPOINT:
+        if relation.endpoint == registry_server.DATASET_ENDPOINT:
             state = unit.run(unit.context.on.relation_joined(relation), state)
             state = unit.run(unit.context.on.relation_changed(relation), state)
     unit.containers[charm.CONTAINER].wait_for_checks(timeout=60)

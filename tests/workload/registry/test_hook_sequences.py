@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from ops import testing
 
-from mlops_charms import jobs
+from mlops_charms import jobs, registry_server
 from mlops_charms.approach import APPROACH_ENDPOINT
 from tests import provider_data
 from tests.workload.pebble_backed import wait_until
@@ -427,6 +427,8 @@ def test_a_departed_consumer_loses_access(running_registry, tmp_path):
     assert "401" in refused or "Authentication failed" in refused, refused
     labels = {s.label for s in running_registry.state.secrets}
     assert (
-        charm.CONSUMER_SECRET.format(relation_id=running_registry.relations["training"].id)
+        registry_server.CONSUMER_SECRET.format(
+            relation_id=running_registry.relations["training"].id
+        )
         not in labels
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from ops import pebble
 
+import registry_layer  # on sys.path from the harness, which conftest.py imports first
 from tests.workload.registry.harness import (
     Consumer,
     RunningRegistry,
@@ -224,7 +225,7 @@ def test_failed_upload_leaves_no_tag(versions, running_registry):
     assert len(result.stderr.strip().splitlines()) == 1
     assert running_registry.tag_names() == before
     # With the remote back, the same source becomes the next version, with no gap.
-    running_registry.daemon.wait_for_check(registry.S3_READY_CHECK, timeout=30)
+    running_registry.daemon.wait_for_check(registry_layer.S3_READY_CHECK, timeout=30)
     retried = running_registry.workload("create-version", "--source", str(source))
     assert retried.exit_code == 0, retried.stderr
     assert retried.json["version"] == f"v{max(int(t[1:]) for t in before) + 1}"
@@ -390,9 +391,9 @@ def test_health_url_and_checks_are_up(running_registry):
         assert response.status == 200
     checks = {c.name: c.status for c in running_registry.client.get_checks()}
     assert set(checks) == {
-        registry.GIT_READY_CHECK,
-        registry.S3_READY_CHECK,
-        registry.S3_READ_ONLY_READY_CHECK,
+        registry_layer.GIT_READY_CHECK,
+        registry_layer.S3_READY_CHECK,
+        registry_layer.S3_READ_ONLY_READY_CHECK,
     }
     assert all(status == pebble.CheckStatus.UP for status in checks.values())
 

@@ -35,8 +35,7 @@ from registry_testing import (
 from scenario import _runtime
 
 import charm
-import registry
-from mlops_charms import jobs
+from mlops_charms import jobs, registry, registry_server
 from mlops_charms import secrets as mlops_secrets
 from tests.charm_testing import record_service_changes
 
@@ -178,7 +177,7 @@ def make_container(data_dir: Path) -> ContainerFactory:
         kwargs.setdefault("can_connect", True)
         return testing.Container(
             charm.CONTAINER,
-            mounts={charm.STORAGE: testing.Mount(location=STATE_DIR, source=data_dir)},
+            mounts={registry_server.STORAGE: testing.Mount(location=STATE_DIR, source=data_dir)},
             execs=set(defaults.values()),
             **kwargs,
         )
@@ -191,14 +190,14 @@ def writer_secret() -> testing.Secret:
     """The registry's own user, as the leader created it."""
     return testing.Secret(
         {"username": "registry", "password": WRITER_PASSWORD, **WRITER_KEYS},
-        label=charm.REGISTRY_SECRET,
+        label=registry_server.REGISTRY_SECRET,
         owner="app",
     )
 
 
 @pytest.fixture
 def peers() -> testing.PeerRelation:
-    return testing.PeerRelation(charm.PEERS)
+    return testing.PeerRelation(registry_server.PEERS)
 
 
 StateFactory = Callable[..., testing.State]
@@ -218,11 +217,11 @@ def make_state(
         *, relations=(), secrets=(), execs=(), container=None, peer_data=None, **kwargs
     ) -> testing.State:
         kwargs.setdefault("leader", True)
-        kwargs.setdefault("storages", {testing.Storage(charm.STORAGE)})
+        kwargs.setdefault("storages", {testing.Storage(registry_server.STORAGE)})
         default_peers = testing.PeerRelation(
-            charm.PEERS, id=peers.id, local_app_data=peer_data or {}
+            registry_server.PEERS, id=peers.id, local_app_data=peer_data or {}
         )
-        given_peers = any(r.endpoint == charm.PEERS for r in relations)
+        given_peers = any(r.endpoint == registry_server.PEERS for r in relations)
         return testing.State(
             model=testing.Model(name=MODEL),
             containers={container or make_container(*execs)},
@@ -245,3 +244,25 @@ def deployed(ctx, make_state) -> Callable[..., testing.State]:
         return out
 
     return deploy
+
+
+@pytest.fixture
+def come_up(ctx) -> Callable[[testing.State], testing.State]:
+    """Run the event after which the substrate is ready: Pebble is up in the container."""
+
+    def run(state: testing.State) -> testing.State:
+        return ctx.run(ctx.on.pebble_ready(state.get_container(charm.CONTAINER)), state)
+
+    return run
+
+
+@pytest.fixture
+def servers_defined() -> Callable[[testing.State], bool]:
+    """Whether the registry container has any service in its plan."""
+    return lambda state: bool(state.get_container(charm.CONTAINER).plan.services)
+
+
+@pytest.fixture
+def state_dir() -> str:
+    """Where the charm sees the storage: its mount in the registry container."""
+    return STATE_DIR

@@ -9,9 +9,8 @@ The fakes answer as the real things do (tests/workload/registry runs those):
   command's stdout and stderr in the job's folder, then ``exit`` ("<code> <time>"), then the
   ``unreported/<id>`` marker and the Pebble notice; Pebble then shows the one-shot service
   inactive (``on-success: ignore``);
-- git keeps tags as loose refs (``refs/tags/vN``) until ``git pack-refs`` moves them to
-  ``packed-refs``;
-- s3-integrator's databags are those tests/lib/test_s3.py captured from its libraries;
+- git's tags and s3-integrator's databags are tests/registry_relations.py's (shared with the
+  machine charm's tests);
 - the approach charm's databag is written with the interface's own model and writer
   (lib/mlops_charms/approach.py, databags.write_databag), as charms/mlops-approach does.
 """
@@ -30,8 +29,19 @@ import ops
 from ops import pebble, testing
 
 import charm
-import registry
-from mlops_charms import jobs
+from mlops_charms import jobs, registry, registry_server
+from tests.registry_relations import CA_CERT as CA_CERT
+from tests.registry_relations import COMMIT as COMMIT
+from tests.registry_relations import ENDPOINT as ENDPOINT
+from tests.registry_relations import S3_KEYS as S3_KEYS
+from tests.registry_relations import consumer_relation as consumer_relation
+from tests.registry_relations import integrator_1 as integrator_1
+from tests.registry_relations import integrator_2 as integrator_2
+from tests.registry_relations import peer_data as peer_data
+from tests.registry_relations import provided as provided
+from tests.registry_relations import push_tags as push_tags
+from tests.registry_relations import repository as repository
+from tests.registry_relations import s3_relation as s3_relation
 
 MODEL = "mlops"
 APP = "data-versioning-k8s"
@@ -39,14 +49,10 @@ STATE_DIR = "/var/lib/registry"
 HOST = f"{APP}.{MODEL}.svc.cluster.local"
 WORKLOAD = "/bin/mlops-workload"
 BOOTSTRAP_COMMAND = ("/bin/sh", f"{STATE_DIR}/conf/bootstrap.sh")
-JOB_SERVICE = f"{charm.JOB_SLOT}-job"
+JOB_SERVICE = f"{registry_server.JOB_SLOT}-job"
 SERVICES = {registry.GIT_SERVICE, registry.S3_SERVICE, registry.S3_READ_ONLY_SERVICE}
-COMMIT = "3f2a9c1e0b7d4a5f8e6c2b1a0d9f8e7c6b5a4d3e"
 WRITER_PASSWORD = "writer-password-0123456789abcdef"
 WRITER_KEYS = {"access-key": "mlopsWriterKey0123", "secret-key": "writer-secret-key-0123456789"}
-ENDPOINT = "http://rgw.ceph.svc.cluster.local:7480"
-S3_KEYS = {"access-key": "AKIAIOSFODNN7EXAMPLE", "secret-key": "wJalrXUtnFEMI/K7MDENG"}
-CA_CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----"
 
 
 # --- the registry container's commands ------------------------------------------------------
@@ -99,18 +105,6 @@ def bootstrap_runs(ctx: testing.Context) -> list[testing.ExecArgs]:
 
 
 # --- the repository on the storage ----------------------------------------------------------
-
-
-def repository(data_dir: Path) -> Path:
-    return data_dir / "git" / registry.REPOSITORY_NAME
-
-
-def push_tags(data_dir: Path, *names: str) -> None:
-    """Tags as ``git push`` leaves them in the bare repository: one loose ref each."""
-    tags = repository(data_dir) / "refs" / "tags"
-    tags.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        (tags / name).write_text(f"{COMMIT}\n")
 
 
 def pack_tags(data_dir: Path) -> None:
@@ -344,76 +338,10 @@ def job_running(state: testing.State) -> bool:
 # --- relations --------------------------------------------------------------------------------
 
 
-def consumer_relation(
-    access: str | None = None, *, app: str = "training", databag: dict[str, str] | None = None
-) -> testing.Relation:
-    """A consumer of ``mlops_dataset`` asking for ``access`` (JSON-encoded, as it writes it).
-
-    ``databag``: the consumer's raw databag instead.
-    """
-    data = {"access": json.dumps(access)} if access else {}
-    return testing.Relation(
-        charm.DATASET_ENDPOINT,
-        interface="mlops_dataset",
-        remote_app_name=app,
-        remote_app_data=data if databag is None else databag,
-    )
-
-
-def provided(state: testing.State, relation: testing.RelationBase) -> dict[str, Any]:
-    """The data this application published on ``relation``, decoded."""
-    return {k: json.loads(v) for k, v in state.get_relation(relation.id).local_app_data.items()}
-
-
 def consumer_secret(state: testing.State, relation: testing.RelationBase) -> dict[str, str]:
     """The credentials the consumer of ``relation`` reads from the secret granted to it."""
     secret = state.get_secret(id=provided(state, relation)["credentials_secret_id"])
     return dict(secret.latest_content or {})
-
-
-def integrator_2(**changes: str) -> tuple[testing.Relation, testing.Secret]:
-    """s3-integrator 2/'s answer: ``version: "1"``, the keys in the ``secret-extra`` secret."""
-    keys = testing.Secret(
-        tracked_content={
-            "access-key": changes.pop("access_key", S3_KEYS["access-key"]),
-            "secret-key": changes.pop("secret_key", S3_KEYS["secret-key"]),
-        }
-    )
-    databag = {
-        "version": "1",
-        "secret-extra": keys.id,
-        "bucket": "datasets",
-        "path": "/registry/",
-        "endpoint": ENDPOINT,
-        "s3-uri-style": "path",
-        **changes,
-    }
-    return s3_relation({k: v for k, v in databag.items() if v}), keys
-
-
-def integrator_1(**changes: str) -> testing.Relation:
-    """s3-integrator 1/'s answer: keys in clear in the databag, no version, a CA chain."""
-    databag = {
-        "data": json.dumps({"bucket": "datasets"}),
-        "access-key": S3_KEYS["access-key"],
-        "secret-key": S3_KEYS["secret-key"],
-        "bucket": "datasets",
-        "endpoint": "https://s3.eu-west-1.amazonaws.com",
-        "region": "eu-west-1",
-        "tls-ca-chain": json.dumps([CA_CERT]),
-        **changes,
-    }
-    return s3_relation({k: v for k, v in databag.items() if v})
-
-
-def s3_relation(databag: dict[str, str]) -> testing.Relation:
-    return testing.Relation(
-        "s3-credentials",
-        interface="s3",
-        remote_app_name="s3-integrator",
-        remote_app_data=databag,
-        remote_units_data={0: {}},
-    )
 
 
 def with_relation(state: testing.State, relation: testing.RelationBase) -> testing.State:
@@ -438,10 +366,6 @@ def with_secrets(state: testing.State, *secrets: testing.Secret) -> testing.Stat
 def with_container(state: testing.State, **changes: Any) -> testing.State:
     container = dataclasses.replace(state.get_container(charm.CONTAINER), **changes)
     return dataclasses.replace(state, containers={container})
-
-
-def peer_data(state: testing.State) -> dict[str, str]:
-    return dict(state.get_relations(charm.PEERS)[0].local_app_data)
 
 
 def backend(data_dir: Path) -> dict[str, Any]:

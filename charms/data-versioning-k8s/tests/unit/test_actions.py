@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Callable
 
 import pytest
 from ops import testing
@@ -21,7 +22,6 @@ from registry_testing import (
     job_record,
     job_running,
     listed_version,
-    peer_data,
     provided,
     push_tags,
     running_job_id,
@@ -31,6 +31,9 @@ from registry_testing import (
 )
 
 import charm
+from mlops_charms import registry_server
+from tests.registry_action_cases import ACTIONS as SHARED_ACTIONS
+from tests.registry_action_cases import ActionCases, action_params
 
 SOURCE = f"{STATE_DIR}/incoming/batch-7"
 
@@ -68,7 +71,7 @@ def registry_with(ctx, deployed, consumer, data_dir):
 
     def make(*versions: str, peers: dict[str, str] | None = None, **kwargs) -> testing.State:
         push_tags(data_dir, *versions)
-        latest = {charm.LATEST_KEY: versions[-1]} if versions else {}
+        latest = {registry_server.LATEST_KEY: versions[-1]} if versions else {}
         return deployed(relations=[consumer], peer_data={**latest, **(peers or {})}, **kwargs)
 
     return make
@@ -176,48 +179,6 @@ def test_a_source_identical_to_the_latest_fails(ctx, registry_with, workload):
     assert message == "create-version failed: no change: the source is identical to v1"
 
 
-BAD_CREATE = {
-    "relative path": (
-        {"source": "incoming/x"},
-        "source must be an absolute path or an s3://bucket/prefix URL",
-    ),
-    "outside the storage": ({"source": "/etc"}, "source must be under /var/lib/registry/"),
-    "climbing out": (
-        {"source": f"{STATE_DIR}/incoming/../../../etc"},
-        "source must be under /var/lib/registry/",
-    ),
-    "the storage itself": ({"source": STATE_DIR}, "source must be under /var/lib/registry/"),
-    "the registry's git": (
-        {"source": f"{STATE_DIR}/git/registry.git"},
-        "source must not be the registry's own folder /var/lib/registry/git",
-    ),
-    "the jobs": (
-        {"source": f"{STATE_DIR}/jobs"},
-        "source must not be the registry's own folder /var/lib/registry/jobs",
-    ),
-    "unknown kind": (
-        {"source": SOURCE, "source-kind": "rollback"},
-        "source-kind must be upload, labelling-export or augmentation",
-    ),
-    "two lines": (
-        {"source": SOURCE, "message": "two\nlines"},
-        "message must be one line of at most 500 characters",
-    ),
-    "too long": (
-        {"source": SOURCE, "message": "x" * 501},
-        "message must be one line of at most 500 characters",
-    ),
-}
-
-
-@pytest.mark.parametrize(("params", "reason"), BAD_CREATE.values(), ids=BAD_CREATE.keys())
-def test_create_version_refuses_bad_params_and_starts_nothing(
-    ctx, registry_with, data_dir, params, reason
-):
-    assert reason in _refused(ctx, registry_with(), "create-version", **params)
-    assert job_ids(data_dir) == []
-
-
 @pytest.mark.parametrize("kind", ["labelling-export", "augmentation"])
 def test_create_version_records_the_source_kind(ctx, registry_with, kind):
     _run(ctx, registry_with(), "create-version", source=SOURCE, **{"source-kind": kind})
@@ -262,27 +223,12 @@ def test_a_rollback_to_a_missing_version_fails_with_the_clis_reason(ctx, registr
     assert message == "rollback failed: no version v9 in the registry"
 
 
-@pytest.mark.parametrize(
-    ("params", "reason"),
-    [
-        ({"to": "v0"}, "to must be a version name such as v3, not 'v0'"),
-        ({"to": "latest"}, "to must be a version name such as v3, not 'latest'"),
-        ({"to": "v1", "message": "a\nb"}, "message must be one line"),
-    ],
-)
-def test_rollback_refuses_bad_params_and_starts_nothing(
-    ctx, registry_with, data_dir, params, reason
-):
-    assert reason in _refused(ctx, registry_with("v1"), "rollback", **params)
-    assert job_ids(data_dir) == []
-
-
 # --- list-versions, diff-versions: short CLI runs ------------------------------------------------
 
 
 def test_list_versions_returns_them_with_the_pinned_one(ctx, registry_with):
     listed = [listed_version("v1"), listed_version("v2", message="more photos")]
-    state = registry_with("v1", "v2", peers={charm.PINNED_KEY: "v1"})
+    state = registry_with("v1", "v2", peers={registry_server.PINNED_KEY: "v1"})
     state = _with_exec(state, dataset_exec("list-versions", {"versions": listed}))
     _run(ctx, state, "list-versions")
     assert ctx.action_results == {
@@ -296,11 +242,6 @@ def test_list_versions_returns_them_with_the_pinned_one(ctx, registry_with):
     assert (run.user, run.group, run.working_dir) == ("_daemon_", "_daemon_", STATE_DIR)
     assert run.environment["AWS_ACCESS_KEY_ID"] == WRITER_KEYS["access-key"]
     assert run.environment["MLOPS_REGISTRY_WORKSPACE"] == f"{STATE_DIR}/workspace/registry"
-
-
-def test_list_versions_of_an_empty_registry(ctx, registry_with):
-    _run(ctx, registry_with(), "list-versions")
-    assert ctx.action_results == {"count": 0, "latest": "", "pinned": "", "versions": "[]"}
 
 
 def test_list_versions_fails_with_the_clis_reason(ctx, registry_with):
@@ -353,65 +294,6 @@ def test_diff_versions_of_an_unknown_version_fails_with_the_clis_reason(ctx, reg
     assert message == "no version v9 in the registry"
 
 
-@pytest.mark.parametrize(
-    ("params", "reason"),
-    [
-        ({"from": "1", "to": "v2"}, "from must be a version name such as v3, not '1'"),
-        ({"from": "v1", "to": "head"}, "to must be a version name such as v3, not 'head'"),
-        ({"from": "v2", "to": "v2"}, "from and to must be different versions"),
-        ({"from": "v1"}, "to: Field required"),
-    ],
-)
-def test_diff_versions_refuses_bad_params_and_runs_nothing(ctx, registry_with, params, reason):
-    message = _refused(ctx, registry_with("v1", "v2"), "diff-versions", **params)
-    assert message.startswith("Error in action parameters: ")
-    assert reason in message
-    assert workload_calls(ctx, "diff-versions") == []
-
-
-# --- pin-version ---------------------------------------------------------------------------------
-
-
-def test_pin_version_tells_consumers_which_version_to_use(ctx, registry_with, consumer):
-    out = _run(ctx, registry_with("v1", "v2"), "pin-version", version="v1")
-    assert ctx.action_results == {"pinned": "v1"}
-    assert peer_data(out)[charm.PINNED_KEY] == "v1"
-    assert provided(out, consumer)["pinned_version"] == "v1"
-    assert out.unit_status == testing.ActiveStatus("latest v2; pinned v1")
-    assert ctx.exec_history.get(charm.CONTAINER, []) == []
-
-
-def test_an_empty_pin_follows_the_latest_again(ctx, registry_with, consumer):
-    pinned = _run(ctx, registry_with("v1", "v2"), "pin-version", version="v1")
-    out = _run(ctx, pinned, "pin-version", version="")
-    assert ctx.action_results == {"pinned": ""}
-    assert charm.PINNED_KEY not in peer_data(out)
-    assert "pinned_version" not in provided(out, consumer)
-
-
-@pytest.mark.parametrize(
-    ("version", "reason"),
-    [
-        ("v9", "cannot pin v9: no such valid version"),
-        ("v3", "cannot pin v3: no such valid version"),  # pushed, not validated yet
-        ("latest", "version must be a version name such as v3, not 'latest'"),
-    ],
-)
-def test_pin_version_refuses_what_is_not_a_valid_version(
-    ctx, registry_with, data_dir, version, reason
-):
-    state = registry_with("v1", "v2")
-    push_tags(data_dir, "v3")
-    assert reason in _refused(ctx, state, "pin-version", version=version)
-    assert ctx.exec_history.get(charm.CONTAINER, []) == []
-
-
-def test_pin_version_refuses_a_version_whose_data_is_missing(ctx, registry_with):
-    state = registry_with("v1", "v2", peers={charm.INVALID_KEY: "v2"})
-    message = _refused(ctx, state, "pin-version", version="v2")
-    assert message == "cannot pin v2: its data is not in the remote"
-
-
 # --- list-jobs -----------------------------------------------------------------------------------
 
 
@@ -439,37 +321,20 @@ def test_list_jobs_shows_every_job_newest_first(ctx, registry_with, workload, da
     assert "finished" in jobs[1] and "finished" not in jobs[0]
 
 
-def test_list_jobs_of_a_registry_that_never_ran_one(ctx, registry_with):
-    _run(ctx, registry_with(), "list-jobs")
-    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}
-
-
 # --- every action refuses to run where it cannot -------------------------------------------------
 
-ACTIONS = {
-    "create-version": {"source": SOURCE},
-    "rollback": {"to": "v1"},
-    "list-versions": {},
-    "diff-versions": {"from": "v1", "to": "v2"},
-    "pin-version": {"version": "v1"},
-    "list-jobs": {},
-}
+
+class TestActions(ActionCases):
+    """The action tests data-versioning shares (tests/registry_action_cases.py)."""
 
 
-@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
-def test_every_action_refuses_on_a_non_leader(ctx, make_state, data_dir, action, params):
-    state = make_state(leader=False)
-    assert _refused(ctx, state, action, **params) == "run the action on the leader unit"
-    assert ctx.exec_history.get(charm.CONTAINER, []) == []
-    assert job_ids(data_dir) == []
+@pytest.fixture
+def commands_run(ctx) -> Callable[[], list]:
+    """What the charm ran in the registry container since it came up (Pebble execs)."""
+    return lambda: ctx.exec_history.get(charm.CONTAINER, [])
 
 
-@pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
-def test_every_action_refuses_while_the_config_is_bad(ctx, make_state, action, params):
-    message = _refused(ctx, make_state(config={"s3-port": 80}), action, **params)
-    assert message == (
-        "cannot run while blocked: invalid config: s3-port: must be between 1024 and 65533"
-    )
+ACTIONS = {name: action_params(params, STATE_DIR) for name, params in SHARED_ACTIONS.items()}
 
 
 @pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())
@@ -477,7 +342,9 @@ def test_every_action_refuses_before_pebble_is_ready(
     ctx, make_state, make_container, action, params
 ):
     state = make_state(container=make_container(can_connect=False))
-    assert _refused(ctx, state, action, **params) == "the registry container is not ready"
+    assert _refused(ctx, state, action, **params) == (
+        "the registry is not ready: waiting for Pebble in the registry container"
+    )
 
 
 @pytest.mark.parametrize(("action", "params"), ACTIONS.items(), ids=ACTIONS.keys())

@@ -24,6 +24,7 @@ from registry_testing import (
 )
 
 import charm
+from mlops_charms import registry_server
 from tests.provider_data import approach_relation
 
 SOURCE = f"{STATE_DIR}/incoming/batch-1"
@@ -41,7 +42,7 @@ def registry_with(deployed, consumer, data_dir):
 
     def make(*versions: str, peers: dict[str, str] | None = None, **kwargs) -> testing.State:
         push_tags(data_dir, *versions)
-        latest = {charm.LATEST_KEY: versions[-1]} if versions else {}
+        latest = {registry_server.LATEST_KEY: versions[-1]} if versions else {}
         return deployed(relations=[consumer], peer_data={**latest, **(peers or {})}, **kwargs)
 
     return make
@@ -76,7 +77,7 @@ def test_model_centric_pins_its_dataset_version_for_every_consumer(ctx, registry
     state = with_relation(state, labelling)
     relation = approach_relation("model-centric", 1, dataset_version="v2")
     out = _relate(ctx, state, relation)
-    assert peer_data(out)[charm.PINNED_KEY] == "v2"
+    assert peer_data(out)[registry_server.PINNED_KEY] == "v2"
     for each in (consumer, labelling):
         assert provided(out, each)["pinned_version"] == "v2"
         assert provided(out, each)["latest_version"] == "v3"
@@ -149,7 +150,7 @@ def test_a_dataset_version_whose_data_is_missing_is_never_pinned(
     ctx, registry_with, consumer, data_dir
 ):
     push_tags(data_dir, "v2")
-    state = registry_with("v1", peers={charm.INVALID_KEY: "v2"})
+    state = registry_with("v1", peers={registry_server.INVALID_KEY: "v2"})
     relation = approach_relation("model-centric", 1, dataset_version="v2")
     out = _relate(ctx, state, relation)
     assert provided(out, relation) == {
@@ -161,7 +162,7 @@ def test_a_dataset_version_whose_data_is_missing_is_never_pinned(
         "mlops-approach: cannot apply model-centric (rev 1): "
         "cannot pin v2: its data is not in the remote"
     )
-    assert charm.PINNED_KEY not in peer_data(out)
+    assert registry_server.PINNED_KEY not in peer_data(out)
 
 
 # --- data-centric: unpinned ----------------------------------------------------------------------
@@ -172,7 +173,7 @@ def test_data_centric_unpins_and_every_new_version_is_the_latest(ctx, registry_w
     state = _relate(ctx, registry_with("v1", "v2"), relation)
     assert provided(state, consumer)["pinned_version"] == "v2"
     out = _publish(ctx, state, relation, "data-centric", 2, annotator_overlap=3)
-    assert charm.PINNED_KEY not in peer_data(out)
+    assert registry_server.PINNED_KEY not in peer_data(out)
     assert "pinned_version" not in provided(out, consumer)
     assert provided(out, relation) == {**SERVICE, "applied_revision": 2}
     assert out.unit_status == testing.ActiveStatus("latest v2; data-centric")
@@ -210,16 +211,18 @@ def test_nothing_published_yet_applies_and_acknowledges_nothing(ctx, registry_wi
     state = with_relation(registry_with("v1"), relation)
     out = ctx.run(ctx.on.relation_created(relation), state)
     assert provided(out, relation) == {}
-    assert charm.APPROACH_KEY not in peer_data(out)
+    assert registry_server.APPROACH_KEY not in peer_data(out)
     assert out.unit_status == testing.ActiveStatus("latest v1")
 
 
 def test_a_non_leader_applies_and_acknowledges_nothing(ctx, make_state, data_dir):
     push_tags(data_dir, "v1")
     relation = approach_relation("model-centric", 1)
-    state = make_state(leader=False, relations=[relation], peer_data={charm.LATEST_KEY: "v1"})
+    state = make_state(
+        leader=False, relations=[relation], peer_data={registry_server.LATEST_KEY: "v1"}
+    )
     out = ctx.run(ctx.on.relation_changed(relation), state)
-    assert charm.PINNED_KEY not in peer_data(out)
+    assert registry_server.PINNED_KEY not in peer_data(out)
     assert out.get_relation(relation.id).local_app_data == {}
 
 
@@ -234,7 +237,7 @@ def test_removing_the_relation_keeps_the_pin_and_a_new_one_applies_afresh(
     acknowledged = dict(state.get_relation(relation.id).local_app_data)
     broken = ctx.run(ctx.on.relation_broken(state.get_relation(relation.id)), state)
     assert broken.get_relation(relation.id).local_app_data == acknowledged  # nothing more said
-    assert charm.APPROACH_KEY not in peer_data(broken)
+    assert registry_server.APPROACH_KEY not in peer_data(broken)
     gone = ctx.run(ctx.on.update_status(), without_relation(broken, relation))
     assert provided(gone, consumer)["pinned_version"] == "v1"
     assert gone.unit_status == testing.ActiveStatus("latest v2; pinned v1")

@@ -30,7 +30,7 @@ from registry_testing import (
 )
 
 import charm
-from mlops_charms import jobs
+from mlops_charms import jobs, registry_server
 
 
 @pytest.fixture
@@ -108,14 +108,14 @@ def test_an_ended_job_is_acted_on_once(ctx, validating, workload, data_dir, push
     state, notice = workload.end(validating)
     container = state.get_container(charm.CONTAINER)
     first = ctx.run(ctx.on.pebble_custom_notice(container, notice), state)
-    assert peer_data(first)[charm.LATEST_KEY] == "v1"
+    assert peer_data(first)[registry_server.LATEST_KEY] == "v1"
     assert unreported(data_dir) == []
     pushes.clear()
     again = ctx.run(
         ctx.on.pebble_custom_notice(first.get_container(charm.CONTAINER), notice), first
     )
     assert peer_data(again) == peer_data(first)
-    consumer = first.get_relations(charm.DATASET_ENDPOINT)[0]
+    consumer = first.get_relations(registry_server.DATASET_ENDPOINT)[0]
     assert provided(again, consumer) == provided(first, consumer)
     assert len(job_ids(data_dir)) == 1
     assert pushes == []
@@ -146,7 +146,7 @@ def test_a_wrapper_slow_to_exit_does_not_fail_the_hook(ctx, validating, workload
     statuses = {**state.get_container(charm.CONTAINER).service_statuses}
     statuses[JOB_SERVICE] = pebble.ServiceStatus.ACTIVE  # still notifying Pebble
     out = ctx.run(ctx.on.update_status(), with_container(state, service_statuses=statuses))
-    assert peer_data(out)[charm.LATEST_KEY] == "v1"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v1"
 
 
 def test_a_job_notice_of_another_charms_job_changes_nothing(ctx, deployed, data_dir):

@@ -30,8 +30,8 @@ from registry_testing import (
 )
 
 import charm
-import registry
-from mlops_charms import jobs
+import registry_layer
+from mlops_charms import jobs, registry, registry_server
 from tests.provider_data import approach_relation
 
 # --- every observed event reconciles -------------------------------------------------------------
@@ -47,15 +47,15 @@ def _container_event(name):
 def _check_event(name, status):
     def build(ctx, state):
         info = testing.CheckInfo(
-            registry.GIT_READY_CHECK, level=pebble.CheckLevel.READY, status=status
+            registry_layer.GIT_READY_CHECK, level=pebble.CheckLevel.READY, status=status
         )
         container = state.get_container(charm.CONTAINER)
         layers = dict(container.layers)
-        if registry.GIT_READY_CHECK not in container.plan.checks:
+        if registry_layer.GIT_READY_CHECK not in container.plan.checks:
             # Planned by an earlier hook (an earlier charm revision): the check exists.
             layer: pebble.LayerDict = {
                 "checks": {
-                    registry.GIT_READY_CHECK: {
+                    registry_layer.GIT_READY_CHECK: {
                         "override": "replace",
                         "level": "ready",
                         "http": {"url": "http://127.0.0.1:8080/healthz"},
@@ -115,7 +115,9 @@ def _storage_attached(ctx, state):
 
 
 def _peer_changed(ctx, state):
-    return ctx.on.relation_changed(state.get_relations(charm.PEERS)[0], remote_unit=1), state
+    return ctx.on.relation_changed(
+        state.get_relations(registry_server.PEERS)[0], remote_unit=1
+    ), state
 
 
 OBSERVED_EVENTS = {
@@ -164,7 +166,7 @@ def settled(ctx, deployed) -> testing.State:
 
 
 def _consumer_changed(ctx, state):
-    return ctx.on.relation_changed(state.get_relations(charm.DATASET_ENDPOINT)[0]), state
+    return ctx.on.relation_changed(state.get_relations(registry_server.DATASET_ENDPOINT)[0]), state
 
 
 # Events that change nothing on a settled registry (the others add or remove a relation).
@@ -300,13 +302,14 @@ def test_failed_bootstrap_blocks_and_is_retried_by_the_next_hook(
     )
     assert not (data_dir / "conf" / "bootstrap.done").exists()
     assert (
-        peer_data(out)[charm.BOOTSTRAP_ERROR_KEY] == "fatal: cannot mkdir: No space left on device"
+        peer_data(out)[registry_server.BOOTSTRAP_ERROR_KEY]
+        == "fatal: cannot mkdir: No space left on device"
     )
 
     fixed = with_container(out, execs={bootstrap_exec()})
     again = ctx.run(ctx.on.update_status(), fixed)
     assert len(bootstrap_runs(ctx)) == 2
-    assert charm.BOOTSTRAP_ERROR_KEY not in peer_data(again)
+    assert registry_server.BOOTSTRAP_ERROR_KEY not in peer_data(again)
     assert set(again.get_container(charm.CONTAINER).plan.services) == SERVICES
     assert again.unit_status == testing.ActiveStatus("no versions yet")
 
@@ -391,11 +394,11 @@ def test_the_leader_creates_the_writer_with_its_own_s3_keys(ctx, make_container,
     state = testing.State(
         leader=True,
         containers={make_container()},
-        relations={testing.PeerRelation(charm.PEERS)},
+        relations={testing.PeerRelation(registry_server.PEERS)},
         model=testing.Model(name="mlops"),
     )
     out = ctx.run(ctx.on.pebble_ready(state.get_container(charm.CONTAINER)), state)
-    content = out.get_secret(label=charm.REGISTRY_SECRET).tracked_content
+    content = out.get_secret(label=registry_server.REGISTRY_SECRET).tracked_content
     assert content["username"] == "registry"
     assert len(content["password"]) == 32
     assert content["access-key"].startswith("mlops") and len(content["secret-key"]) == 40
@@ -411,12 +414,12 @@ def test_a_writer_secret_from_before_s3_keys_gains_keys_and_keeps_its_password(
 ):
     old = testing.Secret(
         {"username": "registry", "password": WRITER_PASSWORD},
-        label=charm.REGISTRY_SECRET,
+        label=registry_server.REGISTRY_SECRET,
         owner="app",
     )
     state = dataclasses.replace(make_state(), secrets={old})
     out = ctx.run(ctx.on.upgrade_charm(), state)
-    content = out.get_secret(label=charm.REGISTRY_SECRET).latest_content or {}
+    content = out.get_secret(label=registry_server.REGISTRY_SECRET).latest_content or {}
     assert content["password"] == WRITER_PASSWORD
     assert content["access-key"].startswith("mlops")
     assert content["secret-key"] not in (WRITER_PASSWORD, "")
@@ -426,12 +429,12 @@ def test_a_writer_secret_from_before_s3_keys_gains_keys_and_keeps_its_password(
 def test_secret_remove_removes_the_revision_no_consumer_tracks(ctx, make_state):
     old = testing.Secret(
         {"username": "registry", "password": WRITER_PASSWORD},
-        label=charm.REGISTRY_SECRET,
+        label=registry_server.REGISTRY_SECRET,
         owner="app",
     )
     state = dataclasses.replace(make_state(), secrets={old})
     upgraded = ctx.run(ctx.on.upgrade_charm(), state)  # its S3 keys: revision 2
-    secret = upgraded.get_secret(label=charm.REGISTRY_SECRET)
+    secret = upgraded.get_secret(label=registry_server.REGISTRY_SECRET)
     ctx.run(ctx.on.secret_remove(secret, revision=1), upgraded)
     assert ctx.removed_secret_revisions == [1]
 
@@ -444,7 +447,7 @@ def test_a_registry_without_its_peer_relation_yet_still_comes_up(ctx, make_conta
 
 
 def test_a_reconcile_reads_tags_from_files_not_by_running_git(ctx, deployed, data_dir):
-    state = deployed(peer_data={charm.LATEST_KEY: "v2"})
+    state = deployed(peer_data={registry_server.LATEST_KEY: "v2"})
     push_tags(data_dir, "v1", "v2")
     ctx.run(ctx.on.update_status(), state)
     assert ctx.exec_history.get(charm.CONTAINER, []) == []

@@ -20,7 +20,7 @@ from registry_testing import (
     without_relation,
 )
 
-import charm
+from mlops_charms import registry_server
 
 
 def test_a_consumer_is_told_where_the_registry_and_its_remote_are(ctx, deployed):
@@ -169,7 +169,7 @@ def test_a_consumer_secret_from_before_s3_keys_gains_keys(ctx, deployed, data_di
 def test_versions_reach_every_consumer(ctx, deployed, data_dir):
     push_tags(data_dir, "v1", "v2")
     first, second = consumer_relation(), consumer_relation("write", app="labelling")
-    peers = {charm.LATEST_KEY: "v2", charm.PINNED_KEY: "v1"}
+    peers = {registry_server.LATEST_KEY: "v2", registry_server.PINNED_KEY: "v1"}
     state = deployed(relations=[first, second], peer_data=peers)
     for consumer in (first, second):
         data = provided(state, consumer)
@@ -227,4 +227,4 @@ def test_a_consumer_that_joined_and_left_leaves_no_trace(ctx, deployed, data_dir
     out = without_relation(out, consumer)
     assert (data_dir / "conf" / "htgroup").read_text() == "writers: registry\n"
     assert (data_dir / "conf" / "htpasswd").read_text().count("\n") == 1
-    assert [s.label for s in out.secrets] == [charm.REGISTRY_SECRET]
+    assert [s.label for s in out.secrets] == [registry_server.REGISTRY_SECRET]

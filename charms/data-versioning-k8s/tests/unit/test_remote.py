@@ -40,6 +40,7 @@ from registry_testing import (
 )
 
 import charm
+from mlops_charms import registry_server
 
 LOCATION = f"{ENDPOINT}/datasets/registry"
 MOVING = testing.MaintenanceStatus(f"moving the DVC remote to {LOCATION}")
@@ -151,7 +152,7 @@ def test_a_later_hook_switches_when_the_moves_notice_was_lost(ctx, moving, workl
 
 
 def test_consumers_keep_the_registrys_own_remote_and_keys(ctx, deployed, s3, moved):
-    consumer = moved.get_relations(charm.DATASET_ENDPOINT)[0]
+    consumer = moved.get_relations(registry_server.DATASET_ENDPOINT)[0]
     data = provided(moved, consumer)
     assert data["remote_url"] == "s3://dvc"
     assert data["remote_endpoint"] == f"http://{HOST}:9000"
@@ -241,7 +242,7 @@ def test_a_failed_move_is_retried_on_update_status(ctx, failed_move, workload, d
     state, notice = workload.end(retrying)
     out = ctx.run(ctx.on.pebble_custom_notice(state.get_container(charm.CONTAINER), notice), state)
     assert backend(data_dir)["bucket"] == "datasets"
-    assert charm.MOVE_ERROR_KEY not in peer_data(out)
+    assert registry_server.MOVE_ERROR_KEY not in peer_data(out)
     assert out.unit_status == testing.ActiveStatus("no versions yet")
 
 
@@ -250,7 +251,7 @@ def test_removing_the_relation_after_a_failed_move_clears_the_failure(
 ):
     relation = failed_move.get_relation(s3[0].id)
     out = ctx.run(ctx.on.relation_broken(relation), failed_move)
-    assert charm.MOVE_ERROR_KEY not in peer_data(out)
+    assert registry_server.MOVE_ERROR_KEY not in peer_data(out)
     assert job_kinds(data_dir) == ["move-remote"]  # nothing to move: the storage is in use
     assert out.unit_status == testing.ActiveStatus("no versions yet")
 

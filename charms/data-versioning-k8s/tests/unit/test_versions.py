@@ -32,7 +32,7 @@ from registry_testing import (
 )
 
 import charm
-import registry
+from mlops_charms import registry, registry_server
 
 
 def _tags_pushed(state: testing.State, tags: str) -> tuple[testing.State, testing.Notice]:
@@ -86,7 +86,7 @@ def test_a_valid_version_is_published_when_its_validation_ends(
     ctx, validating, workload, consumer, data_dir
 ):
     out = _end(ctx, workload, validating)
-    assert peer_data(out)[charm.LATEST_KEY] == "v1"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v1"
     assert provided(out, consumer)["latest_version"] == "v1"
     assert out.unit_status == testing.ActiveStatus("latest v1")
     assert not job_running(out)
@@ -104,7 +104,7 @@ def test_a_version_whose_data_is_missing_is_recorded_invalid_not_published(
     ctx, validating, workload, consumer, data_dir
 ):
     out = _end(ctx, workload, validating, succeeded(validation("v1", missing=2)))
-    assert peer_data(out)[charm.INVALID_KEY] == "v1"
+    assert peer_data(out)[registry_server.INVALID_KEY] == "v1"
     assert "latest_version" not in provided(out, consumer)
     assert out.unit_status == testing.ActiveStatus("no versions yet; invalid (data missing): v1")
     again = ctx.run(ctx.on.update_status(), out)
@@ -115,13 +115,13 @@ def test_a_version_whose_data_is_missing_is_recorded_invalid_not_published(
 def test_a_validation_that_failed_counts_as_invalid(ctx, validating, workload, consumer):
     outcome = failed("cannot reach the DVC remote: Could not connect to the endpoint URL")
     out = _end(ctx, workload, validating, outcome)
-    assert peer_data(out)[charm.INVALID_KEY] == "v1"
+    assert peer_data(out)[registry_server.INVALID_KEY] == "v1"
     assert "latest_version" not in provided(out, consumer)
 
 
 def test_a_validation_that_printed_no_result_counts_as_invalid(ctx, validating, workload):
     out = _end(ctx, workload, validating, JobOutcome(stdout="Traceback (most recent call last)\n"))
-    assert peer_data(out)[charm.INVALID_KEY] == "v1"
+    assert peer_data(out)[registry_server.INVALID_KEY] == "v1"
 
 
 def test_versions_are_validated_one_at_a_time_oldest_first(ctx, deployed, workload, data_dir):
@@ -137,7 +137,7 @@ def test_versions_are_validated_one_at_a_time_oldest_first(ctx, deployed, worklo
         )
     out = _end(ctx, workload, state)
     assert [v["params"]["version"] for v in validated] == ["v1", "v2", "v3"]
-    assert peer_data(out)[charm.LATEST_KEY] == "v3"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v3"
     assert not job_running(out)
 
 
@@ -152,7 +152,7 @@ def test_one_invalid_version_does_not_hold_back_the_next(ctx, deployed, workload
     )
     state = _end(ctx, workload, state)
     out = _end(ctx, workload, state)
-    assert peer_data(out)[charm.LATEST_KEY] == "v2"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v2"
     assert out.unit_status == testing.ActiveStatus("latest v2; invalid (data missing): v1")
 
 
@@ -175,7 +175,7 @@ def test_tags_that_are_not_version_names_are_ignored(ctx, deployed, data_dir, na
 
 def test_tags_older_than_the_latest_are_not_validated(ctx, deployed, data_dir):
     push_tags(data_dir, "v1", "v2", "v3")
-    state = deployed(peer_data={charm.LATEST_KEY: "v3"})
+    state = deployed(peer_data={registry_server.LATEST_KEY: "v3"})
     ctx.run(ctx.on.update_status(), state)
     assert job_kinds(data_dir) == []
 
@@ -223,49 +223,51 @@ def test_the_latest_version_is_lowered_when_the_repository_lacks_it(
     ctx, deployed, consumer, data_dir
 ):
     push_tags(data_dir, "v1", "v2", "v3")
-    state = deployed(relations=[consumer], peer_data={charm.LATEST_KEY: "v3"})
+    state = deployed(relations=[consumer], peer_data={registry_server.LATEST_KEY: "v3"})
     delete_tags(data_dir, "v3")
     out = ctx.run(ctx.on.storage_attached(next(iter(state.storages))), state)
-    assert peer_data(out)[charm.LATEST_KEY] == "v2"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v2"
     assert provided(out, consumer)["latest_version"] == "v2"
     assert job_kinds(data_dir) == []
 
 
 def test_an_invalid_version_is_never_the_lowered_latest(ctx, deployed, data_dir):
     push_tags(data_dir, "v1", "v2", "v3")
-    state = deployed(peer_data={charm.LATEST_KEY: "v3", charm.INVALID_KEY: "v2"})
+    state = deployed(
+        peer_data={registry_server.LATEST_KEY: "v3", registry_server.INVALID_KEY: "v2"}
+    )
     delete_tags(data_dir, "v3")
     out = ctx.run(ctx.on.update_status(), state)
-    assert peer_data(out)[charm.LATEST_KEY] == "v1"
+    assert peer_data(out)[registry_server.LATEST_KEY] == "v1"
 
 
 def test_a_new_empty_storage_leaves_no_version_to_publish(ctx, deployed, consumer, data_dir):
     push_tags(data_dir, "v1", "v2")
-    state = deployed(relations=[consumer], peer_data={charm.LATEST_KEY: "v2"})
+    state = deployed(relations=[consumer], peer_data={registry_server.LATEST_KEY: "v2"})
     state = ctx.run(ctx.on.update_status(), state)
     assert provided(state, consumer)["latest_version"] == "v2"
     delete_repository(data_dir)
     out = ctx.run(ctx.on.storage_attached(next(iter(state.storages))), state)
-    assert charm.LATEST_KEY not in peer_data(out)
+    assert registry_server.LATEST_KEY not in peer_data(out)
     assert "latest_version" not in provided(out, consumer)
     assert out.unit_status == testing.ActiveStatus("no versions yet")
 
 
 def test_a_pin_to_a_version_the_repository_lacks_is_dropped(ctx, deployed, consumer, data_dir):
     push_tags(data_dir, "v1", "v2")
-    pins = {charm.LATEST_KEY: "v2", charm.PINNED_KEY: "v2"}
+    pins = {registry_server.LATEST_KEY: "v2", registry_server.PINNED_KEY: "v2"}
     state = deployed(relations=[consumer], peer_data=pins)
     assert provided(state, consumer)["pinned_version"] == "v2"
     delete_tags(data_dir, "v2")
     out = ctx.run(ctx.on.update_status(), state)
-    assert charm.PINNED_KEY not in peer_data(out)
+    assert registry_server.PINNED_KEY not in peer_data(out)
     assert "pinned_version" not in provided(out, consumer)
     assert out.unit_status == testing.ActiveStatus("latest v1")
 
 
 def test_a_pin_the_repository_has_stays(ctx, deployed, consumer, data_dir):
     push_tags(data_dir, "v1", "v2")
-    state = deployed(relations=[consumer], peer_data={charm.LATEST_KEY: "v2"})
+    state = deployed(relations=[consumer], peer_data={registry_server.LATEST_KEY: "v2"})
     pinned = ctx.run(ctx.on.action("pin-version", params={"version": "v1"}), state)
     out = ctx.run(ctx.on.update_status(), pinned)
     assert provided(out, consumer)["pinned_version"] == "v1"

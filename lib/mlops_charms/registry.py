@@ -1,9 +1,11 @@
 """The DVC data registry workload: git smart HTTP, the S3 front of the DVC remote, their health.
 
-Nothing here knows about Juju. The charm turns config, relations and secrets into
-``RegistrySettings``; this module turns those into the files the servers read, the Pebble
-layer that runs them, the bootstrap script run in the container, and the jobs (``JobSpec``)
-that cut versions, validate pushed ones and move the remote's objects.
+The core of the registry, shared by data-versioning-k8s (Pebble) and data-versioning (systemd);
+nothing here knows about Juju or the substrate. The charm turns config, relations and secrets
+into ``RegistrySettings``; this module turns those into the files the servers read, the servers
+(``services``: command, user) a substrate adapter runs as Pebble services or systemd units, the
+bootstrap script, and the jobs (``JobSpec``) that cut versions, validate pushed ones and move
+the remote's objects.
 
 - git: ``git http-backend`` behind Apache httpd (prefork + mod_cgi) with HTTP basic auth.
   Every registry user may fetch; only users in the ``writers`` group may push (a reader's
@@ -15,11 +17,12 @@ that cut versions, validate pushed ones and move the remote's objects.
   gets S3's ``AccessDenied``. Both serve the unit's storage, or an external bucket (the
   ``s3`` relation) through rclone, so no consumer ever holds the external bucket's keys and
   the remote consumers use never changes when the objects move.
-- A git ``post-receive`` hook records a Pebble notice when tags are pushed; the charm sees it
-  as ``pebble-custom-notice`` and validates the new versions in a job.
+- A git ``post-receive`` hook tells the charm when tags are pushed (``settings.notify``: a
+  Pebble notice on Kubernetes, a systemd path unit on a machine); the charm validates the new
+  versions in a job.
 
-Secrets never appear in the Pebble plan or a command line: passwords are stored only as bcrypt
-hashes, and S3 keys travel in ``s3.env`` (mode 0600) sourced by the services' commands.
+Secrets never appear in a Pebble plan, a unit file or a command line: passwords are stored only
+as bcrypt hashes, and S3 keys travel in ``s3.env`` (mode 0600) sourced by the services' commands.
 """
 
 from __future__ import annotations
@@ -28,20 +31,13 @@ import hashlib
 import json
 import shlex
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, cast
 
 from mlops_charms import workload
 from mlops_charms.jobs import JobSpec
 
-if TYPE_CHECKING:
-    from ops.pebble import LayerDict
-
 GIT_SERVICE = "git-http"
 S3_SERVICE = "s3"
 S3_READ_ONLY_SERVICE = "s3-read-only"
-GIT_READY_CHECK = "git-http-ready"
-S3_READY_CHECK = "s3-ready"
-S3_READ_ONLY_READY_CHECK = "s3-read-only-ready"
 NOTICE_KEY = "mlops-stack.dev/registry/tags-pushed"
 REPOSITORY_NAME = "registry.git"
 REMOTE_NAME = "storage"
@@ -140,7 +136,7 @@ class ExternalBucket:
 
 @dataclass(frozen=True)
 class Binaries:
-    """Where the workload's programs are in the rock (rocks/data-registry)."""
+    """Where the workload's programs are: by default, in the rock (rocks/data-registry)."""
 
     apache: str = "/usr/sbin/apache2"
     apache_modules: str = "/usr/lib/apache2/modules"
@@ -155,7 +151,7 @@ ROCK = Binaries()
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """Everything the registry's files, layer and jobs are derived from."""
+    """Everything the registry's files, servers and jobs are derived from."""
 
     state_dir: str
     public_host: str
@@ -170,6 +166,9 @@ class RegistrySettings:
     service_user: str | None = None
     service_group: str | None = None
     binaries: Binaries = field(default_factory=lambda: ROCK)
+    # What the post-receive hook runs, with ``tags=v1 v2`` appended, when tags are pushed;
+    # empty: the substrate watches the repository's tags itself.
+    tags_notify: tuple[str, ...] = ()
 
     @property
     def s3_write_port(self) -> int:
@@ -314,7 +313,8 @@ ServerName {settings.public_host}
 PidFile {run}/httpd.pid
 Mutex file:{run} default
 TypesConfig /dev/null
-# Piped through cat, which inherits Pebble's pipes: a non-root Apache cannot reopen them.
+# Piped through cat, which inherits the service manager's pipes (Pebble's, or systemd's
+# journal): a non-root Apache cannot reopen them.
 ErrorLog "|/bin/cat"
 LogFormat "%h %u \\"%r\\" %>s %b" registry
 CustomLog "|/bin/cat" registry
@@ -426,11 +426,16 @@ def s3_env(settings: RegistrySettings) -> str:
     return workload.secrets_env(environment)
 
 
-def post_receive_hook() -> str:
-    """The git hook that tells the charm (through a Pebble notice) that tags arrived."""
-    notify = shlex.join(workload.JUJU_PEBBLE.notify_command(NOTICE_KEY))
+def post_receive_hook(settings: RegistrySettings) -> str:
+    """The git hook that tells the charm that tags arrived (``settings.tags_notify``)."""
+    if not settings.tags_notify:
+        return """#!/bin/sh
+# Rendered by the data-versioning charm: the charm watches refs/tags itself.
+exit 0
+"""
+    notify = shlex.join(settings.tags_notify)
     return f"""#!/bin/sh
-# Rendered by the data-versioning charm: record a Pebble notice when tags are pushed.
+# Rendered by the data-versioning charm: tell the charm when tags are pushed.
 tags=""
 while read -r old new ref; do
     case "$ref" in refs/tags/*) tags="$tags ${{ref#refs/tags/}}" ;; esac
@@ -466,7 +471,7 @@ def files(settings: RegistrySettings) -> dict[str, tuple[str, int]]:
         f"{conf}/htgroup": (htgroup(settings.users), 0o644),
         f"{conf}/htdocs/healthz": ("ok\n", 0o644),
         f"{conf}/htdocs/access-denied.xml": (_ACCESS_DENIED, 0o644),
-        f"{conf}/hooks/post-receive": (post_receive_hook(), 0o755),
+        f"{conf}/hooks/post-receive": (post_receive_hook(settings), 0o755),
         f"{conf}/hooks/update": (update_hook(), 0o755),
         f"{conf}/s3.env": (s3_env(settings), 0o600),
         f"{conf}/bootstrap.sh": (bootstrap_script(settings), 0o644),
@@ -481,10 +486,22 @@ def _trust(settings: RegistrySettings) -> dict[str, str]:
     return {"RCLONE_CA_CERT": settings.ca_file} if settings.trusted_ca else {}
 
 
-# --- the layer -------------------------------------------------------------------------------
+# --- the servers -----------------------------------------------------------------------------
 
 
-def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> str:
+@dataclass(frozen=True)
+class Service:
+    """One server of the registry, as a substrate runs it (as ``settings.service_user``)."""
+
+    name: str
+    summary: str
+    command: tuple[str, ...]
+    port: int
+    # Ready when this URL answers (HTTP), else when the port accepts connections.
+    ready_url: str | None = None
+
+
+def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> tuple[str, ...]:
     port = settings.s3_read_port if read_only else settings.s3_write_port
     root = "front:" if settings.backend is not None else settings.s3_root
     args = [
@@ -509,49 +526,32 @@ def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> str:
     keys = "$RCLONE_READ_ONLY_AUTH_KEY" if read_only else "$RCLONE_AUTH_KEY"
     env = shlex.quote(f"{settings.conf_dir}/s3.env")
     launch = f". {env} && RCLONE_AUTH_KEY={keys} exec {shlex.join(args)}"
-    return shlex.join(["/bin/sh", "-c", launch])
+    return ("/bin/sh", "-c", launch)
 
 
-def _service(settings: RegistrySettings, summary: str, command: str) -> dict[str, Any]:
-    service: dict[str, Any] = {
-        "override": "replace",
-        "summary": summary,
-        "command": command,
-        "startup": "enabled",
-    }
-    if settings.service_user:
-        service["user"] = settings.service_user
-        service["group"] = settings.service_group or settings.service_user
-    return service
-
-
-def layer(settings: RegistrySettings) -> LayerDict:
-    """The Pebble layer: Apache (git and the S3 front), the two S3 servers, their checks."""
-    apache = shlex.join(
-        [settings.binaries.apache, "-f", f"{settings.conf_dir}/httpd.conf", "-DFOREGROUND"]
-    )
-    services = {
-        GIT_SERVICE: _service(settings, "git smart HTTP and the S3 front (Apache)", apache),
-        S3_SERVICE: _service(
-            settings,
+def services(settings: RegistrySettings) -> tuple[Service, ...]:
+    """Apache (git and the S3 front) and the two S3 servers, with how each shows it is ready."""
+    apache = (settings.binaries.apache, "-f", f"{settings.conf_dir}/httpd.conf", "-DFOREGROUND")
+    return (
+        Service(
+            GIT_SERVICE,
+            "git smart HTTP and the S3 front (Apache)",
+            apache,
+            settings.git_port,
+            ready_url=f"http://127.0.0.1:{settings.git_port}/healthz",
+        ),
+        Service(
+            S3_SERVICE,
             "DVC remote, read-write (rclone serve s3)",
             _rclone_command(settings, read_only=False),
+            settings.s3_write_port,
         ),
-        S3_READ_ONLY_SERVICE: _service(
-            settings,
+        Service(
+            S3_READ_ONLY_SERVICE,
             "DVC remote, read-only (rclone serve s3)",
             _rclone_command(settings, read_only=True),
+            settings.s3_read_port,
         ),
-    }
-    checks = {
-        GIT_READY_CHECK: workload.http_ready_check(
-            f"http://127.0.0.1:{settings.git_port}/healthz"
-        ),
-        S3_READY_CHECK: workload.tcp_ready_check(settings.s3_write_port),
-        S3_READ_ONLY_READY_CHECK: workload.tcp_ready_check(settings.s3_read_port),
-    }
-    return cast(
-        "LayerDict", {"summary": "DVC data registry", "services": services, "checks": checks}
     )
 
 
@@ -559,7 +559,7 @@ def layer(settings: RegistrySettings) -> LayerDict:
 
 
 def bootstrap_script(settings: RegistrySettings) -> str:
-    """A shell script, run in the container as the service user, that makes the registry.
+    """A shell script, run as the service user where the servers run, that makes the registry.
 
     Idempotent and quick (no data moves): it creates the bare repository and the first
     commit (``dvc init`` plus the remote's config) once, installs the hooks, and commits a
@@ -617,7 +617,7 @@ def bootstrap_command(settings: RegistrySettings) -> list[str]:
 
 def bootstrap_fingerprint(settings: RegistrySettings) -> str:
     """What a successful bootstrap was run for: rerun it whenever this changes."""
-    text = bootstrap_script(settings) + post_receive_hook() + update_hook()
+    text = bootstrap_script(settings) + post_receive_hook(settings) + update_hook()
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Juju glue for the DVC data registry on a machine: apt and a venv, systemd units.
+
+Everything that does not depend on the substrate (config, secrets, consumers, the remote, the
+versions, statuses, actions) is ``mlops_charms.registry_server``'s, shared with
+data-versioning-k8s. Jobs are transient systemd services (``mlops_charms.systemd_jobs``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import ops
+
+# charmhelpers imports distutils, gone in Python 3.12: setuptools' import puts its shim in place
+# first.
+import setuptools  # noqa: F401
+from charmhelpers.core import host
+
+import registry_units
+from mlops_charms import machine, systemd, systemd_jobs
+from mlops_charms.host_files import HostFiles
+from mlops_charms.jobs import Job
+from mlops_charms.machine import InstallError
+from mlops_charms.registry import Binaries, RegistrySettings
+from mlops_charms.registry_server import (
+    DATASET_ENDPOINT,
+    JOB_SLOT,
+    STORAGE,
+    RegistryConfig,
+    RegistryServerCharm,
+)
+from mlops_charms.systemd_jobs import JobPaths, SystemdJobRunner
+from registry_units import PATHS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MachineRegistryConfig(RegistryConfig):
+    """The shared options and the machine's own: where pip installs DVC and rclone from."""
+
+    pip_index_url: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
+            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+
+
+class TagsPushedEvent(ops.EventBase):
+    """Versions were pushed: the tags path unit dispatched ``hooks/tags-pushed``."""
+
+
+class RegistryMachineEvents(systemd_jobs.MachineJobEvents):
+    """The machine charm's events: a job ended (``job_ended``), tags were pushed."""
+
+    tags_pushed = ops.EventSource(TagsPushedEvent)
+
+
+class DataVersioningMachineCharm(RegistryServerCharm):
+    """Runs the DVC data registry as systemd units and offers it over ``mlops_dataset``."""
+
+    on = RegistryMachineEvents()  # type: ignore[reportAssignmentType]
+    config_class = MachineRegistryConfig
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self.service_user = PATHS.user
+        self._install_problem: str | None = None
+        self._service_problem: str | None = None
+        # Before the reconcile: a job whose unit vanished (a reboot) is recorded as failed.
+        framework.observe(self.on.update_status, self._on_update_status)
+        for event in (
+            *machine.workload_events(self),
+            self.on[STORAGE].storage_attached,
+            self.on.job_ended,
+            self.on.tags_pushed,
+        ):
+            framework.observe(event, self._reconcile)
+
+    @property
+    def _state_dir(self) -> str:
+        storages = self.model.storages[STORAGE]
+        if storages:
+            return str(storages[0].location)
+        return str(self.meta.storages[STORAGE].location)
+
+    @property
+    def _files(self) -> HostFiles:
+        return HostFiles()
+
+    @property
+    def _default_public_host(self) -> str:
+        binding = self.model.get_binding(DATASET_ENDPOINT)
+        address = binding.network.ingress_address if binding else None
+        return str(address) if address else socket.getfqdn()
+
+    @property
+    def _binaries(self) -> Binaries:
+        return PATHS.binaries
+
+    def _job_paths(self) -> JobPaths:
+        return JobPaths(
+            jobs_dir=f"{self._state_dir}/jobs",
+            unit_prefix=f"{registry_units.UNIT_PREFIX}job-",
+            user=self.service_user,
+            units_dir=PATHS.job_units_dir,
+            scripts_dir=PATHS.job_scripts_dir,
+            python=PATHS.python,
+            juju_exec=PATHS.juju_exec,
+        )
+
+    def _jobs(self) -> SystemdJobRunner:
+        return SystemdJobRunner(self._job_paths(), juju_unit=self.unit.name, slot=JOB_SLOT)
+
+    def _on_ended_job(self, job: Job) -> None:
+        self._jobs().finish(job)
+
+    def _on_update_status(self, _event: ops.UpdateStatusEvent) -> None:
+        if self._substrate_ready():
+            self._jobs().record_lost()
+
+    # --- install ----------------------------------------------------------------------------
+
+    def _prepare_substrate(self) -> bool:
+        if not self.model.storages[STORAGE]:
+            return False
+        config = self.load_config(MachineRegistryConfig)
+        try:
+            self._install(config)
+        except (InstallError, OSError) as error:
+            self._install_problem = str(error).splitlines()[0]
+            logger.error("install: %s", self._install_problem)
+            return False
+        return True
+
+    def _install(self, config: MachineRegistryConfig) -> None:
+        """apt, the system user, the workload's venv, the jobs' script; each step once."""
+        stamps = machine.Stamps(Path(PATHS.state_dir))
+        if not stamps.done("apt", " ".join(registry_units.APT_PACKAGES)):
+            machine.ensure_apt_packages(stamps, registry_units.APT_PACKAGES)
+            # The package starts Debian's Apache on port 80: the registry runs its own.
+            host.service_stop(registry_units.DEBIAN_APACHE)
+            host.service("disable", registry_units.DEBIAN_APACHE)
+        machine.ensure_system_user(PATHS.user)
+        machine.ensure_workload(
+            stamps,
+            machine.Venv(Path(PATHS.venv), PATHS.python),
+            Path(self.charm_dir) / "workload",
+            also=registry_units.REQUIREMENTS,
+            wheelhouse=lambda: machine.wheelhouse(self.model),
+            index_url=config.pip_index_url,
+        )
+        systemd_jobs.install(self._job_paths())
+
+    def _substrate_status(self) -> ops.StatusBase | None:
+        if not self.model.storages[STORAGE]:
+            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
+        if self._install_problem:
+            return ops.BlockedStatus(f"install failed: {self._install_problem}")
+        if not Path(PATHS.binaries.mlops_workload).exists():
+            return ops.MaintenanceStatus("installing the registry")
+        if self._service_problem:
+            return ops.BlockedStatus(self._service_problem)
+        return None
+
+    # --- the servers ------------------------------------------------------------------------
+
+    def _run(
+        self,
+        command: Sequence[str],
+        *,
+        what: str,
+        environment: Mapping[str, str],
+        working_dir: str,
+        timeout: float = 120.0,
+    ) -> str:
+        return registry_units.run_as(
+            self.service_user,
+            command,
+            what=what,
+            environment=environment,
+            working_dir=working_dir,
+            timeout=timeout,
+        )
+
+    def _run_servers(self, settings: RegistrySettings, *, restart: bool) -> None:
+        """Write the units; (re)start a server whose unit or files changed, else keep it up."""
+        written = {
+            unit: machine.write_if_changed(PATHS.unit_file(unit), text, owner="root", perms=0o644)
+            for unit, text in registry_units.unit_files(settings, self.unit.name).items()
+        }
+        if any(written.values()):
+            reload = systemd.systemctl("daemon-reload")
+            if reload.returncode != 0:
+                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
+                return
+        for unit, changed in written.items():
+            if unit == f"{registry_units.TAGS_UNIT}.service":
+                continue  # started by its path unit only
+            if changed:
+                host.service("enable", unit)
+            if changed or (restart and unit.endswith(".service")):
+                started = host.service_restart(unit)
+            else:
+                started = host.service_running(unit) or host.service_start(unit)
+            if not started:
+                self._service_problem = f"systemd did not start {unit}: see journalctl -u {unit}"
+                return
+
+    def _servers_running(self) -> bool:
+        return systemd.is_active(registry_units.GIT_UNIT)
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(DataVersioningMachineCharm)
