@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.workload.labelling.harness import label_studio, run_label_studio
+from tests.workload.labelling.harness import label_studio, label_studio_layer, run_label_studio
 from tests.workload.registry.harness import chown_tree, start_registry
 
 
@@ -55,7 +55,7 @@ def main() -> None:
             client = ls.daemon.client
             started = time.monotonic()
             client.restart_services([label_studio.SERVICE])
-            ls.daemon.wait_for_check(label_studio.READY_CHECK, timeout=240)
+            ls.daemon.wait_for_check(label_studio_layer.READY_CHECK, timeout=240)
             while not label_studio.is_healthy(ls.settings):
                 time.sleep(0.2)
             print(f"{'warm restart':<34} {time.monotonic() - started:6.1f} s")

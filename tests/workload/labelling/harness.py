@@ -45,7 +45,8 @@ CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "labelling-k8s" / "
 if str(CHARM_SRC) not in sys.path:
     sys.path.insert(0, str(CHARM_SRC))
 
-import label_studio  # noqa: E402
+import label_studio_layer  # noqa: E402
+from mlops_charms import label_studio  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -146,7 +147,7 @@ def start(daemon: PebbleDaemon, layer: LayerDict) -> float:
     started = time.monotonic()
     daemon.client.add_layer("label-studio", layer, combine=True)
     daemon.client.replan_services()
-    daemon.wait_for_check(label_studio.READY_CHECK, timeout=240)
+    daemon.wait_for_check(label_studio_layer.READY_CHECK, timeout=240)
     return time.monotonic() - started
 
 

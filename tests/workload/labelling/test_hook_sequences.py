@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from ops import testing
 
-from mlops_charms import jobs
+from mlops_charms import jobs, labelling_server
 from tests.charm_testing import load_charm_module
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.labelling.harness import (
@@ -53,7 +53,7 @@ pytestmark = pytest.mark.slow
 charm = load_charm_module(CHARM_SRC, "labelling_k8s_charm")
 
 SERVICES = {label_studio.SERVICE}
-JOB_SERVICE = f"{charm.JOB_SLOT}-job"
+JOB_SERVICE = f"{labelling_server.JOB_SLOT}-job"
 # Migrations: ~55 s of CPU for SQLite and again for PostgreSQL; minutes on a busy machine.
 FIRST_START = 600.0
 WARM_START = 300.0
@@ -179,7 +179,7 @@ class Life:
     def deliver_job_end(self) -> None:
         """Wait for the running job to end, then give the charm the notice it recorded."""
         self.settle(timeout=180)
-        unreported = self.unit.storage[charm.STORAGE] / "jobs" / jobs.UNREPORTED
+        unreported = self.unit.storage[labelling_server.STORAGE] / "jobs" / jobs.UNREPORTED
         assert list(unreported.glob("*")), "the job ended without marking itself unreported"
         event, state = self.unit.notice_event(self.state, charm.CONTAINER, jobs.NOTICE_KEY)
         self.hook(event, state)
@@ -211,7 +211,7 @@ class Life:
         return f"http://127.0.0.1:{self.port}"
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        (secret,) = [s for s in self.state.secrets if s.label == charm.SERVER_SECRET]
+        (secret,) = [s for s in self.state.secrets if s.label == labelling_server.SERVER_SECRET]
         token = (secret.latest_content or secret.tracked_content)["admin-token"]
         return rest_call(self.url, token, method, path, body)
 
@@ -248,7 +248,9 @@ class Life:
 
     def expected_status(self) -> str:
         host = f"{self.ctx.app_name}.{self.state.model.name}.svc.cluster.local:{self.port}"
-        related = any(r.endpoint == charm.DATASET_ENDPOINT for r in self.state.relations)
+        related = any(
+            r.endpoint == labelling_server.DATASET_ENDPOINT for r in self.state.relations
+        )
         return f"serving at http://{host}" + ("" if related else "; no data registry related")
 
     def check(self, step: str, *, status: type = testing.ActiveStatus, services=SERVICES) -> None:
@@ -275,7 +277,7 @@ class Life:
             assert labels == project.labels, f"{step}: {title}: annotations {labels}"
 
     def storage_file(self, relative: str) -> Path:
-        return self.unit.storage[charm.STORAGE] / relative
+        return self.unit.storage[labelling_server.STORAGE] / relative
 
 
 def restarted(changes: list) -> bool:
@@ -325,7 +327,7 @@ def published_to_labelling(running: RunningRegistry) -> tuple[testing.Relation, 
     content = dict(granted.latest_content or granted.tracked_content)
     secret = testing.Secret(tracked_content=content, latest_content=content, id=secret_id)
     relation = testing.Relation(
-        charm.DATASET_ENDPOINT,
+        labelling_server.DATASET_ENDPOINT,
         interface="mlops_dataset",
         remote_app_name=running.context.app_name,
         remote_app_data=dict(provided.local_app_data),
@@ -343,8 +345,8 @@ def test_labelling_through_its_life(
     monkeypatch: pytest.MonkeyPatch,
 ):
     started = time.monotonic()
-    # The container's Pebble passes its environment on: the charm's src on PYTHONPATH (its
-    # label_studio.py) would shadow Label Studio's own package. A rock sets no PYTHONPATH.
+    # The container's Pebble passes its environment on: the charm's folders on PYTHONPATH would
+    # come before Label Studio's own packages. A rock sets no PYTHONPATH.
     monkeypatch.delenv("PYTHONPATH", raising=False)
     unit = PebbleBackedCharm(
         charm.LabellingCharm, CHARM_ROOT, labelling_base, rock_paths={label_studio: binaries()}
@@ -438,14 +440,14 @@ def _with_registry(life: Life, postgresql: PostgreSQLServer, v1: str) -> None:
     # mlops-relabel: error analysis sends items back; one job queues them.
     sent = batch("run-7", PROJECT, SENT_BACK)
     relabel = testing.Relation(
-        charm.RELABEL_ENDPOINT,
+        labelling_server.RELABEL_ENDPOINT,
         interface="mlops_relabel",
         remote_app_name="training",
         remote_app_data={"batches": json.dumps([sent])},
     )
     life.relate(relabel)
     assert life.state.unit_status == testing.WaitingStatus(
-        f"{charm.RELABEL_ENDPOINT}: 1 batches to queue"
+        f"{labelling_server.RELABEL_ENDPOINT}: 1 batches to queue"
     )
     life.deliver_job_end()
     acknowledged = life.state.get_relation(relabel.id).local_app_data
@@ -462,7 +464,8 @@ def _with_registry(life: Life, postgresql: PostgreSQLServer, v1: str) -> None:
     assert json.loads(acknowledged["queued"]) == ["run-7"]
     assert json.loads(acknowledged["failed"]) == ["run-8"]
     assert life.state.unit_status == testing.BlockedStatus(
-        f"{charm.RELABEL_ENDPOINT}: batches could not be queued: run-8 (list-jobs says why)"
+        f"{labelling_server.RELABEL_ENDPOINT}: batches could not be queued: run-8"
+        " (list-jobs says why)"
     )
     life.check("relabel batch failed", status=testing.BlockedStatus)
     jobs_before = sorted(p.name for p in life.storage_file("jobs").glob("2*"))

@@ -34,12 +34,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLabelStu
         yield running
 
 
-def run_sdk_session(server: RunningLabelStudio, tasks: int) -> dict:
+def run_sdk_session(url: str, api_key: str, tasks: int) -> dict:
     """Run sdk_session.py with Label Studio's venv (where the SDK is) and return its report."""
     python = Path(harness.binaries().label_studio).with_name("python")
     result = subprocess.run(
-        [str(python), str(SDK_SESSION), server.url, str(tasks)],
-        env={"PATH": os.environ["PATH"], "LABEL_STUDIO_API_KEY": server.settings.admin_token},
+        [str(python), str(SDK_SESSION), url, str(tasks)],
+        env={"PATH": os.environ["PATH"], "LABEL_STUDIO_API_KEY": api_key},
         capture_output=True,
         text=True,
         timeout=600,
@@ -52,8 +52,15 @@ def run_sdk_session(server: RunningLabelStudio, tasks: int) -> dict:
 def test_the_official_sdk_makes_hundreds_of_calls_over_one_pooled_session_without_errors(
     server: RunningLabelStudio,
 ):
-    report = run_sdk_session(server, TASKS)
+    assert_session_kept_everything(run_sdk_session(server.url, server.settings.admin_token, TASKS))
 
+
+def test_a_kept_connection_survives_head_and_says_when_it_closes(server: RunningLabelStudio):
+    assert_keep_alive_is_safe(server.settings.port, server.settings.admin_token)
+
+
+def assert_session_kept_everything(report: dict) -> None:
+    """Every SDK call of a ``TASKS``-task session worked; the server holds what was sent."""
     failed = Counter(f"{e['call']}: {e['error']}: {e['message']}" for e in report["errors"])
     assert not failed, (
         f"{len(report['errors'])} of {report['requests']} SDK requests failed:\n"
@@ -70,14 +77,14 @@ def test_the_official_sdk_makes_hundreds_of_calls_over_one_pooled_session_withou
     )
 
 
-def test_a_kept_connection_survives_head_and_says_when_it_closes(server: RunningLabelStudio):
+def assert_keep_alive_is_safe(port: int, api_key: str) -> None:
     """Keep-alive is safe only if the server frames every response or says it closes.
 
     A HEAD leaves no body behind to corrupt the next response on the connection; a response
     without a length (a static file, streamed) carries ``Connection: close``.
     """
-    connection = http.client.HTTPConnection("127.0.0.1", server.settings.port, timeout=30)
-    headers = {"Authorization": f"Token {server.settings.admin_token}"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Token {api_key}"}
     seen = []
     try:
         for method, path in (

@@ -1,8 +1,9 @@
 """Fixtures building the common state of labelling-k8s's unit tests.
 
-Only the health probe is replaced (``label_studio.is_healthy``); labelling jobs run their real
-wrapper with a fake ``mlops-workload`` (``workload_jobs``). The storage is a real folder mounted
-at the charm's storage location, so what the charm and its jobs write persists between hooks.
+Only the health probe is replaced (``mlops_charms.label_studio.is_healthy``); labelling jobs
+run their real wrapper with a fake ``mlops-workload`` (``workload_jobs``). The storage is a real
+folder mounted at the charm's storage location, so what the charm and its jobs write persists
+between hooks.
 """
 
 from __future__ import annotations
@@ -12,19 +13,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from labelling_testing import DATA_DIR, MODEL, server_secret
 from ops import testing
 from workload_jobs import WorkloadJobs
 
 import charm
+from mlops_charms import label_studio
 from tests.charm_testing import record_service_changes
+from tests.labelling_testing import DATA_DIR, MODEL, server_secret
 
 
 @pytest.fixture(autouse=True)
 def healthy(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
     """Whether Label Studio answers /health; tests flip ``healthy["up"]``."""
     state = {"up": True}
-    monkeypatch.setattr(charm.label_studio, "is_healthy", lambda *_a, **_k: state["up"])
+    monkeypatch.setattr(label_studio, "is_healthy", lambda *_a, **_k: state["up"])
     return state
 
 
@@ -122,3 +124,21 @@ def make_state(make_container: ContainerFactory) -> StateFactory:
 def pebble_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The names of the ``ops.Container`` methods called that change running services."""
     return record_service_changes(monkeypatch)
+
+
+@pytest.fixture
+def url() -> str:
+    """Where the charm says Label Studio is reached."""
+    return "http://labelling-k8s.mlops.svc.cluster.local:8080"
+
+
+@pytest.fixture
+def registry_charm() -> str:
+    """The registry's charm, which action failures name."""
+    return "data-versioning-k8s"
+
+
+@pytest.fixture
+def jobs_started(workload_jobs: WorkloadJobs) -> Callable[[], int]:
+    """How many labelling jobs the charm started."""
+    return lambda: len(workload_jobs.runs)

@@ -1,4 +1,4 @@
-"""The actions: validated params, the job they run, its result or its one-line failure."""
+"""The actions: the cases shared with the machine charm, and the jobs they run under Pebble."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import json
 import stat
 
 import pytest
-from labelling_testing import (
-    ADMIN_PASSWORD,
+from ops import pebble, testing
+from workload_jobs import LATER, WHILE_WAITED, Outcome
+
+from mlops_charms import labelling_server
+from tests.labelling_action_cases import ActionCases
+from tests.labelling_testing import (
     ADMIN_TOKEN,
     DATA_DIR,
     REGISTRY_PASSWORD,
@@ -21,10 +25,6 @@ from labelling_testing import (
     registry_secret,
     relabel_relation,
 )
-from ops import pebble, testing
-from workload_jobs import LATER, WHILE_WAITED, Outcome
-
-import charm
 
 CONTAINER = "label-studio"
 JOB_SERVICE = "labelling-job"
@@ -71,6 +71,10 @@ def registry_state(make_state):
     return make
 
 
+class TestActions(ActionCases):
+    """The shared action cases, on labelling-k8s."""
+
+
 def _arg(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
@@ -79,33 +83,6 @@ def _failure(ctx, event, state) -> str:
     with pytest.raises(testing.ActionFailed) as failure:
         ctx.run(event, state)
     return failure.value.message
-
-
-# --- get-admin-credentials -----------------------------------------------------------------
-
-
-def test_get_admin_credentials_returns_the_secret(ctx, make_state):
-    ctx.run(ctx.on.action("get-admin-credentials"), make_state())
-    assert ctx.action_results == {
-        "username": "admin@labelling.mlops.invalid",
-        "password": ADMIN_PASSWORD,
-        "api-token": ADMIN_TOKEN,
-        "url": "http://labelling-k8s.mlops.svc.cluster.local:8080",
-    }
-
-
-def test_get_admin_credentials_leaves_out_the_url_while_the_config_is_invalid(ctx, make_state):
-    ctx.run(ctx.on.action("get-admin-credentials"), make_state(config={"port": 1}))
-    assert ctx.action_results is not None
-    assert "url" not in ctx.action_results
-    assert ctx.action_results["password"] == ADMIN_PASSWORD
-
-
-def test_get_admin_credentials_fails_before_the_secret_exists(ctx, make_state):
-    message = _failure(
-        ctx, ctx.on.action("get-admin-credentials"), make_state(admin_secret_exists=False)
-    )
-    assert message == "the admin secret does not exist yet: wait for the leader"
 
 
 # --- import-version ------------------------------------------------------------------------
@@ -170,52 +147,6 @@ def test_import_version_passes_a_custom_label_config(ctx, registry_state, worklo
     assert _arg(command, "--label-config") == config
     assert _arg(command, "--overlap") == "3"
     assert "--preset" not in command
-
-
-@pytest.mark.parametrize(
-    ("params", "reason"),
-    [
-        ({**IMPORT, "version": "latest"}, "version must be a version name such as v3"),
-        ({**IMPORT, "version": "v0"}, "version must be a version name such as v3"),
-        ({**IMPORT, "project": " p"}, "project must be 1-100 characters"),
-        ({**IMPORT, "project": "x" * 101}, "project must be 1-100 characters"),
-        ({"version": "v1", "project": "p"}, "give exactly one of preset and label-config"),
-        (
-            {**IMPORT, "label-config": '<View><Text value="$text"/></View>'},
-            "give exactly one of preset and label-config",
-        ),
-        ({**IMPORT, "preset": "audio"}, "preset must be one of text-classification"),
-        ({**IMPORT, "labels": " , "}, "labels: give the preset's labels"),
-        (
-            {"version": "v1", "project": "p", "label-config": "<View/>"},
-            "label-config must read $text or $image",
-        ),
-        ({**IMPORT, "overlap": 11}, "overlap must be between 1 and 10"),
-    ],
-)
-def test_import_version_rejects_bad_params(ctx, registry_state, workload_jobs, params, reason):
-    message = _failure(ctx, ctx.on.action("import-version", params=params), registry_state())
-    assert reason in message
-    assert "\n" not in message
-    assert workload_jobs.runs == []
-
-
-def test_import_version_needs_the_registry(ctx, make_state, workload_jobs):
-    message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), make_state())
-    assert message == "no data registry: relate mlops-dataset to data-versioning-k8s"
-    assert workload_jobs.runs == []
-
-
-def test_import_version_waits_for_write_access(ctx, make_state, workload_jobs):
-    secret = registry_secret()
-    relation = dataset_relation(secret, access="read")
-    message = _failure(
-        ctx,
-        ctx.on.action("import-version", params=IMPORT),
-        make_state(relations={relation}, secrets={secret}),
-    )
-    assert message == ("the data registry is not usable: mlops-dataset: waiting for write access")
-    assert workload_jobs.runs == []
 
 
 def test_a_failed_job_fails_the_action_with_its_one_line(ctx, registry_state, workload_jobs):
@@ -287,7 +218,7 @@ def test_an_action_that_does_not_wait_returns_the_job_at_once(
 def test_a_job_outlasting_the_wait_is_returned_running(
     ctx, registry_state, workload_jobs, monkeypatch
 ):
-    monkeypatch.setattr(charm, "ACTION_WAIT", 0.0)
+    monkeypatch.setattr(labelling_server, "ACTION_WAIT", 0.0)
     workload_jobs.succeeds("export-annotations", EXPORTED, ends=LATER)
     ctx.run(ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state())
     assert ctx.action_results == {
@@ -337,37 +268,10 @@ def test_an_action_on_a_busy_slot_fails_naming_the_running_job(ctx, registry_sta
     assert [run.command[2] for run in workload_jobs.runs] == ["relabel"]
 
 
-def test_actions_fail_while_label_studio_is_down(ctx, registry_state, healthy, workload_jobs):
-    healthy["up"] = False
-    message = _failure(
-        ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state()
-    )
-    assert message == "Label Studio is not ready: check `juju status`"
-    assert workload_jobs.runs == []
-
-
 def test_actions_fail_without_pebble(ctx, registry_state, make_container, workload_jobs):
     state = registry_state(container=make_container(can_connect=False))
     message = _failure(ctx, ctx.on.action("import-version", params=IMPORT), state)
     assert message == "the label-studio container is not ready yet"
-
-
-def test_actions_fail_before_the_admin_secret_exists(ctx, registry_state):
-    message = _failure(
-        ctx,
-        ctx.on.action("consistency-report", params={"project": "reviews"}),
-        registry_state(admin_secret_exists=False),
-    )
-    assert message == "the admin secret does not exist yet: wait for the leader"
-
-
-def test_actions_fail_while_the_config_is_invalid(ctx, registry_state):
-    message = _failure(
-        ctx,
-        ctx.on.action("consistency-report", params={"project": "reviews"}),
-        registry_state(config={"workers": 0}),
-    )
-    assert message == "cannot run while blocked: invalid config: workers: must be between 1 and 16"
 
 
 # --- export-annotations --------------------------------------------------------------------
@@ -399,34 +303,12 @@ def test_export_annotations_without_a_message_passes_none(ctx, registry_state, w
     assert ctx.action_results["parent"] == ""
 
 
-@pytest.mark.parametrize(
-    ("params", "reason"),
-    [
-        ({"project": "reviews", "message": "two\nlines"}, "message must be one line"),
-        ({"project": "reviews", "message": "x" * 501}, "message must be one line"),
-        ({"project": ""}, "project must be 1-100 characters"),
-    ],
-)
-def test_export_annotations_rejects_bad_params(ctx, registry_state, workload_jobs, params, reason):
-    message = _failure(ctx, ctx.on.action("export-annotations", params=params), registry_state())
-    assert reason in message
-    assert workload_jobs.runs == []
-
-
 def test_export_annotations_reports_no_annotations(ctx, registry_state, workload_jobs):
     workload_jobs.fails("export-annotations", "project 'reviews' has no annotations")
     message = _failure(
         ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), registry_state()
     )
     assert message == "export-annotations failed: project 'reviews' has no annotations"
-
-
-def test_export_annotations_needs_the_registry(ctx, make_state, workload_jobs):
-    message = _failure(
-        ctx, ctx.on.action("export-annotations", params={"project": "reviews"}), make_state()
-    )
-    assert message == "no data registry: relate mlops-dataset to data-versioning-k8s"
-    assert workload_jobs.runs == []
 
 
 # --- consistency-report --------------------------------------------------------------------
@@ -473,16 +355,6 @@ def test_consistency_report_requeues_on_request(ctx, make_state, workload_jobs):
     }
 
 
-@pytest.mark.parametrize("threshold", [-0.1, 1.5])
-def test_consistency_report_rejects_a_threshold_outside_0_to_1(
-    ctx, make_state, workload_jobs, threshold
-):
-    params = {"project": "reviews", "threshold": threshold}
-    message = _failure(ctx, ctx.on.action("consistency-report", params=params), make_state())
-    assert "threshold must be between 0 and 1" in message
-    assert workload_jobs.runs == []
-
-
 def test_consistency_report_fails_for_an_unknown_project(ctx, make_state, workload_jobs):
     workload_jobs.fails("consistency-report", "unknown project 'nope'")
     message = _failure(
@@ -492,11 +364,6 @@ def test_consistency_report_fails_for_an_unknown_project(ctx, make_state, worklo
 
 
 # --- list-jobs -----------------------------------------------------------------------------
-
-
-def test_list_jobs_without_jobs_lists_none(ctx, make_state):
-    ctx.run(ctx.on.action("list-jobs"), make_state())
-    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}
 
 
 def test_list_jobs_lists_every_job_newest_first_with_its_end(ctx, registry_state, workload_jobs):
@@ -560,8 +427,3 @@ def test_a_follower_takes_note_of_the_end_of_its_own_action_s_job(
     state, notice = workload_jobs.end(state)
     ctx.run(ctx.on.pebble_custom_notice(state.get_container(CONTAINER), notice), state)
     assert list((data_dir / "jobs" / "unreported").iterdir()) == []
-
-
-def test_list_jobs_works_while_the_config_is_invalid(ctx, make_state):
-    ctx.run(ctx.on.action("list-jobs"), make_state(config={"port": 1}))
-    assert ctx.action_results == {"count": 0, "running": "", "jobs": "[]"}

@@ -6,17 +6,18 @@ import dataclasses
 import json
 
 import pytest
-from labelling_testing import (
+from ops import testing
+from workload_jobs import LATER
+
+from mlops_charms import label_studio
+from mlops_charms.label_studio import ProjectCounts
+from mlops_charms.rest import RESTError
+from tests.labelling_testing import (
     approach_relation,
     dataset_relation,
     registry_secret,
     relabel_relation,
 )
-from ops import testing
-from workload_jobs import LATER
-
-import charm
-from label_studio import ProjectCounts
 
 CONTAINER = "label-studio"
 SERVING = "serving at http://labelling-k8s.mlops.svc.cluster.local:8080"
@@ -94,7 +95,7 @@ def projects(monkeypatch: pytest.MonkeyPatch) -> list[list[ProjectCounts]]:
         assert answers, "the charm asked Label Studio for the projects' counts"
         return answers.pop(0)
 
-    monkeypatch.setattr(charm.label_studio, "project_counts", project_counts)
+    monkeypatch.setattr(label_studio, "project_counts", project_counts)
     return answers
 
 
@@ -436,9 +437,9 @@ def test_label_studio_unreachable_skips_the_report_without_a_traceback(
     ctx, make_state, workload_jobs, monkeypatch
 ):
     def unreachable(_settings):
-        raise charm.RESTError("Label Studio unreachable: connection refused")
+        raise RESTError("Label Studio unreachable: connection refused")
 
-    monkeypatch.setattr(charm.label_studio, "project_counts", unreachable)
+    monkeypatch.setattr(label_studio, "project_counts", unreachable)
     state = ctx.run(ctx.on.update_status(), make_state(relations={approach_relation()}))
     assert workload_jobs.runs == []
     assert state.unit_status == testing.ActiveStatus(f"{SERVING}; no data registry related")

@@ -7,7 +7,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from labelling_testing import (
+from ops import pebble, testing
+
+from tests.labelling_testing import (
     ADMIN_PASSWORD,
     ADMIN_TOKEN,
     DATA_DIR,
@@ -22,7 +24,6 @@ from labelling_testing import (
     registry_secret,
     relabel_relation,
 )
-from ops import pebble, testing
 
 SERVICE = "label-studio"
 SCALE_OUT = "scale-out needs the database relation: SQLite is per unit"

@@ -6,9 +6,10 @@ import dataclasses
 import json
 
 import pytest
-from labelling_testing import ADMIN_TOKEN, DATA_DIR, relabel_relation
 from ops import pebble, testing
 from workload_jobs import AT_START, LATER, WorkloadJobs
+
+from tests.labelling_testing import ADMIN_TOKEN, DATA_DIR, relabel_relation
 
 CONTAINER = "label-studio"
 JOB_SERVICE = "labelling-job"

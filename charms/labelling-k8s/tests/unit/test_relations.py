@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from labelling_testing import dataset_relation, registry_secret
 from ops import testing
+
+from tests.labelling_testing import dataset_relation, registry_secret
 
 ACTIVE_ALONE = (
     "serving at http://labelling-k8s.mlops.svc.cluster.local:8080; no data registry related"

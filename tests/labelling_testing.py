@@ -1,4 +1,4 @@
-"""What labelling-k8s's unit tests share: secrets and relations as their owners write them."""
+"""What both labelling charms' unit tests share: secrets and relations as their owners send."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from ops import testing
 from tests import provider_data
 
 MODEL = "mlops"
-APP = "labelling-k8s"
 DATA_DIR = "/var/lib/label-studio"
 SECRETS_ENV = f"{DATA_DIR}/secrets/secrets.env"
 WORKLOAD = "/opt/mlops/bin/mlops-workload"

@@ -1,32 +1,27 @@
-"""The Label Studio workload: its Pebble layer, secret file, health and the work it execs.
+"""The Label Studio workload, substrate-neutral: what labelling-k8s and labelling share.
 
-Nothing here knows about Juju. The charm turns config, relations and secrets into
-``ServerSettings``; this module turns those into the Pebble layer and the files the server
-reads, tells whether the server is healthy, and builds the ``mlops-workload labelling``
-commands (and their environment) that the charm runs in the container through Pebble exec,
-and reads the projects' answer counts (one request) so the charm knows when they change.
+Nothing here knows about Juju, Pebble or systemd. The charm turns config, relations and secrets
+into ``ServerSettings``; this module turns those into the server's command line, environment,
+one-shot setup steps and the files it reads, tells whether the server is healthy, builds the
+``mlops-workload labelling`` commands (and their environment) the charm runs as jobs, and reads
+the projects' answer counts (one request) so the charm knows when they change. The substrate
+adapters (a Pebble layer in labelling-k8s, a systemd unit in labelling) only wrap these.
 
 The server is run the way the upstream image's ``label-studio-uwsgi`` entrypoint runs it:
 ``label-studio init`` (migrations and the admin user, idempotent) and then uWSGI serving
-``core.wsgi``. Secrets never appear in the Pebble plan: the service's command sources
-``secrets.env`` (mode 0600) before it execs (see ``mlops_charms.workload``).
+``core.wsgi``. Secrets are never in the command or the environment: they are in
+``secrets.env`` (mode 0600), written in the substrate's syntax.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from mlops_charms import workload
 from mlops_charms.rest import JSONClient, RESTError
 
-if TYPE_CHECKING:
-    from ops.pebble import LayerDict
-
 SERVICE = "label-studio"
-READY_CHECK = "label-studio-ready"
-# Recorded by the service once Label Studio answers: waiting relabel batches go at once.
-READY_NOTICE = "mlops-stack.dev/label-studio/ready"
 ADMIN_USERNAME = "admin@labelling.mlops.invalid"
 
 
@@ -69,7 +64,7 @@ class ServerSettings:
     processes: int = 1
     threads: int = 4
     database: PostgreSQLDatabase | None = None
-    bind_address: str = "0.0.0.0"  # noqa: S104 - the server is reached through the pod's service
+    bind_address: str = "0.0.0.0"  # noqa: S104 - reached through the pod's service or the host
     binaries: Binaries = field(default_factory=lambda: ROCK)
 
     @property
@@ -93,6 +88,10 @@ class ServerSettings:
     @property
     def local_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.local_url}/health"
 
 
 def server_command(settings: ServerSettings) -> list[str]:
@@ -181,30 +180,26 @@ def environment(settings: ServerSettings) -> dict[str, str]:
     return env
 
 
-def layer(settings: ServerSettings) -> LayerDict:
-    """The Pebble layer that runs Label Studio and checks its health."""
-    return {
-        "summary": "Label Studio",
-        "services": {
-            SERVICE: workload.service_sourcing_secrets(
-                summary="Label Studio (label-studio init, then uWSGI)",
-                secrets_env_path=settings.secrets_env_path,
-                # init applies migrations and creates the admin once; it is idempotent.
-                before=(
-                    ("mkdir", "-p", settings.media_root),
-                    (settings.binaries.label_studio, "init", "--quiet"),
-                ),
-                command=server_command(settings),
-                environment=environment(settings),
-                ready_notice=workload.ReadyNotice(f"{settings.local_url}/health", READY_NOTICE),
-            )
-        },
-        "checks": {READY_CHECK: workload.http_ready_check(f"{settings.local_url}/health")},
-    }
+def setup_steps(settings: ServerSettings) -> list[list[str]]:
+    """The one-shot commands run, in order, before each start of the server.
+
+    ``label-studio init`` applies migrations and creates the admin once; it is idempotent.
+    """
+    return [
+        ["mkdir", "-p", settings.media_root],
+        [settings.binaries.label_studio, "init", "--quiet"],
+    ]
 
 
-def files(settings: ServerSettings) -> dict[str, str]:
-    """The files the server reads, by path: all of them mode 0600."""
+def files(
+    settings: ServerSettings,
+    render_secrets: Callable[[Mapping[str, str]], str] = workload.secrets_env,
+) -> dict[str, str]:
+    """The files the server reads, by path: all of them mode 0600.
+
+    ``render_secrets`` writes ``secrets.env`` in the substrate's syntax: shell ``export`` lines
+    for Pebble's sourcing command, ``NAME='value'`` lines for a systemd ``EnvironmentFile``.
+    """
     secret_env = {
         "LABEL_STUDIO_PASSWORD": settings.admin_password,
         "LABEL_STUDIO_USER_TOKEN": settings.admin_token,
@@ -213,7 +208,7 @@ def files(settings: ServerSettings) -> dict[str, str]:
     }
     if settings.database:
         secret_env["POSTGRE_PASSWORD"] = settings.database.password
-    rendered = {settings.secrets_env_path: workload.secrets_env(secret_env)}
+    rendered = {settings.secrets_env_path: render_secrets(secret_env)}
     if settings.database and settings.database.ca:
         rendered[settings.postgresql_ca_path] = settings.database.ca
     return rendered

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 import ops
 
-from label_studio import ProjectCounts
+from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
+from mlops_charms.label_studio import ProjectCounts
 
 # The jobs whose results carry a measure of agreement.
 MEASURING = ("consistency-report", "export-annotations")
@@ -123,16 +124,19 @@ def shown(measures: dict[str, Measure]) -> list[dict]:
 
 
 class AgreementRecord:
-    """The measures kept in one JSON file on the unit's storage, by project title."""
+    """The measures kept in one JSON file on the unit's storage, by project title.
 
-    def __init__(self, container: ops.Container, path: str):
-        self.container = container
+    ``files``: the workload container (Kubernetes) or the machine's own files.
+    """
+
+    def __init__(self, files: ops.Container | HostFiles, path: str):
+        self.files = files
         self.path = path
 
     def load(self) -> dict[str, Measure]:
         """The measures kept; a file missing or unreadable keeps none."""
         try:
-            raw = json.loads(self.container.pull(self.path).read())
+            raw = json.loads(self.files.pull(self.path).read())
         except (ops.pebble.PathError, json.JSONDecodeError):
             return {}
         measures = {}
@@ -147,7 +151,7 @@ class AgreementRecord:
 
     def save(self, measures: dict[str, Measure]) -> None:
         content = {title: dataclasses.asdict(m) for title, m in sorted(measures.items())}
-        self.container.push(self.path, json.dumps(content, indent=1) + "\n", make_dirs=True)
+        self.files.push(self.path, json.dumps(content, indent=1) + "\n", make_dirs=True)
 
     def keep(self, job: Job) -> None:
         """Keep the measure ``job`` took, if it took one."""

@@ -1,0 +1,39 @@
+"""Label Studio under Pebble: the layer that runs the shared core's server.
+
+The command, environment, setup steps and files are the core's (``mlops_charms.label_studio``),
+shared with the machine charm; this module only wraps them in a Pebble service and check.
+Secrets never appear in the Pebble plan: the service's command sources ``secrets.env`` (mode
+0600) before it execs (see ``mlops_charms.workload``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlops_charms import label_studio, workload
+from mlops_charms.label_studio import ServerSettings
+
+if TYPE_CHECKING:
+    from ops.pebble import LayerDict
+
+READY_CHECK = "label-studio-ready"
+# Recorded by the service once Label Studio answers: waiting relabel batches go at once.
+READY_NOTICE = "mlops-stack.dev/label-studio/ready"
+
+
+def layer(settings: ServerSettings) -> LayerDict:
+    """The Pebble layer that runs Label Studio and checks its health."""
+    return {
+        "summary": "Label Studio",
+        "services": {
+            label_studio.SERVICE: workload.service_sourcing_secrets(
+                summary="Label Studio (label-studio init, then uWSGI)",
+                secrets_env_path=settings.secrets_env_path,
+                before=label_studio.setup_steps(settings),
+                command=label_studio.server_command(settings),
+                environment=label_studio.environment(settings),
+                ready_notice=workload.ReadyNotice(settings.health_url, READY_NOTICE),
+            )
+        },
+        "checks": {READY_CHECK: workload.http_ready_check(settings.health_url)},
+    }

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Juju glue for Label Studio on a machine: venvs, a systemd unit, jobs as transient units.
+
+Everything that does not depend on the substrate (config, the registry, re-label batches, the
+approach, jobs, statuses, actions) is ``mlops_charms.labelling_server``'s, shared with
+labelling-k8s.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import ops
+
+# charmhelpers imports distutils, gone in Python 3.12: setuptools' import puts its shim in place
+# first.
+import setuptools  # noqa: F401
+from charmhelpers.core import host
+
+import label_studio_unit
+from label_studio_unit import PATHS
+from mlops_charms import label_studio, machine, systemd, systemd_jobs
+from mlops_charms.host_files import HostFiles
+from mlops_charms.jobs import Job
+from mlops_charms.label_studio import Binaries, ServerSettings
+from mlops_charms.labelling_server import (
+    DATASET_ENDPOINT,
+    JOB_SLOT,
+    STORAGE,
+    LabellingConfig,
+    LabellingServerCharm,
+)
+from mlops_charms.machine import InstallError
+from mlops_charms.systemd_jobs import JobPaths, SystemdJobRunner
+
+logger = logging.getLogger(__name__)
+
+JOB_UNIT_PREFIX = "labelling-job-"
+
+
+@dataclass(frozen=True)
+class MachineLabellingConfig(LabellingConfig):
+    """The shared options and the machine's own: where pip installs the workload from."""
+
+    pip_index_url: str = ""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
+            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+
+
+def job_paths(data_dir: str) -> JobPaths:
+    """The labelling jobs: their folders on the storage, run as Label Studio's user."""
+    return JobPaths(
+        jobs_dir=f"{data_dir}/jobs",
+        unit_prefix=JOB_UNIT_PREFIX,
+        user=PATHS.user,
+        units_dir=PATHS.jobs_units_dir,
+        scripts_dir=PATHS.jobs_scripts_dir,
+        python=PATHS.python,
+    )
+
+
+class LabellingMachineCharm(LabellingServerCharm):
+    """Runs Label Studio as a systemd unit and feeds it from the stack's data registry."""
+
+    on = systemd_jobs.MachineJobEvents()  # type: ignore[reportAssignmentType]
+    config_class = MachineLabellingConfig
+    registry_charm = "data-versioning"
+
+    def __init__(self, framework: ops.Framework):
+        super().__init__(framework)
+        self._install_problem: str | None = None
+        self._service_problem: str | None = None
+        # First: a job whose unit vanished (a reboot) is recorded before the reconcile acts.
+        framework.observe(self.on.update_status, self._on_update_status)
+        for event in (
+            *machine.workload_events(self),
+            self.on[STORAGE].storage_attached,
+            self.on.job_ended,
+        ):
+            framework.observe(event, self._reconcile)
+
+    @property
+    def _data_dir(self) -> str:
+        return str(self.model.storages[STORAGE][0].location)
+
+    @property
+    def _address(self) -> str:
+        binding = self.model.get_binding(DATASET_ENDPOINT)
+        address = binding.network.ingress_address if binding else None
+        return str(address) if address else socket.getfqdn()
+
+    @property
+    def _internal_url(self) -> str:
+        return f"http://{self._address}:{self._config().port}"
+
+    @property
+    def _binaries(self) -> Binaries:
+        return PATHS.binaries
+
+    def _storage_files(self) -> HostFiles:
+        return HostFiles()
+
+    def _jobs(self) -> SystemdJobRunner:
+        return SystemdJobRunner(job_paths(self._data_dir), juju_unit=self.unit.name, slot=JOB_SLOT)
+
+    def _job_reported(self, job: Job) -> None:
+        self._jobs().finish(job)
+
+    def _on_update_status(self, _event: ops.UpdateStatusEvent) -> None:
+        if self.model.storages[STORAGE] and Path(job_paths(self._data_dir).jobs_dir).is_dir():
+            self._jobs().record_lost()
+
+    def _prepare_substrate(self) -> bool:
+        if not self.model.storages[STORAGE]:
+            return False
+        config = self.load_config(MachineLabellingConfig)
+        try:
+            self._install(config)
+        except (InstallError, OSError) as error:
+            self._install_problem = str(error).splitlines()[0]
+            logger.error("install: %s", self._install_problem)
+            return False
+        return True
+
+    def _install(self, config: MachineLabellingConfig) -> None:
+        """apt, the system user, the two venvs, the data and jobs folders; each step once."""
+        stamps = Path(PATHS.state_dir)
+        machine.ensure_apt_packages(machine.Stamps(stamps), label_studio_unit.APT_PACKAGES)
+        machine.ensure_system_user(PATHS.user)
+        # One stamp folder per venv: each records its own install.
+        machine.Venv(Path(PATHS.venv), PATHS.python).ensure(
+            machine.Stamps(stamps / "label-studio"),
+            label_studio_unit.REQUIREMENTS,
+            fingerprint=" ".join(label_studio_unit.REQUIREMENTS),
+            wheelhouse=machine.wheelhouse(self.model),
+            index_url=config.pip_index_url,
+            probe="uwsgi",
+        )
+        machine.ensure_workload(
+            machine.Stamps(stamps / "workload"),
+            machine.Venv(Path(PATHS.workload_venv), PATHS.python),
+            Path(self.charm_dir) / "workload",
+            also=label_studio_unit.WORKLOAD_REQUIREMENTS,
+            wheelhouse=lambda: machine.wheelhouse(self.model),
+            index_url=config.pip_index_url,
+        )
+        host.mkdir(self._data_dir, owner=PATHS.user, group=PATHS.user, perms=0o750)
+        host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)
+        systemd_jobs.install(job_paths(self._data_dir))
+
+    def _substrate_status(self) -> ops.StatusBase | None:
+        if not self.model.storages[STORAGE]:
+            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
+        if self._install_problem:
+            return ops.BlockedStatus(f"install failed: {self._install_problem}")
+        if not Path(PATHS.binaries.uwsgi).exists():
+            return ops.MaintenanceStatus("installing Label Studio")
+        if self._service_problem:
+            return ops.BlockedStatus(self._service_problem)
+        return None
+
+    def _substrate_unready(self) -> str | None:
+        if not self.model.storages[STORAGE]:
+            return f"the {STORAGE} storage is not attached yet"
+        if not Path(PATHS.binaries.uwsgi).exists():
+            return "Label Studio is not installed yet"
+        return None
+
+    def _run_server(self, settings: ServerSettings) -> None:
+        """Write the files and the unit; restart Label Studio when either changed."""
+        files_changed = [
+            machine.write_if_changed(path, content, owner=PATHS.user, perms=0o600)
+            for path, content in label_studio.files(settings, systemd.env_file).items()
+        ]
+        unit = label_studio_unit.unit_file(settings, self.unit.name)
+        unit_changed = machine.write_if_changed(PATHS.unit_file, unit, owner="root", perms=0o644)
+        service = label_studio_unit.SERVICE
+        if unit_changed:
+            reload = systemd.systemctl("daemon-reload")
+            if reload.returncode != 0:
+                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
+                return
+            host.service("enable", service)
+        if unit_changed or any(files_changed):
+            started = host.service_restart(service)
+        else:
+            started = host.service_running(service) or host.service_start(service)
+        if not started:
+            self._service_problem = f"systemd did not start {service}: see journalctl -u {service}"
+
+    def _stop_server(self, settings: ServerSettings) -> None:
+        host.service_stop(label_studio_unit.SERVICE)
+
+
+if __name__ == "__main__":  # pragma: nocover
+    ops.main(LabellingMachineCharm)
