@@ -33,7 +33,6 @@ Environment overrides:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import random
@@ -47,6 +46,8 @@ from typing import Any
 import pytest
 import yaml
 from pytest_operator.plugin import OpsTest
+
+from tests.integration import stack
 
 APPROACH = "mlops-approach"
 TRACKING = "tracking-k8s"
@@ -72,9 +73,6 @@ RELABEL_TOP_K = 8
 SWEEP = "{C: [0.1, 1.0, 10.0]}"
 SPEC = "text-tfidf-logreg"
 DEPLOY_TIMEOUT_S = 30 * 60
-JOB_TIMEOUT_S = 15 * 60
-STATUS_TIMEOUT_S = 10 * 60
-POLL_S = 10
 
 INCOMING = "/var/lib/registry/incoming/reviews"
 PROJECT = "reviews"
@@ -128,57 +126,7 @@ def _first_pass(item: str) -> tuple[str, str]:
     return first, _other(first) if name in DISAGREE else first
 
 
-def _choice(label: str) -> list[dict[str, Any]]:
-    return [
-        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [label]}}
-    ]
-
-
 # --- the services' REST APIs --------------------------------------------------------------------
-
-
-def _request(url: str, authorization: str, method: str = "GET", body: Any = None) -> Any:
-    request = urllib.request.Request(
-        url,
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": authorization, "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        payload = response.read()
-    return json.loads(payload) if payload else None
-
-
-class LabelStudio:
-    """Label Studio's REST API as the admin, where the annotators work."""
-
-    def __init__(self, base: str, token: str):
-        self.base = base
-        self.authorization = f"Token {token}"
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        return _request(f"{self.base}{path}", self.authorization, method, body)
-
-    def project(self, title: str) -> dict[str, Any] | None:
-        projects = self.call("GET", "/api/projects?page_size=100")["results"]
-        return next((p for p in projects if p["title"] == title), None)
-
-    def tasks(self, title: str) -> list[dict[str, Any]]:
-        """The project's tasks with their annotations; none while there is no such project."""
-        project = self.project(title)
-        if project is None:
-            return []
-        return self.call(
-            "GET", f"/api/projects/{project['id']}/export?exportType=JSON&download_all_tasks=true"
-        )
-
-    def create_user(self, username: str) -> int:
-        body = {"email": f"{username}@labelling.test", "username": username}
-        return self.call("POST", "/api/users/", body)["id"]
-
-    def annotate(self, task_id: int, user_id: int, label: str) -> None:
-        body = {"completed_by": user_id, "result": _choice(label)}
-        self.call("POST", f"/api/tasks/{task_id}/annotations", body)
 
 
 def _annotator(annotation: dict[str, Any]) -> int:
@@ -187,7 +135,7 @@ def _annotator(annotation: dict[str, Any]) -> int:
     return completed_by["id"] if isinstance(completed_by, dict) else int(completed_by)
 
 
-def _annotate_all(api: LabelStudio, title: str, users: list[int], answer: Callable) -> int:
+def _annotate_all(api: stack.LabelStudio, title: str, users: list[int], answer: Callable) -> int:
     """Each task of ``title`` answered by each user: ``answer(item)`` = their labels in turn."""
     posted = 0
     for task in api.tasks(title):
@@ -197,7 +145,7 @@ def _annotate_all(api: LabelStudio, title: str, users: list[int], answer: Callab
     return posted
 
 
-def _second_agrees(api: LabelStudio, title: str, second: int) -> int:
+def _second_agrees(api: stack.LabelStudio, title: str, second: int) -> int:
     """The second annotator revises their answers on the disagreeing tasks to the first's."""
     fixed = 0
     for task in api.tasks(title):
@@ -206,94 +154,14 @@ def _second_agrees(api: LabelStudio, title: str, second: int) -> int:
             continue
         (annotation,) = [a for a in task["annotations"] if _annotator(a) == second]
         first_label = _first_pass(item)[0]
-        api.call("PATCH", f"/api/annotations/{annotation['id']}", {"result": _choice(first_label)})
+        api.call(
+            "PATCH", f"/api/annotations/{annotation['id']}", {"result": stack.choice(first_label)}
+        )
         fixed += 1
     return fixed
 
 
-def _mlflow(base: str, user: str, password: str, path: str, body: Any = None) -> Any:
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    method = "GET" if body is None else "POST"
-    return _request(f"{base}/api/2.0/mlflow/{path}", f"Basic {token}", method, body)
-
-
-def _run_tag(run: dict[str, Any], key: str) -> str | None:
-    return next((t["value"] for t in run["data"].get("tags", []) if t["key"] == key), None)
-
-
 # --- Juju ---------------------------------------------------------------------------------------
-
-
-def _render_bundle(directory: Path, charms: dict[str, Path]) -> Path:
-    """bundle.yaml with packed charms (absolute paths) and this run's images."""
-    bundle = yaml.safe_load(BUNDLE.read_text())
-    for app, application in bundle["applications"].items():
-        application["charm"] = str(charms[app])
-        for resource in application.get("resources") or {}:
-            application["resources"][resource] = IMAGES[resource]
-    rendered = directory / "bundle.yaml"
-    rendered.write_text(yaml.safe_dump(bundle, sort_keys=False))
-    return rendered
-
-
-async def _config_value(ops_test: OpsTest, app: str, option: str) -> Any:
-    assert ops_test.model is not None
-    config = await ops_test.model.applications[app].get_config()
-    entry = config[option]
-    return entry.get("value", entry.get("default"))
-
-
-async def _wait_for_message(
-    ops_test: OpsTest, unit_name: str, wanted: Callable[[str], bool], what: str
-) -> str:
-    """Until the unit is active with a status message ``wanted`` accepts; the message."""
-    assert ops_test.model is not None
-    deadline = time.monotonic() + STATUS_TIMEOUT_S
-    while True:
-        unit = ops_test.model.units[unit_name]
-        message = unit.workload_status_message or ""
-        if unit.workload_status == "active" and wanted(message):
-            return message
-        assert time.monotonic() < deadline, (
-            f"{unit_name} never showed {what}: {unit.workload_status} {message!r}"
-        )
-        await asyncio.sleep(POLL_S)
-
-
-async def _training_job(run_action, kind: str, version: str) -> dict[str, Any]:
-    """training-k8s's newest ``kind`` job on ``version``, once it has ended.
-
-    The job may not exist yet: the charm starts it by itself.
-    """
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    seen = None
-    while True:
-        listed = await run_action(f"{TRAINING}/0", "list-jobs")
-        seen = next(
-            (
-                job
-                for job in json.loads(listed.results["jobs"])  # newest first
-                if job["kind"] == kind and job["params"].get("version") == version
-            ),
-            None,
-        )
-        if seen is not None and seen["state"] != "running":
-            return seen
-        assert time.monotonic() < deadline, f"no ended {kind} job on {version}: {seen}"
-        await asyncio.sleep(POLL_S)
-
-
-async def _job_result(run_action, job_id: str) -> dict[str, Any]:
-    """An ended training job's JSON result: the last line of its log that is a JSON object."""
-    logs = await run_action(f"{TRAINING}/0", "job-logs", job=job_id, lines=50)
-    for line in reversed(logs.results["log"].splitlines()):
-        try:
-            result = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(result, dict):
-            return result
-    raise AssertionError(f"job {job_id} logged no JSON result: {logs.results['log'][-500:]}")
 
 
 def _decoded(value: str) -> Any:
@@ -317,26 +185,6 @@ async def _published_to_training(ops_test: OpsTest) -> dict[str, Any]:
     raise AssertionError(f"{TRAINING}/0 has no mlops-dataset relation: {relations}")
 
 
-async def _label_studio(run_action, unit_address, ops_test: OpsTest) -> LabelStudio:
-    token = (await run_action(f"{LABELLING}/0", "get-admin-credentials")).results["api-token"]
-    port = await _config_value(ops_test, LABELLING, "port")
-    return LabelStudio(f"http://{await unit_address(f'{LABELLING}/0')}:{port}", token)
-
-
-async def _tracking(run_action, unit_address, ops_test: OpsTest) -> Callable[..., Any]:
-    """A caller of MLflow's REST API as its admin: ``await call(path, body=None)``."""
-    admin = (await run_action(f"{TRACKING}/0", "get-admin-credentials")).results
-    port = await _config_value(ops_test, TRACKING, "port")
-    base = f"http://{await unit_address(f'{TRACKING}/0')}:{port}"
-
-    async def call(path: str, body: Any = None) -> Any:
-        return await asyncio.to_thread(
-            _mlflow, base, admin["username"], admin["password"], path, body
-        )
-
-    return call
-
-
 # --- the tests ----------------------------------------------------------------------------------
 
 
@@ -355,7 +203,7 @@ async def test_deploy_the_bundle(ops_test: OpsTest, charm_builder):
     charms = {}
     for app, application in bundle["applications"].items():
         charms[app] = await charm_builder(Path(application["charm"]).stem)
-    rendered = _render_bundle(ops_test.tmp_path, charms)
+    rendered = stack.render_bundle(BUNDLE, ops_test.tmp_path, charms, IMAGES)
     policy = ops_test.tmp_path / "relabel-top-k.yaml"
     policy.write_text(
         yaml.safe_dump({"applications": {APPROACH: {"options": {"relabel-top-k": RELABEL_TOP_K}}}})
@@ -374,7 +222,7 @@ async def test_deploy_the_bundle(ops_test: OpsTest, charm_builder):
     # Not raise_on_blocked: mlops-approach is Blocked while a service cannot apply the policy
     # yet (Label Studio's first start takes minutes).
     await ops_test.model.wait_for_idle(apps=list(APPS), status="active", timeout=DEPLOY_TIMEOUT_S)
-    await _wait_for_message(
+    await stack.wait_for_message(
         ops_test,
         f"{APPROACH}/0",
         lambda message: message == "data-centric (rev 1): applied by 4/4",
@@ -406,7 +254,7 @@ async def test_raw_reviews_become_v1_and_a_project(ops_test: OpsTest, run_action
 async def test_two_annotators_label_every_task(
     ops_test: OpsTest, run_action, unit_address, shared
 ):
-    api = await _label_studio(run_action, unit_address, ops_test)
+    api = await stack.label_studio(run_action, unit_address, ops_test, LABELLING)
     users = [await asyncio.to_thread(api.create_user, name) for name in ANNOTATORS]
     shared["users"] = users
     posted = await asyncio.to_thread(_annotate_all, api, PROJECT, users, _first_pass)
@@ -426,18 +274,18 @@ async def test_the_agreement_gate_refuses_the_export(run_action):
 async def test_fixed_labels_export_as_v2_which_is_trained_on(
     ops_test: OpsTest, run_action, unit_address, shared
 ):
-    api = await _label_studio(run_action, unit_address, ops_test)
+    api = await stack.label_studio(run_action, unit_address, ops_test, LABELLING)
     fixed = await asyncio.to_thread(_second_agrees, api, PROJECT, shared["users"][1])
     assert fixed == len(DISAGREE)
     exported = await run_action(f"{LABELLING}/0", "export-annotations", project=PROJECT)
     assert (exported.results["version"], exported.results["parent"]) == ("v2", "v1")
     # Nobody asks for training: the data-centric loop trains the new version by itself.
-    trained = await _training_job(run_action, "train", "v2")
+    trained = await stack.ended_job(run_action, f"{TRAINING}/0", "train", "v2")
     assert trained["state"] == "succeeded", trained
     assert "data-centric loop, policy revision 1" in trained["params"].get("started_by", "")
-    analysed = await _training_job(run_action, "error-analysis", "v2")
+    analysed = await stack.ended_job(run_action, f"{TRAINING}/0", "error-analysis", "v2")
     assert analysed["state"] == "succeeded", analysed
-    result = await _job_result(run_action, analysed["id"])
+    result = await stack.job_result(run_action, f"{TRAINING}/0", analysed["id"])
     shared["relabel_items"] = result["relabel_batch"]["items"]
 
 
@@ -449,12 +297,12 @@ async def test_the_relabel_batch_reaches_label_studio(
     assert 1 <= len(items) <= RELABEL_TOP_K, items
     found = {_name(item) for item in items} & set(WRONG)
     assert len(found) >= len(WRONG) - 1, f"error analysis found {sorted(found)} of {WRONG}"
-    api = await _label_studio(run_action, unit_address, ops_test)
-    deadline = time.monotonic() + JOB_TIMEOUT_S
+    api = await stack.label_studio(run_action, unit_address, ops_test, LABELLING)
+    deadline = time.monotonic() + stack.JOB_TIMEOUT_S
     tasks = await asyncio.to_thread(api.tasks, RELABEL_PROJECT)
     while len(tasks) < len(items):
         assert time.monotonic() < deadline, f"{RELABEL_PROJECT!r} has {len(tasks)} tasks"
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(stack.POLL_S)
         tasks = await asyncio.to_thread(api.tasks, RELABEL_PROJECT)
     assert {task["data"]["item"] for task in tasks} == set(items)
 
@@ -463,41 +311,43 @@ async def test_the_relabel_batch_reaches_label_studio(
 async def test_relabelled_items_export_as_v3_which_is_trained_on(
     ops_test: OpsTest, run_action, unit_address, shared
 ):
-    api = await _label_studio(run_action, unit_address, ops_test)
+    api = await stack.label_studio(run_action, unit_address, ops_test, LABELLING)
     posted = await asyncio.to_thread(
         _annotate_all, api, RELABEL_PROJECT, shared["users"], lambda item: (_truth(item),) * 2
     )
     assert posted == 2 * len(shared["relabel_items"])
     exported = await run_action(f"{LABELLING}/0", "export-annotations", project=RELABEL_PROJECT)
     assert exported.results["version"] == "v3"
-    trained = await _training_job(run_action, "train", "v3")
+    trained = await stack.ended_job(run_action, f"{TRAINING}/0", "train", "v3")
     assert trained["state"] == "succeeded", trained
     # Its error analysis ends before the switch: the sweep would wait for it anyway.
-    analysed = await _training_job(run_action, "error-analysis", "v3")
+    analysed = await stack.ended_job(run_action, f"{TRAINING}/0", "error-analysis", "v3")
     assert analysed["state"] == "succeeded", analysed
 
 
 async def test_runs_in_mlflow_carry_their_version_and_the_approach(
     ops_test: OpsTest, run_action, unit_address
 ):
-    mlflow = await _tracking(run_action, unit_address, ops_test)
+    mlflow = await stack.tracking(run_action, unit_address, ops_test, TRACKING)
     experiments = (await mlflow("experiments/search", {"max_results": 100}))["experiments"]
     ids = [experiment["experiment_id"] for experiment in experiments]
     found = await mlflow("runs/search", {"experiment_ids": ids, "max_results": 500})
     runs = found.get("runs", [])
     # v1 had no labels: its training failed before it logged anything.
-    assert {_run_tag(run, "dataset-version") for run in runs} == {"v2", "v3"}
+    assert {stack.run_tag(run, "dataset-version") for run in runs} == {"v2", "v3"}
     for run in runs:
-        assert _run_tag(run, "approach") == "data-centric", run["info"]
-        assert _run_tag(run, "approach_revision") == "1", run["info"]
+        assert stack.run_tag(run, "approach") == "data-centric", run["info"]
+        assert stack.run_tag(run, "approach_revision") == "1", run["info"]
 
 
 @pytest.mark.abort_on_fail
 async def test_a_sweep_configured_in_data_centric_mode_changes_no_policy(ops_test: OpsTest):
     assert ops_test.model is not None
     await ops_test.model.applications[APPROACH].set_config({"sweep": SWEEP})
-    await ops_test.model.wait_for_idle(apps=list(APPS), status="active", timeout=STATUS_TIMEOUT_S)
-    await _wait_for_message(
+    await ops_test.model.wait_for_idle(
+        apps=list(APPS), status="active", timeout=stack.STATUS_TIMEOUT_S
+    )
+    await stack.wait_for_message(
         ops_test,
         f"{APPROACH}/0",
         lambda message: message == "data-centric (rev 1): applied by 4/4",
@@ -512,18 +362,18 @@ async def test_switch_to_model_centric_pins_v3_and_sweeps_it(
     switched = await run_action(f"{APPROACH}/0", "switch", approach="model-centric")
     assert (switched.results["mode"], switched.results["revision"]) == ("model-centric", "2")
     # The registry pins its latest version when it applies the switch, and says so.
-    await _wait_for_message(
+    await stack.wait_for_message(
         ops_test, f"{REGISTRY}/0", lambda message: "pinned v3" in message, "pinned v3"
     )
     listed = await run_action(f"{REGISTRY}/0", "list-versions")
     assert (listed.results["latest"], listed.results["pinned"]) == ("v3", "v3")
     published = await _published_to_training(ops_test)
     assert published.get("pinned_version") == "v3", published
-    swept = await _training_job(run_action, "sweep", "v3")
+    swept = await stack.ended_job(run_action, f"{TRAINING}/0", "sweep", "v3")
     assert swept["state"] == "succeeded", swept
     assert "model-centric loop, policy revision 2" in swept["params"].get("started_by", "")
-    shared["sweep"] = await _job_result(run_action, swept["id"])
-    await _wait_for_message(
+    shared["sweep"] = await stack.job_result(run_action, f"{TRAINING}/0", swept["id"])
+    await stack.wait_for_message(
         ops_test,
         f"{APPROACH}/0",
         lambda message: message == "model-centric (rev 2): applied by 4/4",
@@ -536,7 +386,7 @@ async def test_the_best_model_of_the_sweep_is_the_champion(
 ):
     promoted = shared["sweep"]["promoted"]
     assert (promoted["model"], promoted["alias"]) == (SPEC, "champion")
-    mlflow = await _tracking(run_action, unit_address, ops_test)
+    mlflow = await stack.tracking(run_action, unit_address, ops_test, TRACKING)
     query = urllib.parse.urlencode({"name": SPEC, "alias": "champion"})
     champion = (await mlflow(f"registered-models/alias?{query}"))["model_version"]
     assert champion["version"] == str(promoted["version"])
