@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ops import testing
 
 FAKE_TOOL = r"""#!{python}
 import json, os, sys
@@ -77,6 +78,46 @@ def install_fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple
 def log_call(state: Path, call: list[str]) -> None:
     with (state / "calls.jsonl").open("a") as log:
         log.write(json.dumps(call) + "\n")
+
+
+def log_apt_installs(monkeypatch: pytest.MonkeyPatch, state: Path, *modules: object) -> None:
+    """``apt_install`` of each of ``modules`` logs its call, as the fake tools do.
+
+    charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the real
+    apt-get of this machine.
+    """
+
+    def apt_install(packages: list[str], fatal: bool = False) -> None:
+        log_call(state, ["apt-get", "install", *packages])
+
+    for module in modules:
+        monkeypatch.setattr(module, "apt_install", apt_install)
+
+
+def fake_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *apt_modules: object
+) -> FakeMachine:
+    """A machine rooted at ``tmp_path/machine``: the fake tools on ``PATH``, apt installs logged.
+
+    ``apt_modules`` are those whose ``apt_install`` is logged (``log_apt_installs``).
+    """
+    state, _bin_dir = install_fake_tools(tmp_path, monkeypatch)
+    log_apt_installs(monkeypatch, state, *apt_modules)
+    return FakeMachine(tmp_path / "machine", state)
+
+
+def installed(program: str) -> None:
+    """A venv's program, as its install leaves it."""
+    path = Path(program)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n")
+
+
+def no_wheelhouse(tmp_path: Path) -> testing.Resource:
+    """The ``wheelhouse`` resource as Juju gives one nobody attached: an empty file."""
+    path = tmp_path / "wheelhouse.tar.gz"
+    path.touch()
+    return testing.Resource(name="wheelhouse", path=path)
 
 
 @dataclass

@@ -8,6 +8,9 @@ systemd would do with them.
 from __future__ import annotations
 
 import re
+import stat
+from collections.abc import Mapping
+from pathlib import Path
 
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
@@ -42,3 +45,14 @@ def environment_file(text: str) -> dict[str, str]:
         else:
             values[name] = re.sub(r"\\(.)", r"\1", value[1:-1])
     return values
+
+
+def assert_secrets_only_in_environment_file(unit_file: str, secrets: Mapping[str, str]) -> None:
+    """The unit's one ``EnvironmentFile=`` (mode 0600) holds ``secrets``; its text, none."""
+    text = Path(unit_file).read_text()
+    (env_path,) = unit_settings(text)["EnvironmentFile"]
+    env = Path(env_path)
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert environment_file(env.read_text()) == dict(secrets)
+    for value in secrets.values():
+        assert value not in text

@@ -676,9 +676,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         if unready:
             event.fail(unready)
             return None
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
         if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
             return None
         settings = self._settings(self._config(), server_secret)
         if not self._is_healthy(settings):
@@ -696,9 +695,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         return registry.access
 
     def _on_get_admin_credentials(self, event: ops.ActionEvent) -> None:
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
         if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
             return
         results = {
             "username": label_studio.ADMIN_USERNAME,

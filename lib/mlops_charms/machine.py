@@ -1,4 +1,4 @@
-"""Installing a workload on a machine, for every machine charm: apt packages, a venv, files.
+"""A workload on a machine, for every machine charm: apt, venvs, files, units, their status.
 
 Each step records what it installed (a stamp under the charm's state folder) and does nothing
 when that has not changed: a hook pays for an install once, not at every ``config-changed``.
@@ -9,9 +9,11 @@ only from a ``wheelhouse`` resource (a ``.tar.gz`` of wheels: ``pip --no-index``
 from __future__ import annotations
 
 import hashlib
+import logging
+import socket
 import subprocess
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,17 @@ import ops
 from charmhelpers.core import host
 from charmhelpers.fetch import apt_install
 
+from mlops_charms import systemd
+
+logger = logging.getLogger(__name__)
+
 WHEELHOUSE_RESOURCE = "wheelhouse"
+
+
+def check_pip_index_url(url: str) -> None:
+    """Raise ValueError unless ``url`` (the ``pip-index-url`` option) is empty or an HTTP URL."""
+    if url and not url.startswith(("http://", "https://")):
+        raise ValueError("pip-index-url: must be an http:// or https:// URL")
 
 
 def workload_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
@@ -32,6 +44,37 @@ def workload_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
         charm.on.update_status,
         charm.on.leader_elected,
     )
+
+
+def unit_address(model: ops.Model, endpoint: str) -> str:
+    """Where this unit is reached over ``endpoint``: its ingress address, else the FQDN."""
+    binding = model.get_binding(endpoint)
+    address = binding.network.ingress_address if binding else None
+    return str(address) if address else socket.getfqdn()
+
+
+def workload_status(
+    model: ops.Model,
+    storage: str,
+    *,
+    install_problem: str | None,
+    installed: Path,
+    installing: str,
+    service_problem: str | None,
+) -> ops.StatusBase | None:
+    """A machine charm's own status, or None: storage, install (``installed`` is there), service.
+
+    ``installing`` names the workload in the status while ``installed`` is not there yet.
+    """
+    if not model.storages[storage]:
+        return ops.WaitingStatus(f"waiting for the {storage} storage")
+    if install_problem:
+        return ops.BlockedStatus(f"install failed: {install_problem}")
+    if not installed.exists():
+        return ops.MaintenanceStatus(f"installing {installing}")
+    if service_problem:
+        return ops.BlockedStatus(service_problem)
+    return None
 
 
 def wheelhouse(model: ops.Model) -> Path | None:
@@ -48,6 +91,17 @@ def wheelhouse(model: ops.Model) -> Path | None:
 
 class InstallError(Exception):
     """A step failed; the message is one line for the status."""
+
+
+def install_problem(install: Callable[[], object]) -> str | None:
+    """Run ``install``; None, or why it failed in one line (logged) for the status."""
+    try:
+        install()
+    except (InstallError, OSError) as error:
+        problem = str(error).splitlines()[0]
+        logger.error("install: %s", problem)
+        return problem
+    return None
 
 
 @dataclass(frozen=True)
@@ -100,6 +154,49 @@ def write_if_changed(path: str, content: str, *, owner: str, perms: int) -> bool
     return changed
 
 
+def write_files(files: Mapping[str, str], *, owner: str) -> bool:
+    """Write a workload's private ``files`` (path: content, mode 0600); whether any changed."""
+    # Every file is written: a list, not any() over a generator, which would stop at the first.
+    changed = [
+        write_if_changed(path, text, owner=owner, perms=0o600) for path, text in files.items()
+    ]
+    return any(changed)
+
+
+def apply_units(
+    units: Mapping[str, tuple[str, str]],
+    *,
+    restart: Collection[str] = (),
+    not_started: Collection[str] = (),
+) -> str | None:
+    """Write the unit files (name: (path, text)) and keep each unit up; None, or the problem.
+
+    systemd reloads when a file changed; a changed unit is enabled and restarted, as is one in
+    ``restart`` (what it reads changed), any other started unless it runs. ``not_started``
+    units are only written: something else starts them (a path unit).
+    """
+    written = {
+        name: write_if_changed(path, text, owner="root", perms=0o644)
+        for name, (path, text) in units.items()
+    }
+    if any(written.values()):
+        reload = systemd.systemctl("daemon-reload")
+        if reload.returncode != 0:
+            return f"systemctl daemon-reload: {systemd.reason(reload)}"
+    for name, changed in written.items():
+        if name in not_started:
+            continue
+        if changed:
+            host.service("enable", name)
+        if changed or name in restart:
+            started = host.service_restart(name)
+        else:
+            started = host.service_running(name) or host.service_start(name)
+        if not started:
+            return f"systemd did not start {name}: see journalctl -u {name}"
+    return None
+
+
 def tree_digest(*paths: Path) -> str:
     """A digest of the files under ``paths`` (names and contents)."""
     digest = hashlib.sha256()
@@ -132,16 +229,18 @@ class Venv:
         wheelhouse: Path | None,
         index_url: str,
         probe: str,
+        stamp: str = "venv",
     ) -> bool:
         """pip-install ``requirements`` unless that exact install is there; whether it installed.
 
         ``fingerprint`` says what is installed (with the wheelhouse's digest and the index);
-        ``probe`` names a program the install puts in the venv's ``bin``.
+        ``probe`` names a program the install puts in the venv's ``bin``; ``stamp`` names the
+        record (one per venv where a charm has two).
         """
         fingerprint = " ".join(
             [fingerprint, *([tree_digest(wheelhouse)] if wheelhouse else []), index_url]
         )
-        if stamps.done("venv", fingerprint) and self.bin(probe).exists():
+        if stamps.done(stamp, fingerprint) and self.bin(probe).exists():
             return False
         _run([self.python, "-m", "venv", str(self.path)])
         options: list[str] = []
@@ -159,7 +258,7 @@ class Venv:
         elif index_url:
             options = ["--index-url", index_url]
         _run([str(self.bin("pip")), "install", "--quiet", *options, *requirements])
-        stamps.record("venv", fingerprint)
+        stamps.record(stamp, fingerprint)
         return True
 
 
@@ -172,12 +271,14 @@ def ensure_workload(
     also: Sequence[str] = (),
     wheelhouse: Callable[[], Path | None],
     index_url: str,
+    stamp: str = "venv",
 ) -> bool:
     """Install the stack's workload package at ``source`` (with ``extras``) and ``also``.
 
     ``source`` is the ``workload/`` folder a machine charm carries (tools/stage.py); ``also``
     are more pinned requirements (DVC, as the rocks pin it). Once per change of the package or
-    the pins; whether it installed. ``wheelhouse`` fetches the resource (``wheelhouse``).
+    the pins; whether it installed. ``wheelhouse`` fetches the resource (``wheelhouse``);
+    ``stamp`` as for ``Venv.ensure``.
     """
     if not (source / "pyproject.toml").is_file():
         raise InstallError(f"the charm carries no workload package at {source}")
@@ -189,6 +290,7 @@ def ensure_workload(
         wheelhouse=wheelhouse(),
         index_url=index_url,
         probe="mlops-workload",
+        stamp=stamp,
     )
 
 

@@ -49,6 +49,16 @@ def read_app_secret(model: ops.Model, label: str) -> dict[str, str] | None:
         return None
 
 
+def admin_secret_or_fail(
+    model: ops.Model, label: str, event: ops.ActionEvent
+) -> dict[str, str] | None:
+    """An action's read of the server's admin secret; None after failing ``event``: not yet."""
+    content = read_app_secret(model, label)
+    if content is None:
+        event.fail("the admin secret does not exist yet: wait for the leader")
+    return content
+
+
 def remove_app_secret(model: ops.Model, label: str) -> None:
     """Remove an application secret if it exists (leader only)."""
     try:

@@ -485,9 +485,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         if config_problem:
             event.fail(f"cannot run while blocked: {config_problem}")
             return None
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
         if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
             return None
         api = self._admin_api(self._config(), server_secret)
         if not api.is_healthy():
@@ -496,9 +495,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         return api
 
     def _on_get_admin_credentials(self, event: ops.ActionEvent) -> None:
-        server_secret = secrets.read_app_secret(self.model, SERVER_SECRET)
+        server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
         if server_secret is None:
-            event.fail("the admin secret does not exist yet: wait for the leader")
             return
         url = self._internal_url if not self._config_problem() else None
         event.set_results(

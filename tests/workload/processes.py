@@ -38,6 +38,26 @@ def missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def assert_systemd_verifies(path: Path) -> None:
+    """``systemd-analyze verify`` accepts the unit file at ``path``.
+
+    What it says about other units (this machine's own) does not count.
+    """
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        missing("systemd-analyze is not installed")
+    verified = subprocess.run(
+        [analyze, "verify", "--man=no", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    problems = [line for line in verified.stderr.splitlines() if str(path) in line]
+    assert verified.returncode == 0, f"{path.name}: {verified.stderr}"
+    assert problems == [], path.name
+
+
 @dataclass(frozen=True)
 class ExecResult:
     """What one command run through Pebble exec gave back."""

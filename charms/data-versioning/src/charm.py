@@ -8,8 +8,6 @@ data-versioning-k8s. Jobs are transient systemd services (``mlops_charms.systemd
 
 from __future__ import annotations
 
-import logging
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ import registry_units
 from mlops_charms import machine, systemd, systemd_jobs
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
-from mlops_charms.machine import InstallError
 from mlops_charms.registry import Binaries, RegistrySettings
 from mlops_charms.registry_server import (
     DATASET_ENDPOINT,
@@ -37,8 +34,6 @@ from mlops_charms.registry_server import (
 from mlops_charms.systemd_jobs import JobPaths, SystemdJobRunner
 from registry_units import PATHS
 
-logger = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class MachineRegistryConfig(RegistryConfig):
@@ -48,8 +43,7 @@ class MachineRegistryConfig(RegistryConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
-            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+        machine.check_pip_index_url(self.pip_index_url)
 
 
 class TagsPushedEvent(ops.EventBase):
@@ -96,9 +90,7 @@ class DataVersioningMachineCharm(RegistryServerCharm):
 
     @property
     def _default_public_host(self) -> str:
-        binding = self.model.get_binding(DATASET_ENDPOINT)
-        address = binding.network.ingress_address if binding else None
-        return str(address) if address else socket.getfqdn()
+        return machine.unit_address(self.model, DATASET_ENDPOINT)
 
     @property
     def _binaries(self) -> Binaries:
@@ -131,13 +123,8 @@ class DataVersioningMachineCharm(RegistryServerCharm):
         if not self.model.storages[STORAGE]:
             return False
         config = self.load_config(MachineRegistryConfig)
-        try:
-            self._install(config)
-        except (InstallError, OSError) as error:
-            self._install_problem = str(error).splitlines()[0]
-            logger.error("install: %s", self._install_problem)
-            return False
-        return True
+        self._install_problem = machine.install_problem(lambda: self._install(config))
+        return self._install_problem is None
 
     def _install(self, config: MachineRegistryConfig) -> None:
         """apt, the system user, the workload's venv, the jobs' script; each step once."""
@@ -159,15 +146,14 @@ class DataVersioningMachineCharm(RegistryServerCharm):
         systemd_jobs.install(self._job_paths())
 
     def _substrate_status(self) -> ops.StatusBase | None:
-        if not self.model.storages[STORAGE]:
-            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
-        if self._install_problem:
-            return ops.BlockedStatus(f"install failed: {self._install_problem}")
-        if not Path(PATHS.binaries.mlops_workload).exists():
-            return ops.MaintenanceStatus("installing the registry")
-        if self._service_problem:
-            return ops.BlockedStatus(self._service_problem)
-        return None
+        return machine.workload_status(
+            self.model,
+            STORAGE,
+            install_problem=self._install_problem,
+            installed=Path(PATHS.binaries.mlops_workload),
+            installing="the registry",
+            service_problem=self._service_problem,
+        )
 
     # --- the servers ------------------------------------------------------------------------
 
@@ -191,27 +177,16 @@ class DataVersioningMachineCharm(RegistryServerCharm):
 
     def _run_servers(self, settings: RegistrySettings, *, restart: bool) -> None:
         """Write the units; (re)start a server whose unit or files changed, else keep it up."""
-        written = {
-            unit: machine.write_if_changed(PATHS.unit_file(unit), text, owner="root", perms=0o644)
+        units = {
+            unit: (PATHS.unit_file(unit), text)
             for unit, text in registry_units.unit_files(settings, self.unit.name).items()
         }
-        if any(written.values()):
-            reload = systemd.systemctl("daemon-reload")
-            if reload.returncode != 0:
-                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
-                return
-        for unit, changed in written.items():
-            if unit == f"{registry_units.TAGS_UNIT}.service":
-                continue  # started by its path unit only
-            if changed:
-                host.service("enable", unit)
-            if changed or (restart and unit.endswith(".service")):
-                started = host.service_restart(unit)
-            else:
-                started = host.service_running(unit) or host.service_start(unit)
-            if not started:
-                self._service_problem = f"systemd did not start {unit}: see journalctl -u {unit}"
-                return
+        self._service_problem = machine.apply_units(
+            units,
+            restart=[unit for unit in units if restart and unit.endswith(".service")],
+            # Started by its path unit only.
+            not_started={f"{registry_units.TAGS_UNIT}.service"},
+        )
 
     def _servers_running(self) -> bool:
         return systemd.is_active(registry_units.GIT_UNIT)

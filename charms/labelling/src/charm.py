@@ -8,8 +8,6 @@ labelling-k8s.
 
 from __future__ import annotations
 
-import logging
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,10 +31,7 @@ from mlops_charms.labelling_server import (
     LabellingConfig,
     LabellingServerCharm,
 )
-from mlops_charms.machine import InstallError
 from mlops_charms.systemd_jobs import JobPaths, SystemdJobRunner
-
-logger = logging.getLogger(__name__)
 
 JOB_UNIT_PREFIX = "labelling-job-"
 
@@ -49,8 +44,7 @@ class MachineLabellingConfig(LabellingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
-            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+        machine.check_pip_index_url(self.pip_index_url)
 
 
 def job_paths(data_dir: str) -> JobPaths:
@@ -91,9 +85,7 @@ class LabellingMachineCharm(LabellingServerCharm):
 
     @property
     def _address(self) -> str:
-        binding = self.model.get_binding(DATASET_ENDPOINT)
-        address = binding.network.ingress_address if binding else None
-        return str(address) if address else socket.getfqdn()
+        return machine.unit_address(self.model, DATASET_ENDPOINT)
 
     @property
     def _internal_url(self) -> str:
@@ -120,50 +112,46 @@ class LabellingMachineCharm(LabellingServerCharm):
         if not self.model.storages[STORAGE]:
             return False
         config = self.load_config(MachineLabellingConfig)
-        try:
-            self._install(config)
-        except (InstallError, OSError) as error:
-            self._install_problem = str(error).splitlines()[0]
-            logger.error("install: %s", self._install_problem)
-            return False
-        return True
+        self._install_problem = machine.install_problem(lambda: self._install(config))
+        return self._install_problem is None
 
     def _install(self, config: MachineLabellingConfig) -> None:
         """apt, the system user, the two venvs, the data and jobs folders; each step once."""
-        stamps = Path(PATHS.state_dir)
-        machine.ensure_apt_packages(machine.Stamps(stamps), label_studio_unit.APT_PACKAGES)
+        stamps = machine.Stamps(Path(PATHS.state_dir))
+        machine.ensure_apt_packages(stamps, label_studio_unit.APT_PACKAGES)
         machine.ensure_system_user(PATHS.user)
-        # One stamp folder per venv: each records its own install.
+        # One stamp per venv: each records its own install.
         machine.Venv(Path(PATHS.venv), PATHS.python).ensure(
-            machine.Stamps(stamps / "label-studio"),
+            stamps,
             label_studio_unit.REQUIREMENTS,
             fingerprint=" ".join(label_studio_unit.REQUIREMENTS),
             wheelhouse=machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
             probe="uwsgi",
+            stamp="label-studio-venv",
         )
         machine.ensure_workload(
-            machine.Stamps(stamps / "workload"),
+            stamps,
             machine.Venv(Path(PATHS.workload_venv), PATHS.python),
             Path(self.charm_dir) / "workload",
             also=label_studio_unit.WORKLOAD_REQUIREMENTS,
             wheelhouse=lambda: machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
+            stamp="workload-venv",
         )
         host.mkdir(self._data_dir, owner=PATHS.user, group=PATHS.user, perms=0o750)
         host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)
         systemd_jobs.install(job_paths(self._data_dir))
 
     def _substrate_status(self) -> ops.StatusBase | None:
-        if not self.model.storages[STORAGE]:
-            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
-        if self._install_problem:
-            return ops.BlockedStatus(f"install failed: {self._install_problem}")
-        if not Path(PATHS.binaries.uwsgi).exists():
-            return ops.MaintenanceStatus("installing Label Studio")
-        if self._service_problem:
-            return ops.BlockedStatus(self._service_problem)
-        return None
+        return machine.workload_status(
+            self.model,
+            STORAGE,
+            install_problem=self._install_problem,
+            installed=Path(PATHS.binaries.uwsgi),
+            installing="Label Studio",
+            service_problem=self._service_problem,
+        )
 
     def _substrate_unready(self) -> str | None:
         if not self.model.storages[STORAGE]:
@@ -174,25 +162,13 @@ class LabellingMachineCharm(LabellingServerCharm):
 
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the files and the unit; restart Label Studio when either changed."""
-        files_changed = [
-            machine.write_if_changed(path, content, owner=PATHS.user, perms=0o600)
-            for path, content in label_studio.files(settings, systemd.env_file).items()
-        ]
+        files_changed = machine.write_files(
+            label_studio.files(settings, systemd.env_file), owner=PATHS.user
+        )
         unit = label_studio_unit.unit_file(settings, self.unit.name)
-        unit_changed = machine.write_if_changed(PATHS.unit_file, unit, owner="root", perms=0o644)
-        service = label_studio_unit.SERVICE
-        if unit_changed:
-            reload = systemd.systemctl("daemon-reload")
-            if reload.returncode != 0:
-                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
-                return
-            host.service("enable", service)
-        if unit_changed or any(files_changed):
-            started = host.service_restart(service)
-        else:
-            started = host.service_running(service) or host.service_start(service)
-        if not started:
-            self._service_problem = f"systemd did not start {service}: see journalctl -u {service}"
+        units = {label_studio_unit.SERVICE: (PATHS.unit_file, unit)}
+        # The server reads its files at start: a change restarts it.
+        self._service_problem = machine.apply_units(units, restart=units if files_changed else ())
 
     def _stop_server(self, settings: ServerSettings) -> None:
         host.service_stop(label_studio_unit.SERVICE)

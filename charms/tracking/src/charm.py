@@ -7,7 +7,6 @@ actions) is ``mlops_charms.tracking_server``'s, shared with tracking-k8s.
 
 from __future__ import annotations
 
-import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,8 @@ from charmhelpers.core import host
 import mlflow_unit
 from mlflow_unit import PATHS
 from mlops_charms import machine, mlflow, systemd
-from mlops_charms.machine import InstallError
 from mlops_charms.mlflow import ServerSettings
 from mlops_charms.tracking_server import TRACKING_ENDPOINT, TrackingConfig, TrackingServerCharm
-
-logger = logging.getLogger(__name__)
 
 STORAGE = "mlflow-data"
 
@@ -39,8 +35,7 @@ class MachineTrackingConfig(TrackingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
-            raise ValueError("pip-index-url: must be an http:// or https:// URL")
+        machine.check_pip_index_url(self.pip_index_url)
 
 
 class TrackingMachineCharm(TrackingServerCharm):
@@ -64,9 +59,7 @@ class TrackingMachineCharm(TrackingServerCharm):
 
     @property
     def _address(self) -> str:
-        binding = self.model.get_binding(TRACKING_ENDPOINT)
-        address = binding.network.ingress_address if binding else None
-        return str(address) if address else socket.getfqdn()
+        return machine.unit_address(self.model, TRACKING_ENDPOINT)
 
     @property
     def _internal_url(self) -> str:
@@ -79,11 +72,8 @@ class TrackingMachineCharm(TrackingServerCharm):
         if not self.model.storages[STORAGE]:
             return False
         config = self.load_config(MachineTrackingConfig)
-        try:
-            self._install(config)
-        except (InstallError, OSError) as error:
-            self._install_problem = str(error).splitlines()[0]
-            logger.error("install: %s", self._install_problem)
+        self._install_problem = machine.install_problem(lambda: self._install(config))
+        if self._install_problem:
             return False
         self.unit.set_ports(config.port, config.metrics_port)
         return True
@@ -106,22 +96,20 @@ class TrackingMachineCharm(TrackingServerCharm):
         host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)
 
     def _substrate_status(self) -> ops.StatusBase | None:
-        if not self.model.storages[STORAGE]:
-            return ops.WaitingStatus(f"waiting for the {STORAGE} storage")
-        if self._install_problem:
-            return ops.BlockedStatus(f"install failed: {self._install_problem}")
-        if not Path(PATHS.mlflow).exists():
-            return ops.MaintenanceStatus("installing MLflow")
-        if self._service_problem:
-            return ops.BlockedStatus(self._service_problem)
-        return None
+        return machine.workload_status(
+            self.model,
+            STORAGE,
+            install_problem=self._install_problem,
+            installed=Path(PATHS.mlflow),
+            installing="MLflow",
+            service_problem=self._service_problem,
+        )
 
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the files and the units; restart what changed, else keep both services up."""
-        files_changed = [
-            machine.write_if_changed(path, content, owner=PATHS.user, perms=0o600)
-            for path, content in mlflow.files(settings, systemd.env_file).items()
-        ]
+        files_changed = machine.write_files(
+            mlflow.files(settings, systemd.env_file), owner=PATHS.user
+        )
         units = {
             mlflow_unit.SERVICE: (
                 PATHS.unit_file,
@@ -132,27 +120,8 @@ class TrackingMachineCharm(TrackingServerCharm):
                 mlflow_unit.metrics_unit_file(settings, self.unit.name),
             ),
         }
-        units_changed = {
-            service: machine.write_if_changed(path, text, owner="root", perms=0o644)
-            for service, (path, text) in units.items()
-        }
-        if any(units_changed.values()):
-            reload = systemd.systemctl("daemon-reload")
-            if reload.returncode != 0:
-                self._service_problem = f"systemctl daemon-reload: {systemd.reason(reload)}"
-                return
-        for service, unit_changed in units_changed.items():
-            if unit_changed:
-                host.service("enable", service)
-            if unit_changed or any(files_changed):
-                started = host.service_restart(service)
-            else:
-                started = host.service_running(service) or host.service_start(service)
-            if not started:
-                self._service_problem = (
-                    f"systemd did not start {service}: see journalctl -u {service}"
-                )
-                return
+        # Both servers read the files at start: a change restarts them.
+        self._service_problem = machine.apply_units(units, restart=units if files_changed else ())
 
     def _stop_server(self, settings: ServerSettings) -> None:
         for service in (mlflow_unit.SERVICE, mlflow_unit.METRICS_SERVICE):

@@ -66,8 +66,7 @@ class MachineConfig:
             raise ValueError("job-memory-max: bytes with K/M/G/T, a percentage, or empty")
         if self.job_deadline < 1:
             raise ValueError("job-deadline: must be at least 1 second")
-        if self.pip_index_url and not self.pip_index_url.startswith(("http://", "https://")):
-            raise ValueError("pip-index-url: must be an http(s) URL")
+        machine.check_pip_index_url(self.pip_index_url)
         if self.experiment and (len(self.experiment) > 256 or "\n" in self.experiment):
             raise ValueError("experiment: must be one line of at most 256 characters")
 
@@ -118,11 +117,8 @@ class TrainingMachineCharm(ops.CharmBase):
         if self._config_problem():
             return
         config = self._config()
-        try:
-            self._install(config)
-        except (installer.InstallError, OSError) as error:
-            self._install_problem = str(error).splitlines()[0]
-            logger.error("install: %s", self._install_problem)
+        self._install_problem = machine.install_problem(lambda: self._install(config))
+        if self._install_problem:
             return
         records = self._jobs()
         if isinstance(event, ops.UpdateStatusEvent):

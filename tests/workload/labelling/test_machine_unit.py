@@ -35,7 +35,7 @@ from tests.workload.labelling.test_sdk_client import (
     assert_session_kept_everything,
     run_sdk_session,
 )
-from tests.workload.processes import free_port, missing
+from tests.workload.processes import assert_systemd_verifies, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -91,19 +91,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RenderedUnit]
 
 
 def test_rendered_unit_passes_systemd_analyze_verify(rendered: RenderedUnit):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        missing("systemd-analyze is not installed")
-    verified = subprocess.run(
-        [analyze, "verify", "--man=no", str(rendered.path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    problems = [line for line in verified.stderr.splitlines() if str(rendered.path) in line]
-    assert verified.returncode == 0, verified.stderr
-    assert problems == []
+    assert_systemd_verifies(rendered.path)
 
 
 def test_the_units_secrets_are_only_in_its_0600_environment_file(rendered: RenderedUnit):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import os
 import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from mlops_charms.host_files import HostFiles
 from mlops_charms.registry import Credential, RegistrySettings
 from tests.systemd_units import systemd_words, unit_settings
 from tests.workload.pebble_backed import shared_folder, wait_until
-from tests.workload.processes import free_port, missing
+from tests.workload.processes import assert_systemd_verifies, free_port, missing
 from tests.workload.registry.harness import (
     VENV_BIN,
     Operator,
@@ -134,20 +133,8 @@ def _write_files(settings: RegistrySettings, owner: str) -> None:
 
 
 def test_rendered_units_pass_systemd_analyze_verify(rendered: MachineRegistry):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        missing("systemd-analyze is not installed")
-    for name, path in rendered.units.items():
-        verified = subprocess.run(
-            [analyze, "verify", "--man=no", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        problems = [line for line in verified.stderr.splitlines() if str(path) in line]
-        assert verified.returncode == 0, f"{name}: {verified.stderr}"
-        assert problems == [], name
+    for path in rendered.units.values():
+        assert_systemd_verifies(path)
 
 
 def test_no_unit_holds_a_secret(rendered: MachineRegistry):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_charms import mlflow, systemd
 from tests.systemd_units import environment_file, systemd_words, unit_settings
-from tests.workload.processes import free_port, missing
+from tests.workload.processes import assert_systemd_verifies, free_port, missing
 from tests.workload.tracking.harness import CLIENT_ENV, as_user
 from tests.workload.tracking.test_mlflow_workload import http_status, log_and_read_back
 
@@ -93,20 +92,7 @@ def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RenderedUnit:
 
 @pytest.mark.parametrize("unit", ["path", "metrics_path"])
 def test_rendered_units_pass_systemd_analyze_verify(rendered: RenderedUnit, unit: str):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        missing("systemd-analyze is not installed")
-    path = getattr(rendered, unit)
-    verified = subprocess.run(
-        [analyze, "verify", "--man=no", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    problems = [line for line in verified.stderr.splitlines() if str(path) in line]
-    assert verified.returncode == 0, verified.stderr
-    assert problems == []
+    assert_systemd_verifies(getattr(rendered, unit))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import ubuntu_namespace
-from tests.fake_machine import FakeMachine, install_fake_tools, log_call
+from tests.fake_machine import FakeMachine, fake_machine, installed, no_wheelhouse
 
 ubuntu_namespace.reexec_under_ubuntu()
 if not ubuntu_namespace.inside():  # pragma: no cover
@@ -63,33 +63,25 @@ class FakeCommands:
 
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
-    state, _bin_dir = install_fake_tools(tmp_path, monkeypatch)
-    root = tmp_path / "machine"
+    fake = fake_machine(tmp_path, monkeypatch, machine_install)
     paths = registry_units.MachinePaths(
-        units_dir=str(root / "etc/systemd/system"),
-        venv=str(root / "opt/mlops-registry/venv"),
-        state_dir=str(root / "var/lib/mlops-registry-charm"),
+        units_dir=str(fake.root / "etc/systemd/system"),
+        venv=str(fake.root / "opt/mlops-registry/venv"),
+        state_dir=str(fake.root / "var/lib/mlops-registry-charm"),
         user="root",
-        job_units_dir=str(root / "run/systemd/system"),
-        job_scripts_dir=str(root / "usr/local/lib/mlops-jobs"),
+        job_units_dir=str(fake.root / "run/systemd/system"),
+        job_scripts_dir=str(fake.root / "usr/local/lib/mlops-jobs"),
     )
-    for folder in (paths.units_dir, paths.job_units_dir, f"{paths.venv}/bin"):
+    for folder in (paths.units_dir, paths.job_units_dir):
         Path(folder).mkdir(parents=True)
     # The registry's venv, as installed.
-    Path(paths.binaries.mlops_workload).write_text("#!/bin/sh\n")
+    installed(paths.binaries.mlops_workload)
     machine_install.Stamps(Path(paths.state_dir)).record(
         "apt", " ".join(registry_units.APT_PACKAGES)
     )
     monkeypatch.setattr(registry_units, "PATHS", paths)
     monkeypatch.setattr(charm, "PATHS", paths)
-    # charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the
-    # real apt-get of this machine. Its calls are logged instead, as the fake tools' are.
-    monkeypatch.setattr(
-        machine_install,
-        "apt_install",
-        lambda packages, fatal=False: log_call(state, ["apt-get", "install", *packages]),
-    )
-    return FakeMachine(root, state)
+    return fake
 
 
 @pytest.fixture
@@ -160,13 +152,12 @@ def make_state(
     ``relations`` and ``secrets`` are added to the defaults; ``peer_data`` is the peer
     relation's application data; other keyword arguments go to ``testing.State``.
     """
-    no_wheels = tmp_path / "wheelhouse.tar.gz"
-    no_wheels.touch()
+    wheelhouse = no_wheelhouse(tmp_path)
 
     def make(*, relations=(), secrets=(), peer_data=None, **kwargs) -> testing.State:
         kwargs.setdefault("leader", True)
         kwargs.setdefault("storages", {storage})
-        kwargs.setdefault("resources", {testing.Resource(name="wheelhouse", path=no_wheels)})
+        kwargs.setdefault("resources", {wheelhouse})
         peers = testing.PeerRelation(registry_server.PEERS, local_app_data=peer_data or {})
         return testing.State(
             model=testing.Model(name=MODEL),

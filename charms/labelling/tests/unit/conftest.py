@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import ubuntu_namespace
-from tests.fake_machine import FakeMachine, install_fake_tools, log_call
+from tests.fake_machine import FakeMachine, fake_machine, installed, no_wheelhouse
 
 ubuntu_namespace.reexec_under_ubuntu()
 if not ubuntu_namespace.inside():  # pragma: no cover
@@ -48,42 +48,30 @@ def healthy(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
 
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
-    state, _bin_dir = install_fake_tools(tmp_path, monkeypatch)
-    root = tmp_path / "machine"
+    fake = fake_machine(tmp_path, monkeypatch, machine_install)
     paths = label_studio_unit.MachinePaths(
-        units_dir=str(root / "etc/systemd/system"),
-        venv=str(root / "opt/label-studio"),
-        workload_venv=str(root / "opt/mlops"),
-        state_dir=str(root / "var/lib/labelling-charm"),
+        units_dir=str(fake.root / "etc/systemd/system"),
+        venv=str(fake.root / "opt/label-studio"),
+        workload_venv=str(fake.root / "opt/mlops"),
+        state_dir=str(fake.root / "var/lib/labelling-charm"),
         python=sys.executable,
         user="root",
-        jobs_units_dir=str(root / "run/systemd/system"),
-        jobs_scripts_dir=str(root / "usr/local/lib/mlops-jobs"),
+        jobs_units_dir=str(fake.root / "run/systemd/system"),
+        jobs_scripts_dir=str(fake.root / "usr/local/lib/mlops-jobs"),
     )
     for folder in (paths.units_dir, paths.jobs_units_dir):
         Path(folder).mkdir(parents=True)
     # Label Studio's venv, as installed: the installer's stamp matches what the charm asks for.
-    uwsgi = Path(paths.binaries.uwsgi)
-    uwsgi.parent.mkdir(parents=True)
-    uwsgi.write_text("#!/bin/sh\n")
-    state_dir = Path(paths.state_dir)
-    machine_install.Stamps(state_dir).record("apt", " ".join(label_studio_unit.APT_PACKAGES))
-    machine_install.Stamps(state_dir / "label-studio").record(
-        "venv", " ".join([*label_studio_unit.REQUIREMENTS, ""])
-    )
+    installed(paths.binaries.uwsgi)
+    stamps = machine_install.Stamps(Path(paths.state_dir))
+    stamps.record("apt", " ".join(label_studio_unit.APT_PACKAGES))
+    stamps.record("label-studio-venv", " ".join([*label_studio_unit.REQUIREMENTS, ""]))
     monkeypatch.setattr(label_studio_unit, "PATHS", paths)
     monkeypatch.setattr(charm, "PATHS", paths)
     # The workload package's install is machine.ensure_workload's (tested with it); here it is
     # there already.
     monkeypatch.setattr(charm.machine, "ensure_workload", lambda *_a, **_k: False)
-    # charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the
-    # real apt-get of this machine. Its calls are logged instead, as the fake tools' are.
-    monkeypatch.setattr(
-        machine_install,
-        "apt_install",
-        lambda packages, fatal=False: log_call(state, ["apt-get", "install", *packages]),
-    )
-    return FakeMachine(root, state)
+    return fake
 
 
 @pytest.fixture
@@ -99,13 +87,12 @@ def make_state(tmp_path: Path) -> StateFactory:
 
     The ``wheelhouse`` resource is an empty file, as Juju gives one nobody attached.
     """
-    no_wheels = tmp_path / "wheelhouse.tar.gz"
-    no_wheels.touch()
+    wheelhouse = no_wheelhouse(tmp_path)
 
     def make(*, relations=(), secrets=(), admin_secret_exists: bool = True, **kwargs):
         kwargs.setdefault("leader", True)
         kwargs.setdefault("storages", {testing.Storage("labelling-data")})
-        kwargs.setdefault("resources", {testing.Resource(name="wheelhouse", path=no_wheels)})
+        kwargs.setdefault("resources", {wheelhouse})
         return testing.State(
             model=testing.Model(name=MODEL),
             relations=set(relations),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 from conftest import UNIT
@@ -17,7 +16,12 @@ from tests.labelling_testing import (
     database_relation,
     database_secret,
 )
-from tests.systemd_units import environment_file, systemd_words, unit_settings
+from tests.systemd_units import (
+    assert_secrets_only_in_environment_file,
+    environment_file,
+    systemd_words,
+    unit_settings,
+)
 
 
 def unit_after(ctx, state: testing.State, event=None) -> dict[str, list[str]]:
@@ -61,18 +65,15 @@ def test_unit_keeps_data_on_the_storage_and_turns_telemetry_off(ctx, make_state)
 
 
 def test_secrets_are_only_in_the_0600_environment_file(ctx, make_state):
-    unit = unit_after(ctx, make_state())
-    (env_path,) = unit["EnvironmentFile"]
-    env = Path(env_path)
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert environment_file(env.read_text()) == {
-        "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
-        "LABEL_STUDIO_USER_TOKEN": ADMIN_TOKEN,
-        "SECRET_KEY": SECRET_KEY,
-    }
-    unit_text = Path(label_studio_unit.PATHS.unit_file).read_text()
-    for secret in (ADMIN_PASSWORD, ADMIN_TOKEN, SECRET_KEY):
-        assert secret not in unit_text
+    ctx.run(ctx.on.config_changed(), make_state())
+    assert_secrets_only_in_environment_file(
+        label_studio_unit.PATHS.unit_file,
+        {
+            "LABEL_STUDIO_PASSWORD": ADMIN_PASSWORD,
+            "LABEL_STUDIO_USER_TOKEN": ADMIN_TOKEN,
+            "SECRET_KEY": SECRET_KEY,
+        },
+    )
 
 
 def test_database_relation_moves_label_studio_to_postgresql(ctx, make_state):

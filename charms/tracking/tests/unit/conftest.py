@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import ubuntu_namespace
-from tests.fake_machine import FakeMachine, install_fake_tools, log_call
+from tests.fake_machine import FakeMachine, fake_machine, installed, no_wheelhouse
 
 ubuntu_namespace.reexec_under_ubuntu()
 if not ubuntu_namespace.inside():  # pragma: no cover
@@ -48,31 +48,22 @@ def mlflow(monkeypatch: pytest.MonkeyPatch) -> FakeMLflow:
 
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
-    state, _bin_dir = install_fake_tools(tmp_path, monkeypatch)
-    root = tmp_path / "machine"
+    fake = fake_machine(tmp_path, monkeypatch, machine_install)
     paths = mlflow_unit.MachinePaths(
-        units_dir=str(root / "etc/systemd/system"),
-        venv=str(root / "opt/mlflow/venv"),
-        state_dir=str(root / "var/lib/mlflow-charm"),
+        units_dir=str(fake.root / "etc/systemd/system"),
+        venv=str(fake.root / "opt/mlflow/venv"),
+        state_dir=str(fake.root / "var/lib/mlflow-charm"),
         user="root",
     )
     Path(paths.units_dir).mkdir(parents=True)
     # MLflow's venv, as installed: the installer's stamp matches what the charm asks for.
-    Path(paths.mlflow).parent.mkdir(parents=True)
-    Path(paths.mlflow).write_text("#!/bin/sh\n")
+    installed(paths.mlflow)
     stamps = machine_install.Stamps(Path(paths.state_dir))
     stamps.record("apt", " ".join(mlflow_unit.APT_PACKAGES))
     stamps.record("venv", " ".join([*mlflow_unit.REQUIREMENTS, ""]))
     monkeypatch.setattr(mlflow_unit, "PATHS", paths)
     monkeypatch.setattr(charm, "PATHS", paths)
-    # charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the
-    # real apt-get of this machine. Its calls are logged instead, as the fake tools' are.
-    monkeypatch.setattr(
-        machine_install,
-        "apt_install",
-        lambda packages, fatal=False: log_call(state, ["apt-get", "install", *packages]),
-    )
-    return FakeMachine(root, state)
+    return fake
 
 
 @pytest.fixture
@@ -96,13 +87,12 @@ def make_state(admin_secret: testing.Secret, tmp_path: Path) -> StateFactory:
     Keyword arguments go to ``testing.State``; ``relations`` and ``secrets`` are added to the
     defaults, ``admin_secret_exists=False`` leaves the admin secret out.
     """
-    no_wheels = tmp_path / "wheelhouse.tar.gz"
-    no_wheels.touch()
+    wheelhouse = no_wheelhouse(tmp_path)
 
     def make(*, relations=(), secrets=(), admin_secret_exists: bool = True, **kwargs):
         kwargs.setdefault("leader", True)
         kwargs.setdefault("storages", {testing.Storage("mlflow-data")})
-        kwargs.setdefault("resources", {testing.Resource(name="wheelhouse", path=no_wheels)})
+        kwargs.setdefault("resources", {wheelhouse})
         return testing.State(
             model=testing.Model(name=MODEL),
             relations=set(relations),

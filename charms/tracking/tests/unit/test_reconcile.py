@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import stat
 from pathlib import Path
 
 from conftest import INTERNAL_URL, UNIT
@@ -12,7 +11,11 @@ from ops import testing
 
 import mlflow_unit
 from mlops_charms import mlflow as mlflow_core
-from tests.systemd_units import environment_file, systemd_words, unit_settings
+from tests.systemd_units import (
+    assert_secrets_only_in_environment_file,
+    systemd_words,
+    unit_settings,
+)
 from tests.tracking_testing import (
     ADMIN_PASSWORD,
     FLASK_SECRET_KEY,
@@ -53,17 +56,14 @@ def test_unit_turns_telemetry_off(ctx, make_state):
 
 
 def test_secrets_are_only_in_the_0600_environment_file(ctx, make_state):
-    unit = unit_after(ctx, make_state())
-    (env_path,) = unit["EnvironmentFile"]
-    env = Path(env_path)
-    assert stat.S_IMODE(env.stat().st_mode) == 0o600
-    assert environment_file(env.read_text()) == {
-        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": FLASK_SECRET_KEY,
-    }
-    unit_text = Path(mlflow_unit.PATHS.unit_file).read_text()
-    assert ADMIN_PASSWORD not in unit_text
-    assert FLASK_SECRET_KEY not in unit_text
+    ctx.run(ctx.on.config_changed(), make_state())
+    assert_secrets_only_in_environment_file(
+        mlflow_unit.PATHS.unit_file,
+        {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": FLASK_SECRET_KEY,
+        },
+    )
 
 
 def test_database_relation_switches_the_backend_to_postgresql(ctx, make_state):

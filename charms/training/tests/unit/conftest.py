@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import ubuntu_namespace
-from tests.fake_machine import FakeMachine, install_fake_tools, log_call
+from tests.fake_machine import FakeMachine, install_fake_tools, log_apt_installs
 
 ubuntu_namespace.reexec_under_ubuntu()
 if not ubuntu_namespace.inside():  # pragma: no cover
@@ -62,14 +62,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Machine
     Path(paths.units_dir).mkdir(parents=True)
     monkeypatch.setattr(machine_paths, "PATHS", paths)
     monkeypatch.setattr(charm.installer, "ensure_workload", lambda *_args: False)
-    # charmhelpers runs apt-get with /etc/environment's PATH, not ours: it would reach the
-    # real apt-get of this machine. Its calls are logged instead, as the fake tools' are.
-    for module in (charm.installer, machine_install):
-        monkeypatch.setattr(
-            module,
-            "apt_install",
-            lambda packages, fatal=False: log_call(state, ["apt-get", "install", *packages]),
-        )
+    log_apt_installs(monkeypatch, state, charm.installer, machine_install)
     yield Machine(root, state)
 
 

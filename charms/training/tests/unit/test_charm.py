@@ -56,6 +56,13 @@ def test_bad_memory_limit_blocks(ctx, machine: Machine):
     assert "job-memory-max" in state.unit_status.message
 
 
+def test_a_pip_index_that_is_not_a_url_blocks(ctx, machine: Machine):
+    state = ctx.run(ctx.on.config_changed(), testing.State(config={"pip-index-url": "pypi"}))
+    assert state.unit_status == testing.BlockedStatus(
+        "pip-index-url: must be an http:// or https:// URL"
+    )
+
+
 def test_train_starts_a_systemd_unit_with_gpus_and_private_credentials(ctx, machine: Machine):
     machine.give_gpus("NVIDIA A100", "NVIDIA A100")
     ctx.run(ctx.on.action("train", params={"spec": "text-tfidf-logreg"}), _related())
