@@ -10,8 +10,8 @@ The tests run in order and share that model:
 2. labelled reviews written on the registry's machine become ``v1`` (a create-version job: a
    transient systemd unit); the registry's git server serves it to a clone;
 3. labelling imports ``v1`` into a Label Studio project (an import job);
-4. training trains on ``v1`` (a run: a transient systemd unit, on the CPU in LXD) and the run
-   is in MLflow with its dataset version.
+4. training trains on ``v1`` by itself (the data-centric loop; a run is a transient systemd
+   unit, on the CPU in LXD) and the run is in MLflow with its dataset version.
 
 Without a Juju controller, or without the machine cloud on it, every test is collected and
 skipped with the reason (conftest.py, and the ``machine_model`` fixture below).
@@ -56,22 +56,25 @@ DEPLOY_TIMEOUT_S = 60 * 60
 # Where create-version reads from: on the registry's storage, owned by the registry's user.
 INCOMING = "/var/lib/mlops-registry/incoming/reviews"
 REGISTRY_USER = "mlops-registry"
-SPEC = "text-tfidf-logreg"
 PROJECT = "reviews"
 LABELS = ("positive", "negative")
+REVIEWS_PER_CLASS = 12
 
 
 def _labelled_reviews() -> dict[str, str]:
-    """24 short labelled reviews in the training workload's layout: texts/ and labels.csv."""
+    """24 short reviews and their labels, in the layout labelling exports (training reads it).
+
+    ``texts/*.txt`` and ``labels/<project>.jsonl`` (``item``, ``label`` per line).
+    """
     words = {"positive": ["great", "love", "works"], "negative": ["broke", "awful", "refund"]}
     rng = random.Random(7)  # noqa: S311 - the same reviews every run
-    files, rows = {}, ["item,label"]
+    files, records = {}, []
     for label, telling in words.items():
-        for i in range(12):
+        for i in range(REVIEWS_PER_CLASS):
             name = f"texts/{label[:3]}-{i:02d}.txt"
             files[name] = " ".join([*rng.choices(telling, k=3), "the", "item"]) + "\n"
-            rows.append(f"{name},{label}")
-    files["labels.csv"] = "\n".join(rows) + "\n"
+            records.append(json.dumps({"item": name, "label": label}))
+    files[f"labels/{PROJECT}.jsonl"] = "\n".join(records) + "\n"
     return files
 
 
@@ -146,7 +149,7 @@ async def test_labelled_reviews_become_v1(ops_test: OpsTest, run_action, shared)
     await _in_model(ops_test)
     with ops_test.model_context(MODEL_ALIAS):
         files = _labelled_reviews()
-        script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}/texts"]
+        script = [f"rm -rf {INCOMING}", f"mkdir -p {INCOMING}/texts {INCOMING}/labels"]
         script += [
             f"printf %s {shlex.quote(text)} > {shlex.quote(f'{INCOMING}/{name}')}"
             for name, text in files.items()
@@ -169,21 +172,24 @@ async def test_labelling_imports_v1_into_a_project(ops_test: OpsTest, run_action
             "import-version",
             version="v1",
             project=PROJECT,
+            preset="text-classification",
             labels=",".join(LABELS),
             wait=True,
         )
-        assert imported.results.get("state", "succeeded") == "succeeded", imported.results
+        assert imported.results["tasks-created"] == str(2 * REVIEWS_PER_CLASS), imported.results
         api = await stack.label_studio(run_action, unit_address, ops_test, LABELLING)
         tasks = await asyncio.to_thread(api.tasks, PROJECT)
-        assert len(tasks) == len(_labelled_reviews()) - 1  # every text, not labels.csv
+        assert len(tasks) == 2 * REVIEWS_PER_CLASS
 
 
-async def test_training_trains_on_v1_and_logs_the_run(ops_test: OpsTest, run_action, unit_address):
+async def test_training_trains_on_v1_by_itself_and_logs_the_run(
+    ops_test: OpsTest, run_action, unit_address
+):
+    """Data-centric: the approach's loop trains every new labelled version (a systemd job)."""
     await _in_model(ops_test)
     with ops_test.model_context(MODEL_ALIAS):
-        started = await run_action(f"{TRAINING}/0", "train", spec=SPEC, version="v1")
         job = await stack.ended_job(run_action, f"{TRAINING}/0", "train", "v1")
-        assert job["id"] == started.results["job"] and job["state"] == "succeeded", job
+        assert job["state"] == "succeeded", job
         result = await stack.job_result(run_action, f"{TRAINING}/0", job["id"])
         call = await stack.tracking(run_action, unit_address, ops_test, TRACKING)
         run = (await call(f"runs/get?run_id={result['run_id']}"))["run"]
