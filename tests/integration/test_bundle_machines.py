@@ -8,13 +8,13 @@ The tests run in order and share that model:
 1. the five applications reach active/idle, every service applied policy revision 1, and each
    workload runs as the systemd unit its charm rendered;
 2. labelled reviews written on the registry's machine become ``v1`` (a create-version job: a
-   transient systemd unit); the registry's git server serves it to a clone;
+   transient systemd unit), which list-versions shows;
 3. labelling imports ``v1`` into a Label Studio project (an import job);
 4. training trains on ``v1`` by itself (the data-centric loop; a run is a transient systemd
    unit, on the CPU in LXD) and the run is in MLflow with its dataset version.
 
 Without a Juju controller, or without the machine cloud on it, every test is collected and
-skipped with the reason (conftest.py, and the ``machine_model`` fixture below).
+skipped with the reason (conftest.py, and ``_in_model`` below).
 """
 
 from __future__ import annotations
