@@ -27,7 +27,7 @@ from charmhelpers.core import host
 
 from mlops_charms import job_ended, machine
 from mlops_charms.host_files import HostFiles
-from mlops_charms.jobs import Job, JobBusyError, JobSpec, JobStartError, SlotRunner
+from mlops_charms.jobs import Job, JobBusyError, JobSpec, JobStartError, SlotRunner, record_failure
 from mlops_charms.systemd import (
     env_file,
     exec_start,
@@ -250,17 +250,22 @@ class SystemdJobRunner(SlotRunner):
             working_dir=spec.working_dir,
             limits=limits or JobLimits(),
         )
+        self.start_recorded(job, unit)
+        return job
+
+    def start_recorded(self, job: Job, unit: JobUnit) -> None:
+        """Start the unit of ``job``, recorded already; ``JobStartError``: it did not start.
+
+        A job that did not start is recorded as failed, so list-jobs says why it never ran.
+        """
         try:
             Path(unit.scratch).mkdir()
             host.chownr(unit.scratch, self.paths.user, self.paths.user)
             start_unit(unit)
         except (JobStartError, OSError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            # Recorded, so list-jobs says why it never ran.
-            self.record_end(job.id, 1, stderr=reason + "\n")
-            self.mark_reported(job)
+            record_failure(self, job, reason)
             raise JobStartError(reason) from None
-        return job
 
     def current(self) -> Job | None:
         """The newest job that runs, if any."""

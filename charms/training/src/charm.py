@@ -24,7 +24,6 @@ import ops
 # charmhelpers imports distutils, gone in Python 3.12: setuptools' import puts its shim in place
 # (the venv's .pth that would do it is not read: dispatch puts the venv on PYTHONPATH).
 import setuptools  # noqa: F401
-from charmhelpers.core import host
 
 import gpus
 import installer
@@ -242,19 +241,18 @@ class TrainingMachineCharm(ops.CharmBase):
         if allocated is None:
             raise RunError(f"{wanted} GPU(s) wanted, fewer are free: wait for a job (list-jobs)")
         given = ",".join(map(str, allocated))
-        paths = machine_paths.PATHS
-        job: Job | None = None
         try:
             job = records.create(
                 kind, {**params.shown(access.version), "gpus": given, **(shown or {})}
             )
-            unit = self._job_unit(job, params, access, allocated)
-            Path(unit.scratch).mkdir()
-            host.chownr(unit.scratch, paths.user, paths.user)
-            systemd_jobs.start_unit(unit)
+        except (ValueError, OSError) as error:
+            raise RunError(f"cannot record the job: {error}") from None
+        try:
+            # The run's environment names the job's folder: the unit is made once it exists.
+            records.start_recorded(job, self._job_unit(job, params, access, allocated))
         except (jobs.JobStartError, ValueError, OSError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            if job is not None:  # recorded, so list-jobs says why it never ran
+            if not isinstance(error, jobs.JobStartError):  # start_recorded recorded its own
                 jobs.record_failure(records, job, reason)
             raise RunError(reason, job) from None
         return job

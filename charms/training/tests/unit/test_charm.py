@@ -93,6 +93,24 @@ def test_a_second_job_gets_the_next_free_gpu_and_a_third_fails(ctx, machine: Mac
         raise AssertionError("a third job found a GPU")
 
 
+def test_a_run_systemd_does_not_start_fails_the_action_and_frees_its_gpu(ctx, machine: Machine):
+    machine.give_gpus("NVIDIA A100")
+    (machine.state / "systemctl-fails").write_text("start\n")
+    try:
+        ctx.run(ctx.on.action("train", params={"spec": "image-svc"}), _related())
+    except testing.ActionFailed as failure:
+        assert "systemd did not start" in failure.message
+    else:
+        raise AssertionError("train reported a run systemd did not start")
+    ctx.run(ctx.on.action("list-jobs"), _related())
+    assert ctx.action_results is not None
+    (listed,) = json.loads(ctx.action_results["jobs"])
+    assert listed["state"] == "failed" and "systemd did not start" in listed["error"]
+    (machine.state / "systemctl-fails").unlink()
+    ctx.run(ctx.on.action("train", params={"spec": "image-svc"}), _related())
+    assert ctx.action_results is not None and ctx.action_results["gpus"] == "0"
+
+
 def test_an_ended_error_analysis_offers_its_batch_once(ctx, machine: Machine):
     relabel = testing.Relation("mlops-relabel", remote_app_name="labelling-k8s")
     state = _related()
