@@ -40,7 +40,8 @@ if tool == "systemctl":
     if words[0] in ("start", "restart"):
         (units / words[1]).touch()
     if words[0] == "stop":
-        (units / words[1]).unlink(missing_ok=True)
+        for unit in words[1:]:
+            (units / unit).unlink(missing_ok=True)
     sys.exit(0)
 if tool == "nvidia-smi":
     gpus = state / "gpus.csv"

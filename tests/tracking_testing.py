@@ -313,6 +313,7 @@ class FakeMLflow:
     # (base URL, username, password) of every client the charm made.
     clients: list[tuple[str, str, str]] = field(default_factory=list)
     failures: dict[str, RESTError] = field(default_factory=dict)
+    sender: str | None = None  # the user of the request being answered
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self):
@@ -387,6 +388,7 @@ class FakeMLflow:
         handler = getattr(self, "_" + endpoint.replace("/", "_").replace("-", "_"))
         try:
             self._authenticate_admin(*credentials)
+            self.sender = credentials[0]
             return handler(params)
         except _HandlerError as refusal:
             raise refusal.rest_error() from None
@@ -444,6 +446,9 @@ class FakeMLflow:
     def _users_update_password(self, params: dict) -> dict:
         user = self._user(params)
         password = self._param(params, "password")
+        if user["username"] == self.sender and params.get("current_password") != user["password"]:
+            # MLflow 3.17: a user changing its own password proves it knows the current one.
+            raise _invalid("Current password is required when changing your own password.")
         self._validate_password(password)
         user["password"] = password
         return {}

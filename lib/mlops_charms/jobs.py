@@ -355,9 +355,17 @@ class JobRunner(SlotRunner):
         # Run the command, mark it unreported, record its end, tell the charm. The mark comes
         # first: whoever sees the end (an action waiting on it) sees the mark too, and can
         # clear it. The wrapper itself always succeeds: Pebble neither restarts nor reports it.
+        # The service's output, which Pebble forwards (mlops_charms.log_forwarding), is the
+        # job's start, its log (stderr, kept in its file too) and its end; its result (stdout)
+        # goes to its file only. sh has no pipefail: the exit code crosses the pipe in a file.
         script = (
-            'dir="$1"; shift; . "$dir/env" && "$@" >"$dir/stdout" 2>"$dir/stderr"; code=$?; '
-            f'id=$(basename "$dir"); : >"$(dirname "$dir")/{UNREPORTED}/$id"; '
+            'dir="$1"; shift; id=$(basename "$dir"); '
+            f'echo "job $id" {shlex.quote(f"({spec.kind}): started")}; '
+            '{ . "$dir/env" && "$@" 2>&1 >"$dir/stdout"; echo $? >"$dir/code"; } '
+            # No code: the command's shell was killed (or the env would not source).
+            '| tee "$dir/stderr"; code=$(cat "$dir/code" 2>/dev/null) || code=1; '
+            'rm -f "$dir/code"; echo "job $id: ended, exit code $code"; '
+            f': >"$(dirname "$dir")/{UNREPORTED}/$id"; '
             'echo "$code $(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$dir/exit.new" '
             '&& mv "$dir/exit.new" "$dir/exit"; '
             f'{notify} "job=$id" >/dev/null 2>&1; exit 0'

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
-from mlops_charms import workload
+from mlops_charms import rotation, workload
+from mlops_charms.backup import BackupPlan
 from mlops_charms.rest import JSONClient, RESTError
 
 SERVICE = "label-studio"
+METRICS_SERVICE = "label-studio-metrics"
 ADMIN_USERNAME = "admin@labelling.mlops.invalid"
 
 
@@ -63,6 +66,7 @@ class ServerSettings:
     secret_key: str = field(repr=False)
     processes: int = 1
     threads: int = 4
+    metrics_port: int = 9103
     database: PostgreSQLDatabase | None = None
     bind_address: str = "0.0.0.0"  # noqa: S104 - reached through the pod's service or the host
     binaries: Binaries = field(default_factory=lambda: ROCK)
@@ -88,6 +92,20 @@ class ServerSettings:
     @property
     def local_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def jobs_dir(self) -> str:
+        return f"{self.data_dir}/jobs"
+
+    @property
+    def agreement_path(self) -> str:
+        """Each project's last measure of agreement (``mlops_charms.agreement``)."""
+        return f"{self.data_dir}/agreement.json"
+
+    @property
+    def agreement_gate_path(self) -> str:
+        """The export gate's threshold (empty: no gate), written for the metrics exporter."""
+        return f"{self.data_dir}/agreement-gate"
 
     @property
     def health_url(self) -> str:
@@ -214,6 +232,85 @@ def files(
     return rendered
 
 
+# Read only by ``label-studio init`` to create the admin (it leaves an existing one as it is):
+# rotated through ``set_admin_credentials_command``, they are written without a restart.
+READ_ONLY_TO_BOOTSTRAP = ("LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN")
+
+
+def restart_needed(before: Mapping[str, str | None], after: Mapping[str, str]) -> bool:
+    """Whether the server must restart to read the files ``after`` over ``before``."""
+    return rotation.restart_needed(before, after, read_only_to_bootstrap=READ_ONLY_TO_BOOTSTRAP)
+
+
+# Run by Label Studio's interpreter in its Django project: the admin's password and legacy
+# token become those of the environment (no secret on the command line). The token table is
+# read on every request, so the old token is refused from the next one on.
+_SET_ADMIN_CREDENTIALS = """\
+import os
+
+import django
+
+django.setup()
+from rest_framework.authtoken.models import Token
+from users.models import User
+
+user = User.objects.get(email=os.environ["MLOPS_ADMIN_USERNAME"])
+user.set_password(os.environ["MLOPS_ADMIN_PASSWORD"])
+user.save()
+Token.objects.filter(user=user).delete()
+Token.objects.create(user=user, key=os.environ["MLOPS_ADMIN_TOKEN"])
+"""
+
+
+def set_admin_credentials_command(settings: ServerSettings) -> list[str]:
+    """The command that gives the admin ``settings``' password and token, in the database.
+
+    Run in ``settings.binaries.app_dir`` with ``set_admin_credentials_environment``, as the
+    user the server runs as, while the server runs (a few seconds: Django starts).
+    """
+    python = str(PurePosixPath(settings.binaries.label_studio).parent / "python")
+    return [python, "-c", _SET_ADMIN_CREDENTIALS]
+
+
+def set_admin_credentials_environment(settings: ServerSettings) -> dict[str, str]:
+    """The environment of ``set_admin_credentials_command``: the server's, and the secrets."""
+    environment_ = {
+        **environment(settings),
+        "SECRET_KEY": settings.secret_key,
+        "MLOPS_ADMIN_USERNAME": ADMIN_USERNAME,
+        "MLOPS_ADMIN_PASSWORD": settings.admin_password,
+        "MLOPS_ADMIN_TOKEN": settings.admin_token,
+    }
+    if settings.database:
+        environment_["POSTGRE_PASSWORD"] = settings.database.password
+    return environment_
+
+
+def metrics_exporter_command(settings: ServerSettings) -> list[str]:
+    """The metrics exporter's command (``mlops-workload metrics labelling``).
+
+    It reads Label Studio's counts with the admin's token, from ``LABEL_STUDIO_USER_TOKEN``
+    in ``secrets.env``: a substrate runs it with that file sourced, as the server.
+    """
+    return [
+        settings.binaries.mlops_workload,
+        "metrics",
+        "labelling",
+        "--port",
+        str(settings.metrics_port),
+        "--data-dir",
+        settings.data_dir,
+        "--jobs-dir",
+        settings.jobs_dir,
+        "--label-studio-url",
+        settings.local_url,
+        "--agreement-file",
+        settings.agreement_path,
+        "--gate-threshold-file",
+        settings.agreement_gate_path,
+    ]
+
+
 def is_healthy(settings: ServerSettings, timeout: float = 5.0) -> bool:
     """Whether Label Studio's ``/health`` answers OK."""
     return JSONClient(settings.local_url, {}, service="Label Studio", timeout=timeout).is_healthy()
@@ -322,3 +419,86 @@ def workload_environment(
 def labelling_command(settings: ServerSettings, command: str, *args: str) -> list[str]:
     """The ``mlops-workload labelling <command>`` command line the charm execs."""
     return [settings.binaries.mlops_workload, "labelling", command, *args]
+
+
+# --- backups ---------------------------------------------------------------------------------
+
+BACKUP_SERVICE = "labelling"
+DATABASE_FILE = "label_studio.sqlite3"  # Label Studio's SQLite database in its data folder
+MEDIA_DIR = "media"  # its uploads and exports (MEDIA_ROOT)
+
+
+def backup_plan(settings: ServerSettings) -> BackupPlan:
+    """What a backup of Label Studio holds (``mlops_charms.backup``); kept on the storage.
+
+    The SQLite database (copied consistently while Label Studio runs) unless PostgreSQL holds
+    the data, Label Studio's media (uploads, exports), the imported versions' media the server
+    serves, and the stack's agreement record. Left out: the secrets (the charm writes them
+    again), the registry's working clone (cloned again on the next import) and the jobs.
+    """
+    data_dir = settings.data_dir
+    members = [
+        f"{MEDIA_DIR}:optional",
+        f"{settings.media_root.removeprefix(data_dir + '/')}:optional",
+        "agreement.json:optional",
+    ]
+    excluded = [
+        "secrets: rendered by the charm from its secrets",
+        "registry-workspace, jobs: derived or transient",
+    ]
+    if settings.database is None:
+        members.insert(0, f"{DATABASE_FILE}:sqlite,optional")
+    else:
+        excluded.append(
+            f"the PostgreSQL database {settings.database.name} on {settings.database.host}: "
+            "back it up with its own charm"
+        )
+    backups_dir = f"{data_dir}/backups"
+    return BackupPlan(
+        service=BACKUP_SERVICE,
+        root=data_dir,
+        members=tuple(members),
+        backups_dir=backups_dir,
+        destination=backups_dir,
+        excluded=tuple(excluded),
+        reset=(settings.workspace_path.removeprefix(data_dir + "/"),),
+    )
+
+
+# Run after a restore by Label Studio's own Python: migrate a database from an older release,
+# then give the admin this deployment's password and API token (a restored database has the
+# admin of the deployment that made the backup; ``label-studio init`` leaves an existing
+# admin as it is). Reads everything from the environment; prints nothing secret.
+_ADOPT_ADMIN = """\
+import os
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", interactive=False, verbosity=0)
+from rest_framework.authtoken.models import Token
+from users.models import User
+admin = User.objects.filter(email=os.environ["LABEL_STUDIO_USERNAME"]).first()
+if admin is not None:
+    admin.set_password(os.environ["LABEL_STUDIO_PASSWORD"])
+    admin.save()
+    Token.objects.filter(user=admin).update(key=os.environ["LABEL_STUDIO_USER_TOKEN"])
+print("admin adopted" if admin is not None else "no admin in the restored database")
+"""
+
+
+def restore_steps(settings: ServerSettings) -> tuple[tuple[list[str], str], ...]:
+    """What a restore job runs after the swap: migrations, this deployment's admin."""
+    python = settings.binaries.label_studio.rsplit("/", 1)[0] + "/python"
+    return (([python, "-c", _ADOPT_ADMIN], settings.binaries.app_dir),)
+
+
+def restore_environment(settings: ServerSettings) -> dict[str, str]:
+    """The restore job's environment (private: the job's env file): Label Studio's own."""
+    secret_env = {
+        "LABEL_STUDIO_PASSWORD": settings.admin_password,
+        "LABEL_STUDIO_USER_TOKEN": settings.admin_token,
+        "SECRET_KEY": settings.secret_key,
+    }
+    if settings.database:
+        secret_env["POSTGRE_PASSWORD"] = settings.database.password
+    return {**environment(settings), **secret_env, "HOME": settings.data_dir}

@@ -23,12 +23,27 @@ import abc
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import ops
 
-from mlops_charms import agreement, approach, databags, jobs, label_studio, secrets, sidecar
+from mlops_charms import (
+    agreement,
+    approach,
+    backup,
+    charm_tracing,
+    databags,
+    jobs,
+    label_studio,
+    labelling_observability,
+    observability,
+    pebble,
+    rotation,
+    secrets,
+    sidecar,
+)
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData, DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job, JobSpec, SlotRunner
@@ -41,6 +56,7 @@ from mlops_charms.label_studio import (
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
 from mlops_charms.rest import RESTError
+from mlops_charms.workload_exec import WorkloadError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +77,7 @@ class LabellingConfig:
     """The charm's config options, validated."""
 
     port: int = 8080
+    metrics_port: int = 9103
     workers: int = 1
     overlap: int = 1
     consistency_threshold: float = 0.5
@@ -69,6 +86,7 @@ class LabellingConfig:
     def __post_init__(self):
         if not 1024 <= self.port <= 65535:
             raise ValueError("port: must be between 1024 and 65535")
+        observability.check_metrics_port(self.metrics_port, (self.port,), "port")
         if not 1 <= self.workers <= 16:
             raise ValueError("workers: must be between 1 and 16")
         if not 1 <= self.overlap <= 10:
@@ -181,6 +199,7 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="label_studio")
         for event in (
             self.on[DATASET_ENDPOINT].relation_created,
@@ -190,6 +209,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             *approach.relation_events(self),
             self.on.secret_changed,
             *self.database.events,
+            self.on[observability.METRICS_ENDPOINT].relation_joined,
+            self.on[observability.DASHBOARD_ENDPOINT].relation_joined,
         ):
             framework.observe(event, self._reconcile)
         # Kept: the framework holds its observers weakly.
@@ -200,6 +221,10 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         framework.observe(self.on.export_annotations_action, self._on_export_annotations)
         framework.observe(self.on.consistency_report_action, self._on_consistency_report)
         framework.observe(self.on.list_jobs_action, self._on_list_jobs)
+        framework.observe(self.on.create_backup_action, self._on_create_backup)
+        framework.observe(self.on.list_backups_action, self._on_list_backups)
+        framework.observe(self.on.restore_action, self._on_restore)
+        framework.observe(self.on.rotate_credentials_action, self._on_rotate_credentials)
         self._healthy: bool | None = None  # asked once per hook
 
     # --- the substrate: what a subclass says ------------------------------------------------
@@ -238,6 +263,12 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
     @abc.abstractmethod
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the server's files and run it with ``settings``, changing only what differs."""
+
+    @abc.abstractmethod
+    def _run_command(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> None:
+        """Run a short command where Label Studio runs, as its user; ``WorkloadError``: why not."""
 
     @abc.abstractmethod
     def _stop_server(self, settings: ServerSettings) -> None:
@@ -298,6 +329,7 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         return ServerSettings(
             data_dir=self._data_dir,
             port=config.port,
+            metrics_port=config.metrics_port,
             processes=config.workers,
             admin_password=server_secret["admin-password"],
             admin_token=server_secret["admin-token"],
@@ -380,7 +412,14 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         if self._config_problem() or not self._prepare_substrate():
             return None
         config = self._config()
-        self.unit.set_ports(config.port)
+        self.unit.set_ports(config.port, config.metrics_port)
+        observability.publish(
+            self,
+            port=config.metrics_port,
+            job_name=labelling_observability.JOB_NAME,
+            alert_rules=labelling_observability.ALERT_RULES,
+            dashboards=labelling_observability.DASHBOARDS,
+        )
         server_secret = self._server_secret()
         if server_secret is None or self.database.status():
             # Keep the server on its current database until the new one is complete.
@@ -390,7 +429,10 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             # Behind one address, this unit would serve another database: it must not.
             self._stop_server(settings)
             return None
+        if backup.restoring(self._jobs()) is not None:
+            return None  # the server stays stopped: the restore's end wakes the charm again
         self._run_server(settings)
+        self._record_gate(settings)
         runner = self._jobs()
         for job in runner.unreported():
             if job.kind == "relabel" and not self.unit.is_leader():
@@ -398,6 +440,16 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             self._act_on(job)
             self._mark_reported(runner, job)
         return settings
+
+    def _record_gate(self, settings: ServerSettings) -> None:
+        """Leave the export gate where the metrics exporter reads it (a file, no restart)."""
+        threshold = self._policy().agreement_threshold
+        pebble.push_if_changed(
+            self._storage_files(),
+            settings.agreement_gate_path,
+            "" if threshold is None else str(threshold),
+            permissions=0o644,
+        )
 
     def _mark_reported(self, runner: SlotRunner, job: Job) -> None:
         runner.mark_reported(job)
@@ -620,10 +672,19 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         scale_out = self._scale_out_problem()
         if scale_out:
             event.add_status(ops.BlockedStatus(scale_out))
-        settings = self._settings(self._config(), server_secret)
-        if not self._is_healthy(settings):
-            event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
+        self._add_server_status(event, server_secret)
         event.add_status(ops.ActiveStatus(self._active_message(registry)))
+
+    def _add_server_status(
+        self, event: ops.CollectStatusEvent, server_secret: dict[str, str]
+    ) -> None:
+        """A restore in progress (Label Studio stopped), or Label Studio not answering yet."""
+        restoring = self._restoring()
+        if restoring is not None:
+            event.add_status(ops.MaintenanceStatus(f"restoring {restoring}"))
+            return
+        if not self._is_healthy(self._settings(self._config(), server_secret)):
+            event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
 
     def _active_message(self, registry: RegistryAnswer) -> str:
         clauses = [f"serving at {self._internal_url}"]
@@ -788,6 +849,95 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         )
         self._run_action_job(event, spec, wait=params.wait)
 
+    # --- backups: the database, the media --------------------------------------------------
+
+    def _restoring(self) -> str | None:
+        """The backup a running job restores now, or None (also when the jobs are unreadable)."""
+        if self._substrate_unready():
+            return None
+        try:
+            return backup.restoring(self._jobs())
+        except (ops.pebble.Error, ops.ModelError, OSError):
+            return None
+
+    def _backup_settings(self, event: ops.ActionEvent) -> ServerSettings | None:
+        """Settings for a backup action (the leader's; Label Studio need not be healthy)."""
+        config_problem = self._config_problem()
+        if config_problem:
+            event.fail(f"cannot run while blocked: {config_problem}")
+            return None
+        unready = self._substrate_unready()
+        if unready:
+            event.fail(unready)
+            return None
+        if not self.unit.is_leader():
+            event.fail("run the action on the leader unit")
+            return None
+        server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
+        if server_secret is None:
+            return None
+        return self._settings(self._config(), server_secret)
+
+    def _listed_backups(self, settings: ServerSettings) -> dict:
+        """The backups on the storage (their manifests: a few file reads)."""
+        plan = label_studio.backup_plan(settings)
+        return backup.list_on_storage(self._storage_files(), plan.destination)
+
+    def _on_create_backup(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(backup.CreateBackupParams, errors="fail")
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        spec = backup.create_job(
+            settings.binaries.mlops_workload,
+            label_studio.backup_plan(settings),
+            app=self.app.name,
+            unit=self.unit.name,
+            environment={"HOME": settings.data_dir},
+        )
+        runner = self._jobs()
+        backup.create_for_action(
+            event,
+            runner,
+            spec,
+            wait=params.wait,
+            timeout=ACTION_WAIT,
+            # Reported here, to the action.
+            act_on_ended=lambda job: self._mark_reported(runner, job),
+        )
+
+    def _on_list_backups(self, event: ops.ActionEvent) -> None:
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        event.set_results(backup.listed_results(self._listed_backups(settings)))
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        """Stop Label Studio, restore in a job; the job's end (a reconcile) starts it again."""
+        params = event.load_params(backup.RestoreParams, errors="fail")
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        plan = label_studio.backup_plan(settings)
+        backup.restore_for_action(
+            event,
+            self._jobs(),
+            backup_id=params.backup_id,
+            destination=plan.destination,
+            listed=lambda: self._listed_backups(settings),
+            stop_servers=lambda: self._stop_server(settings),
+            spec=backup.restore_job(
+                settings.binaries.mlops_workload,
+                plan,
+                params.backup_id,
+                environment=label_studio.restore_environment(settings),
+                after=label_studio.restore_steps(settings),
+            ),
+            wait=params.wait,
+            timeout=ACTION_WAIT,
+            serve_again=self._reconcile_workload,
+        )
+
     def _on_list_jobs(self, event: ops.ActionEvent) -> None:
         unready = self._substrate_unready()
         if unready:
@@ -797,6 +947,79 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         measures = self._agreement().load()
         if measures:
             event.set_results({"agreement": json.dumps(agreement.shown(measures))})
+
+    def _on_rotate_credentials(self, event: ops.ActionEvent) -> None:
+        """A new admin password and API token (leader); labelling grants no consumer any.
+
+        Label Studio's database gets them first (a short command in its Django project; the
+        server keeps running), then ``secrets.env`` (read only by ``label-studio init`` to
+        create the admin: no restart), then the secret's new revision.
+        """
+        if not rotation.leader_or_fail(self, event):
+            return
+        params = event.load_params(rotation.RotateCredentialsParams, errors="fail")
+        current = self._rotatable_admin_secret(event, params)
+        if current is None:
+            return
+        new = {
+            **current,
+            "admin-password": secrets.generate_password(),
+            "admin-token": secrets.generate_password(40),
+        }
+        changes = [rotation.Change(rotation.ADMIN, SERVER_SECRET, current, new)]
+        config = self._config()
+
+        def set_admin(content: dict[str, str]) -> ServerSettings:
+            rotated = self._settings(config, content)
+            self._run_command(
+                label_studio.set_admin_credentials_command(rotated),
+                what="setting the admin's credentials",
+                environment=label_studio.set_admin_credentials_environment(rotated),
+                working_dir=rotated.binaries.app_dir,
+            )
+            return rotated
+
+        def apply(contents: Mapping[str, dict[str, str]]) -> None:
+            content = contents[SERVER_SECRET]
+            try:
+                rotated = set_admin(content)
+            except (WorkloadError, ops.pebble.Error, OSError) as error:
+                raise rotation.RotationError(
+                    f"admin: Label Studio did not take the new credentials: {error}"
+                ) from None
+            try:
+                self._run_server(rotated)  # secrets.env follows, no restart
+            except (ops.pebble.Error, OSError) as error:
+                set_admin(current if content is new else new)  # back as it was
+                raise rotation.RotationError(f"admin: secrets.env not written: {error}") from None
+
+        if not params.admin:
+            changes = []  # nothing but the admin's to rotate
+
+        rotation.run_action(event, lambda: rotation.rotate(self.model, changes, apply=apply))
+
+    def _rotatable_admin_secret(
+        self, event: ops.ActionEvent, params: rotation.RotateCredentialsParams
+    ) -> dict[str, str] | None:
+        """The admin secret, if Label Studio can take new credentials now; else fail ``event``."""
+        try:
+            rotation.consumers((), params)  # no consumer holds Label Studio credentials
+        except rotation.RotationError as error:
+            event.fail(str(error))
+            return None
+        if self._ready_settings(event) is None:
+            return None
+        if not self._prepare_substrate():
+            event.fail("Label Studio's substrate is not ready: check `juju status`")
+            return None
+        job = self._jobs().current()
+        if job is not None:
+            event.fail(f"job {job.id} ({job.kind}) uses the admin token: rotate once it ended")
+            return None
+        current = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if current is None:
+            event.fail("the admin secret cannot be read now: try again")
+        return current
 
 
 def _batch_is_complete(batch: RelabelBatch) -> bool:

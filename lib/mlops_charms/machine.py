@@ -21,7 +21,7 @@ import ops
 from charmhelpers.core import host
 from charmhelpers.fetch import apt_install
 
-from mlops_charms import systemd
+from mlops_charms import cos_agent, systemd
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,11 @@ def check_pip_index_url(url: str) -> None:
 
 
 def workload_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
-    """The events after which a machine charm reconciles its workload (install and service)."""
+    """The events after which a machine charm reconciles its workload (install and service).
+
+    With a ``cos-agent`` endpoint, its agent's arrival too: the reconcile publishes to it.
+    """
+    cos = charm.meta.relations.get(cos_agent.ENDPOINT)
     return (
         charm.on.install,
         charm.on.upgrade_charm,
@@ -43,6 +47,7 @@ def workload_events(charm: ops.CharmBase) -> tuple[ops.BoundEvent, ...]:
         charm.on.start,
         charm.on.update_status,
         charm.on.leader_elected,
+        *((charm.on[cos_agent.ENDPOINT].relation_joined,) if cos else ()),
     )
 
 

@@ -21,7 +21,7 @@ import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from mlops_charms import workload
+from mlops_charms import mlflow_schema, rotation, workload
 from mlops_charms.rest import JSONClient, RESTError
 
 # The tag that says which consumer application an experiment was created for.
@@ -80,6 +80,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     database: PostgreSQLBackend | None = None
     artifacts: S3Artifacts | None = None
+    # The leader migrates the tracking store before its server starts (mlflow_schema).
+    upgrade_schema: bool = False
 
     @property
     def metrics_dir(self) -> str:
@@ -150,6 +152,17 @@ def server_command(settings: ServerSettings, program: str = "mlflow") -> list[st
         "--expose-prometheus",
         settings.metrics_dir,
     ]
+
+
+def start_steps(settings: ServerSettings, python: str = "python3") -> list[list[str]]:
+    """What runs, in order, before each start of the server; ``python``: MLflow's interpreter.
+
+    The metrics folder is emptied; the leader migrates the tracking store (``mlflow_schema``).
+    """
+    steps = [reset_metrics_command(settings)]
+    if settings.upgrade_schema:
+        steps.append(mlflow_schema.command(settings, python))
+    return steps
 
 
 def reset_metrics_command(settings: ServerSettings) -> list[str]:
@@ -293,12 +306,23 @@ def files(
         settings.auth_config_path: auth_config,
         settings.secrets_env_path: render_secrets(secret_env),
         settings.metrics_exporter_path: METRICS_EXPORTER,
+        mlflow_schema.script_path(settings.data_dir): mlflow_schema.SCHEMA_UPGRADE,
     }
     if settings.database and settings.database.ca:
         rendered[settings.postgresql_ca_path] = settings.database.ca
     if settings.artifacts and settings.artifacts.ca_chain:
         rendered[settings.s3_ca_path] = settings.artifacts.ca_chain
     return rendered
+
+
+# Read by MLflow only to create the admin user (its first start): a new value (rotate-credentials
+# changes the password through the API first) is written without a restart.
+READ_ONLY_TO_BOOTSTRAP = ("MLFLOW_AUTH_ADMIN_PASSWORD",)
+
+
+def restart_needed(before: Mapping[str, str | None], after: Mapping[str, str]) -> bool:
+    """Whether the server must restart to read the files ``after`` over ``before``."""
+    return rotation.restart_needed(before, after, read_only_to_bootstrap=READ_ONLY_TO_BOOTSTRAP)
 
 
 class MLflowAPI:
@@ -328,12 +352,18 @@ class MLflowAPI:
             "POST", "/api/2.0/mlflow/users/create", {"username": username, "password": password}
         )
 
-    def update_password(self, username: str, password: str) -> None:
-        self._call(
-            "PATCH",
-            "/api/2.0/mlflow/users/update-password",
-            {"username": username, "password": password},
-        )
+    def update_password(
+        self, username: str, password: str, *, current_password: str | None = None
+    ) -> None:
+        """Set ``username``'s password; ``current_password``: when it is this client's own user.
+
+        MLflow 3.17 asks a user changing its own password for the current one, as an admin
+        changing another's does not.
+        """
+        body = {"username": username, "password": password}
+        if current_password is not None:
+            body["current_password"] = current_password
+        self._call("PATCH", "/api/2.0/mlflow/users/update-password", body)
 
     def set_admin(self, username: str, is_admin: bool) -> None:
         self._call(

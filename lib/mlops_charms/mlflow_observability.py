@@ -12,6 +12,7 @@ application that published them.
 
 from __future__ import annotations
 
+from mlops_charms import observability
 from mlops_charms.mlflow import STORAGE_AVAILABLE_METRIC, STORAGE_SIZE_METRIC, UP_METRIC
 
 JOB_NAME = "mlflow"
@@ -74,9 +75,7 @@ ALERT_RULES: list[dict[str, object]] = [
     }
 ]
 
-_SELECTOR = (
-    'juju_model=~"$juju_model",juju_application=~"$juju_application",juju_unit=~"$juju_unit"'
-)
+_SELECTOR = observability.SELECTOR
 
 
 def _latency(quantile: float) -> tuple[str, str]:
@@ -87,7 +86,7 @@ def _latency(quantile: float) -> tuple[str, str]:
     return expr, f"{{{{juju_unit}}}} p{round(quantile * 100)}"
 
 
-_PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
+_PANELS: list[observability.Panel] = [
     # (title, unit, [(expression, legend), ...])
     ("MLflow up", "none", [(f"{UP_METRIC}{{{_SELECTOR}}}", "{{juju_unit}}")]),
     (
@@ -124,29 +123,6 @@ _PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ),
 ]
 
-DASHBOARD: dict[str, object] = {
-    "title": "MLflow Tracking Server",
-    "uid": "mlops-mlflow-tracking",
-    "tags": ["mlops", "mlflow"],
-    "schemaVersion": 39,
-    "time": {"from": "now-6h", "to": "now"},
-    "refresh": "1m",
-    # Grafana's side adds the data source and Juju topology variables.
-    "templating": {"list": []},
-    "panels": [
-        {
-            "id": index + 1,
-            "type": "timeseries",
-            "title": title,
-            "datasource": {"type": "prometheus", "uid": "${prometheusds}"},
-            # Two panels a row, each half the width.
-            "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
-            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-            "targets": [
-                {"refId": chr(ord("A") + number), "expr": expr, "legendFormat": legend}
-                for number, (expr, legend) in enumerate(targets)
-            ],
-        }
-        for index, (title, unit, targets) in enumerate(_PANELS)
-    ],
-}
+DASHBOARD: dict[str, object] = observability.dashboard(
+    "MLflow Tracking Server", "mlops-mlflow-tracking", ["mlops", "mlflow"], _PANELS
+)

@@ -17,6 +17,9 @@ the remote's objects.
   gets S3's ``AccessDenied``. Both serve the unit's storage, or an external bucket (the
   ``s3`` relation) through rclone, so no consumer ever holds the external bucket's keys and
   the remote consumers use never changes when the objects move.
+- A metrics exporter (``mlops-workload metrics registry``) runs beside them on ``metrics-port``:
+  Apache's ``mod_status`` (loopback only), each rclone server's own metrics (a unix socket),
+  the versions, sizes, storage and jobs (``mlops_charms.registry_observability``).
 - A git ``post-receive`` hook tells the charm when tags are pushed (``settings.notify``: a
   Pebble notice on Kubernetes, a systemd path unit on a machine); the charm validates the new
   versions in a job.
@@ -33,11 +36,13 @@ import shlex
 from dataclasses import asdict, dataclass, field
 
 from mlops_charms import workload
+from mlops_charms.backup import BackupPlan, s3_destination
 from mlops_charms.jobs import JobSpec
 
 GIT_SERVICE = "git-http"
 S3_SERVICE = "s3"
 S3_READ_ONLY_SERVICE = "s3-read-only"
+METRICS_SERVICE = "metrics"
 NOTICE_KEY = "mlops-stack.dev/registry/tags-pushed"
 REPOSITORY_NAME = "registry.git"
 REMOTE_NAME = "storage"
@@ -51,6 +56,7 @@ NO_ANALYTICS = {"DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "1"}
 _APACHE_MODULES = (
     ("mpm_prefork_module", "mod_mpm_prefork.so"),
     ("authz_core_module", "mod_authz_core.so"),
+    ("authz_host_module", "mod_authz_host.so"),
     ("authz_user_module", "mod_authz_user.so"),
     ("authz_groupfile_module", "mod_authz_groupfile.so"),
     ("authn_core_module", "mod_authn_core.so"),
@@ -63,6 +69,7 @@ _APACHE_MODULES = (
     ("rewrite_module", "mod_rewrite.so"),
     ("proxy_module", "mod_proxy.so"),
     ("proxy_http_module", "mod_proxy_http.so"),
+    ("status_module", "mod_status.so"),
 )
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _ACCESS_DENIED = """<?xml version="1.0" encoding="UTF-8"?>
@@ -158,6 +165,7 @@ class RegistrySettings:
     users: tuple[Credential, ...]
     git_port: int = 8080
     s3_port: int = 9000
+    metrics_port: int = 9102
     bind_address: str = ""
     # The bucket the services serve now; None: the unit's storage.
     backend: ExternalBucket | None = None
@@ -205,6 +213,11 @@ class RegistrySettings:
         return f"{self.state_dir}/jobs"
 
     @property
+    def backups_dir(self) -> str:
+        """Backups kept on the unit's storage (when the DVC remote is not a bucket)."""
+        return f"{self.state_dir}/backups"
+
+    @property
     def home_dir(self) -> str:
         return f"{self.state_dir}/home"
 
@@ -225,7 +238,17 @@ class RegistrySettings:
             f"{self.state_dir}/workspace",
             self.jobs_dir,
             self.home_dir,
+            self.backups_dir,
         )
+
+    @property
+    def pinned_version_path(self) -> str:
+        """The pinned version (empty: none), written by the leader for the metrics exporter."""
+        return f"{self.conf_dir}/pinned-version"
+
+    def rclone_metrics_socket(self, read_only: bool) -> str:
+        """Where an S3 server serves rclone's own metrics (a unix socket: no port to own)."""
+        return f"{self.run_dir}/rclone-{'ro' if read_only else 'rw'}.metrics.sock"
 
     @property
     def git_url(self) -> str:
@@ -331,6 +354,13 @@ DocumentRoot {conf}/htdocs
 Alias /healthz {conf}/htdocs/healthz
 <Location /healthz>
     Require all granted
+</Location>
+
+# Apache's counters for the metrics exporter, which runs next to it: loopback only.
+ExtendedStatus On
+<Location /server-status>
+    SetHandler server-status
+    Require ip 127.0.0.1 ::1
 </Location>
 
 SetEnv GIT_PROJECT_ROOT {settings.state_dir}/git
@@ -520,17 +550,52 @@ def _rclone_command(settings: RegistrySettings, *, read_only: bool) -> tuple[str
         "1s",
         "--log-level",
         "NOTICE",
+        "--metrics-addr",
+        f"unix://{settings.rclone_metrics_socket(read_only)}",
     ]
     if read_only:
         args.append("--read-only")
     keys = "$RCLONE_READ_ONLY_AUTH_KEY" if read_only else "$RCLONE_AUTH_KEY"
     env = shlex.quote(f"{settings.conf_dir}/s3.env")
-    launch = f". {env} && RCLONE_AUTH_KEY={keys} exec {shlex.join(args)}"
+    # rclone refuses to start while its last run's metrics socket is still there.
+    stale = shlex.quote(settings.rclone_metrics_socket(read_only))
+    launch = f". {env} && rm -f -- {stale} && RCLONE_AUTH_KEY={keys} exec {shlex.join(args)}"
     return ("/bin/sh", "-c", launch)
 
 
+def metrics_exporter_command(settings: RegistrySettings) -> tuple[str, ...]:
+    """The metrics exporter's command (``mlops-workload metrics registry``): no secrets."""
+    command = [
+        settings.binaries.mlops_workload,
+        "metrics",
+        "registry",
+        "--port",
+        str(settings.metrics_port),
+        "--state-dir",
+        settings.state_dir,
+        "--repository",
+        settings.repository_path,
+        "--objects-dir",
+        f"{settings.s3_root}/{DVC_BUCKET}",
+        "--health-url",
+        f"http://127.0.0.1:{settings.git_port}/healthz",
+        "--status-url",
+        f"http://127.0.0.1:{settings.git_port}/server-status?auto",
+        "--rclone-socket",
+        f"read-write={settings.rclone_metrics_socket(read_only=False)}",
+        "--rclone-socket",
+        f"read-only={settings.rclone_metrics_socket(read_only=True)}",
+        "--pinned-version-file",
+        settings.pinned_version_path,
+    ]
+    return tuple(command)
+
+
 def services(settings: RegistrySettings) -> tuple[Service, ...]:
-    """Apache (git and the S3 front) and the two S3 servers, with how each shows it is ready."""
+    """Apache (git and the S3 front), the two S3 servers and the metrics exporter.
+
+    Each with how it shows it is ready.
+    """
     apache = (settings.binaries.apache, "-f", f"{settings.conf_dir}/httpd.conf", "-DFOREGROUND")
     return (
         Service(
@@ -551,6 +616,12 @@ def services(settings: RegistrySettings) -> tuple[Service, ...]:
             "DVC remote, read-only (rclone serve s3)",
             _rclone_command(settings, read_only=True),
             settings.s3_read_port,
+        ),
+        Service(
+            METRICS_SERVICE,
+            "Prometheus metrics of the registry, without auth (mlops-workload metrics)",
+            metrics_exporter_command(settings),
+            settings.metrics_port,
         ),
     )
 
@@ -706,4 +777,59 @@ def move_objects_job(
         params={"to": destination},
         environment=environment,
         working_dir=settings.state_dir,
+    )
+
+
+# --- backups ---------------------------------------------------------------------------------
+
+BACKUP_SERVICE = "data-versioning"
+
+
+def backup_plan(settings: RegistrySettings, app: str) -> BackupPlan:
+    """What a backup of the registry holds and where it goes (``mlops_charms.backup``).
+
+    The bare git repository always; the DVC remote's objects when they are on the unit's
+    storage. With an external bucket the objects stay in it (backed up with the bucket) and
+    the backups go to it, under ``backups/<app>/``. The rendered files (``conf``: they hold
+    keys, and the charm writes them again), the working clone, the jobs and the runtime files
+    are left out. A restore deletes the working clone and the bootstrap's mark: the next
+    reconcile bootstraps again (the hooks and the remote's endpoint of this deployment).
+    """
+    root = settings.state_dir
+    members = [settings.repository_path.removeprefix(root + "/")]
+    excluded = [
+        "conf: rendered by the charm from its config and secrets",
+        "workspace, jobs, run, home: derived or transient",
+    ]
+    if settings.backend is None:
+        members.append(f"{settings.s3_root.removeprefix(root + '/')}/{DVC_BUCKET}")
+        destination, environment = settings.backups_dir, {}
+    else:
+        bucket = settings.backend
+        excluded.append(
+            f"the DVC objects in {bucket.location}: they stay in that bucket, backed up with it"
+        )
+        destination, environment = s3_destination(
+            app,
+            bucket=bucket.bucket,
+            endpoint=bucket.endpoint,
+            region=bucket.region,
+            access_key=bucket.access_key,
+            secret_key=bucket.secret_key,
+            path_style=bucket.path_style,
+            ca_file=settings.ca_file if settings.trusted_ca else None,
+        )
+    return BackupPlan(
+        service=BACKUP_SERVICE,
+        root=root,
+        members=tuple(members),
+        backups_dir=settings.backups_dir,
+        destination=destination,
+        environment=environment,
+        excluded=tuple(excluded),
+        packages=("dvc",),
+        reset=(
+            settings.workspace_path.removeprefix(root + "/"),
+            f"{settings.conf_dir.removeprefix(root + '/')}/bootstrap.done",
+        ),
     )

@@ -24,11 +24,16 @@ import pydantic
 
 from mlops_charms import (
     approach,
+    backup,
+    charm_tracing,
     databags,
     jobs,
+    observability,
     pebble,
     registry,
+    registry_observability,
     registry_state,
+    rotation,
     secrets,
     sidecar,
     workload_exec,
@@ -77,6 +82,7 @@ class RegistryConfig:
     approach: str = ""
     git_port: int = 8080
     s3_port: int = 9000
+    metrics_port: int = 9102
 
     def __post_init__(self):
         if not BUCKET_PATTERN.match(self.bucket):
@@ -88,6 +94,11 @@ class RegistryConfig:
             raise ValueError("s3-port: must be between 1024 and 65533")
         if self.s3_port <= self.git_port <= self.s3_port + 2:
             raise ValueError("git-port: must not be s3-port, s3-port + 1 or s3-port + 2")
+        observability.check_metrics_port(
+            self.metrics_port,
+            (self.git_port, *range(self.s3_port, self.s3_port + 3)),
+            "git-port, s3-port, s3-port + 1 or s3-port + 2",
+        )
         if self.public_host and not is_host(self.public_host):
             raise ValueError("public-host: must be a DNS name or an IP address")
         if self.approach not in APPROACHES:
@@ -198,6 +209,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name=self._requested_bucket())
         self._problem: str | None = None
         # Kept: the framework holds its observers weakly.
@@ -206,6 +218,8 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             self.on[DATASET_ENDPOINT].relation_joined,
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[PEERS].relation_changed,
+            self.on[observability.METRICS_ENDPOINT].relation_joined,
+            self.on[observability.DASHBOARD_ENDPOINT].relation_joined,
             *self.s3.events,
             *approach.relation_events(self),
         ):
@@ -218,6 +232,10 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         framework.observe(self.on.pin_version_action, self._on_pin_version)
         framework.observe(self.on.rollback_action, self._on_rollback)
         framework.observe(self.on.list_jobs_action, self._on_list_jobs)
+        framework.observe(self.on.create_backup_action, self._on_create_backup)
+        framework.observe(self.on.list_backups_action, self._on_list_backups)
+        framework.observe(self.on.restore_action, self._on_restore)
+        framework.observe(self.on.rotate_credentials_action, self._on_rotate_credentials)
 
     # --- the substrate: what a subclass says ------------------------------------------------
 
@@ -277,6 +295,10 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
     @abc.abstractmethod
     def _servers_running(self) -> bool:
         """Whether the git server (Apache) runs."""
+
+    @abc.abstractmethod
+    def _stop_servers(self, settings: RegistrySettings) -> None:
+        """Stop every server of the registry (before a restore swaps their files)."""
 
     def _on_ended_job(self, job: Job) -> None:
         """After the charm acted on ``job``'s end: what the substrate tidies (a unit file)."""
@@ -352,6 +374,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             users=(writer, *(c for c in consumers if c is not None)),
             git_port=config.git_port,
             s3_port=config.s3_port,
+            metrics_port=config.metrics_port,
             service_user=self.service_user,
             service_group=self.service_user,
             binaries=self._binaries,
@@ -383,15 +406,25 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         settings = self._ready_settings()
         if settings is None:
             return
-        self.unit.set_ports(settings.git_port, settings.s3_port)
+        self.unit.set_ports(settings.git_port, settings.s3_port, settings.metrics_port)
+        observability.publish(
+            self,
+            port=settings.metrics_port,
+            job_name=registry_observability.JOB_NAME,
+            alert_rules=registry_observability.ALERT_RULES,
+            dashboards=registry_observability.DASHBOARDS,
+        )
         try:
             if self.unit.is_leader() and self._settle(settings):
                 settings = self._ready_settings() or settings  # another bucket is in use now
+            if backup.restoring(self._jobs()) is not None:
+                return  # the servers stay stopped: the restore's end wakes the charm again
             self._apply(settings)
             if self.unit.is_leader():
                 self._follow_remote(settings, retry=isinstance(event, ops.UpdateStatusEvent))
                 self._follow_versions(settings)
                 self._follow_approach(settings)
+                self._record_pin(settings)
         except jobs.JobBusyError as error:
             logger.info("a job waits for the slot: %s", error)  # started by a later hook
         except (WorkloadError, JobStartError, ops.pebble.Error, OSError) as error:
@@ -561,6 +594,17 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
     def _applied_approach(self) -> AppliedApproach | None:
         return AppliedApproach.from_json(self._peer_value(APPROACH_KEY))
 
+    def _record_pin(self, settings: RegistrySettings) -> None:
+        """Leave the pinned version where the metrics exporter reads it (a file, no restart)."""
+        pebble.push_if_changed(
+            self._files,
+            settings.pinned_version_path,
+            self._peer_value(PINNED_KEY) or "",
+            permissions=0o644,
+            user=self.service_user,
+            group=self.service_user,
+        )
+
     def _follow_approach(self, settings: RegistrySettings) -> None:
         """Apply a new revision of the approach once, then acknowledge it (leader).
 
@@ -696,6 +740,9 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             return
         self._add_registry_status(event)
         self._add_approach_status(event)
+        restoring = self._restoring()
+        if restoring is not None:
+            event.add_status(ops.MaintenanceStatus(f"restoring {restoring}"))
         if not self._servers_running():
             event.add_status(ops.MaintenanceStatus("starting the registry"))
         event.add_status(ops.ActiveStatus(self._active_message()))
@@ -864,6 +911,109 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             event, settings, "rollback", args, shown={"to": params.to}, wait=params.wait
         )
 
+    # --- backups: the repository and the embedded remote's objects -------------------------
+
+    def _restoring(self) -> str | None:
+        """The backup a running job restores now, or None (also when the jobs are unreadable)."""
+        if not self._substrate_ready():
+            return None
+        try:
+            return backup.restoring(self._jobs())
+        except (ops.pebble.Error, ops.ModelError, OSError):
+            return None
+
+    def _backup_settings(self, event: ops.ActionEvent) -> RegistrySettings | None:
+        """Settings for a backup action: ready, leader, the bucket's move settled."""
+        settings = self._action_settings(event)
+        if settings is None:
+            return None
+        try:
+            if self._settle(settings):
+                settings = self._ready_settings() or settings
+        except (WorkloadError, ops.pebble.Error, OSError) as error:
+            event.fail(f"the registry is not ready: {str(error).splitlines()[0]}")
+            return None
+        return settings
+
+    def _on_create_backup(self, event: ops.ActionEvent) -> None:
+        params = event.load_params(backup.CreateBackupParams, errors="fail")
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        spec = backup.create_job(
+            settings.binaries.mlops_workload,
+            registry.backup_plan(settings, self.app.name),
+            app=self.app.name,
+            unit=self.unit.name,
+            environment={"HOME": settings.home_dir},
+        )
+        backup.create_for_action(
+            event,
+            self._jobs(),
+            spec,
+            wait=params.wait,
+            timeout=ACTION_WAIT,
+            act_on_ended=lambda _job: self._act_on_ended_jobs(settings),
+        )
+
+    def _list_backups(self, event: ops.ActionEvent, settings: RegistrySettings) -> dict | None:
+        """``mlops-workload backup list`` (manifests only); None after failing ``event``."""
+        plan = registry.backup_plan(settings, self.app.name)
+        try:
+            return workload_exec.decode_json(
+                self._run(
+                    backup.list_command(settings.binaries.mlops_workload, plan),
+                    what="list-backups",
+                    environment={"HOME": settings.home_dir, **plan.environment},
+                    working_dir=settings.state_dir,
+                ),
+                what="list-backups",
+            )
+        except WorkloadError as error:
+            event.fail(str(error))
+            return None
+
+    def _on_list_backups(self, event: ops.ActionEvent) -> None:
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        result = self._list_backups(event, settings)
+        if result is not None:
+            event.set_results(backup.listed_results(result))
+
+    def _on_restore(self, event: ops.ActionEvent) -> None:
+        """Stop the servers, restore in a job; the job's end (a reconcile) starts them again."""
+        params = event.load_params(backup.RestoreParams, errors="fail")
+        settings = self._backup_settings(event)
+        if settings is None:
+            return
+        plan = registry.backup_plan(settings, self.app.name)
+
+        def serve_again() -> None:
+            try:
+                self._act_on_ended_jobs(settings)
+                self._apply(settings)
+            except (WorkloadError, ops.pebble.Error, OSError) as error:
+                logger.warning("servers not restarted after the restore: %s", error)
+
+        backup.restore_for_action(
+            event,
+            self._jobs(),
+            backup_id=params.backup_id,
+            destination=plan.destination,
+            listed=lambda: self._list_backups(event, settings),
+            stop_servers=lambda: self._stop_servers(settings),
+            spec=backup.restore_job(
+                settings.binaries.mlops_workload,
+                plan,
+                params.backup_id,
+                environment={"HOME": settings.home_dir},
+            ),
+            wait=params.wait,
+            timeout=ACTION_WAIT,
+            serve_again=serve_again,
+        )
+
     def _on_list_jobs(self, event: ops.ActionEvent) -> None:
         if self._action_settings(event) is None:
             return
@@ -935,7 +1085,81 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             return
         self._set_peer_value(PINNED_KEY, params.version or None)
         self._provide_dataset(settings)
+        self._record_pin(settings)
         event.set_results({"pinned": params.version})
+
+    def _on_rotate_credentials(self, event: ops.ActionEvent) -> None:
+        """New git passwords and S3 key pairs for the registry's writer and its consumers.
+
+        All at once: htpasswd (Apache reads it on every request) and s3.env are rewritten
+        first, and the servers restart once, as rclone reads its keys only at start; then
+        each user's secret gets a new revision, which consumers read on ``secret-changed``.
+        """
+        if not rotation.leader_or_fail(self, event):
+            return
+        params = event.load_params(rotation.RotateCredentialsParams, errors="fail")
+        try:
+            relations = rotation.consumers(self.model.relations[DATASET_ENDPOINT], params)
+        except rotation.RotationError as error:
+            event.fail(str(error))
+            return
+        settings = self._action_settings(event)
+        if settings is None:
+            return
+        if not self._servers_running():
+            event.fail("the registry's git server is not running: check `juju status`")
+            return
+        job = self._jobs().current()
+        if job is not None:
+            event.fail(f"job {job.id} ({job.kind}) runs: rotate once it ended")
+            return
+        changes = [
+            rotation.Change(
+                name, label, current, {**current, **_new_credential(current["username"])}
+            )
+            for name, label in self._rotation_labels(params.admin, relations)
+            if (current := secrets.read_app_secret(self.model, label)) is not None
+        ]
+
+        def apply(contents: Mapping[str, dict[str, str]]) -> None:
+            by_user = {content["username"]: content for content in contents.values()}
+            users = tuple(
+                dataclasses.replace(
+                    user,
+                    password=by_user[user.username]["password"],
+                    access_key=by_user[user.username]["access-key"],
+                    secret_key=by_user[user.username]["secret-key"],
+                )
+                if user.username in by_user
+                else user
+                for user in settings.users
+            )
+            try:
+                self._apply(dataclasses.replace(settings, users=users))
+            except (WorkloadError, JobStartError, ops.pebble.Error, OSError) as error:
+                raise rotation.RotationError(
+                    f"the registry did not take the new credentials: {str(error).splitlines()[0]}"
+                ) from None
+
+        rotation.run_action(
+            event,
+            lambda: rotation.rotate(self.model, changes, apply=apply),
+            restarted=lambda: [service.name for service in registry.services(settings)]
+            if changes
+            else [],
+        )
+
+    def _rotation_labels(
+        self, admin: bool, relations: Sequence[ops.Relation]
+    ) -> list[tuple[str, str]]:
+        """(name, secret label) of each credential a rotation covers: the writer's first."""
+        labels = [(rotation.ADMIN, REGISTRY_SECRET)] if admin else []
+        labels += [
+            (relation.app.name, CONSUMER_SECRET.format(relation_id=relation.id))
+            for relation in relations
+            if relation.app is not None
+        ]
+        return labels
 
 
 def _new_credential(username: str) -> dict[str, str]:

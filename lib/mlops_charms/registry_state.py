@@ -39,7 +39,7 @@ class RunCommand(Protocol):
 
 
 # Folders of the storage that are the registry's own: never a version's source.
-INTERNAL_FOLDERS = frozenset({"conf", "git", "run", "s3", "workspace", "jobs", "home"})
+INTERNAL_FOLDERS = frozenset({"conf", "git", "run", "s3", "workspace", "jobs", "home", "backups"})
 BOOTSTRAP_TIMEOUT = 120.0
 
 

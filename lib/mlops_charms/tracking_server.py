@@ -14,17 +14,20 @@ from __future__ import annotations
 import abc
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import ops
 
 from mlops_charms import (
     approach,
+    charm_tracing,
     databags,
-    grafana_dashboard,
     mlflow,
     mlflow_observability,
-    prometheus_scrape,
+    mlflow_schema,
+    observability,
+    rotation,
     secrets,
     sidecar,
 )
@@ -127,6 +130,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="mlflow")
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
         for event in (
@@ -147,6 +151,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
         framework.observe(self.on.create_user_action, self._on_create_user)
         framework.observe(self.on.promote_model_action, self._on_promote_model)
+        framework.observe(self.on.rotate_credentials_action, self._on_rotate_credentials)
 
     # --- the substrate: what a subclass says ------------------------------------------------
 
@@ -193,6 +198,10 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
     def _stop_server(self, settings: ServerSettings) -> None:
         """Stop the server: this unit must not serve."""
 
+    @abc.abstractmethod
+    def _read_file(self, path: str) -> str | None:
+        """A file the workload wrote (on the storage), or None if there is none."""
+
     # --- goal state -------------------------------------------------------------------------
 
     def _config(self) -> TrackingConfig:
@@ -223,6 +232,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             default_permission=config.default_permission,
             admin_password=server_secret["admin-password"],
             flask_secret_key=server_secret["flask-secret-key"],
+            upgrade_schema=self.unit.is_leader(),
             allowed_hosts=tuple(
                 f"{host}{suffix}"
                 for host in (*self._server_hosts(), *config.extra_hosts)
@@ -269,17 +279,12 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
 
     def _offer_observability(self) -> None:
         """Tell Prometheus where the metrics exporter listens and Grafana what to show."""
-        prometheus_scrape.publish(
+        observability.publish(
             self,
-            METRICS_ENDPOINT,
             port=self._config().metrics_port,
-            alert_rules=mlflow_observability.ALERT_RULES,
             job_name=mlflow_observability.JOB_NAME,
-        )
-        grafana_dashboard.publish(
-            self,
-            DASHBOARD_ENDPOINT,
-            {mlflow_observability.DASHBOARD_NAME: mlflow_observability.DASHBOARD},
+            alert_rules=mlflow_observability.ALERT_RULES,
+            dashboards={mlflow_observability.DASHBOARD_NAME: mlflow_observability.DASHBOARD},
         )
 
     def _reconcile_workload(self) -> None:
@@ -454,6 +459,11 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         scale_out = self._scale_out_problem()
         if scale_out:
             event.add_status(ops.BlockedStatus(scale_out))
+        migration = mlflow_schema.failure(
+            self._read_file(mlflow_schema.failure_path(self._data_dir))
+        )
+        if migration:
+            event.add_status(ops.BlockedStatus(migration))
         for problem in self._consumer_problems:
             event.add_status(ops.BlockedStatus(problem))
         if not self._admin_api(self._config(), server_secret).is_healthy():
@@ -569,3 +579,108 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
                 "source": model_version.get("source", ""),
             }
         )
+
+    def _on_rotate_credentials(self, event: ops.ActionEvent) -> None:
+        """New passwords for the admin and the consumers' MLflow users (leader).
+
+        Each password is changed in MLflow first (its auth store, through the API), then in
+        its Juju secret; consumers read the new revision on ``secret-changed``. MLflow reads
+        the admin password in ``secrets.env`` only to create the admin user: the file is
+        rewritten, the server is not restarted.
+        """
+        if not rotation.leader_or_fail(self, event):
+            return
+        params = event.load_params(rotation.RotateCredentialsParams, errors="fail")
+        try:
+            relations = rotation.consumers(self.model.relations[TRACKING_ENDPOINT], params)
+        except rotation.RotationError as error:
+            event.fail(str(error))
+            return
+        api = self._ready_admin_api(event)
+        if api is None:
+            return
+        if self.database.status() or self.s3.status() or not self._prepare_substrate():
+            event.fail("the server's stores or substrate are not ready: check `juju status`")
+            return
+
+        def rotate_all() -> list[rotation.Rotated]:
+            # One credential at a time: MLflow changes one user per call.
+            rotated: list[rotation.Rotated] = []
+            admin_api = api
+            try:
+                if params.admin:
+                    rotated_admin, admin_api = self._rotate_admin()
+                    rotated += rotated_admin
+                for relation in relations:
+                    rotated += self._rotate_consumer(admin_api, relation)
+            except rotation.RotationError as error:
+                raise rotation.RotationError(str(error), [*rotated, *error.rotated]) from None
+            return rotated
+
+        rotation.run_action(event, rotate_all)
+
+    def _rotate_admin(self) -> tuple[list[rotation.Rotated], MLflowAPI]:
+        """A new admin password; and the admin client that uses it."""
+        current = secrets.read_app_secret(self.model, SERVER_SECRET)
+        if current is None:
+            raise rotation.RotationError("the admin secret cannot be read now: try again")
+        config = self._config()
+        change = rotation.Change(
+            rotation.ADMIN,
+            SERVER_SECRET,
+            current,
+            {**current, "admin-password": secrets.generate_password()},
+        )
+
+        def apply(contents: Mapping[str, dict[str, str]]) -> None:
+            content = contents[SERVER_SECRET]
+            # Authenticated with the password that works now: the old one on the way forward,
+            # the new one on the way back.
+            in_force = change.current if content is change.new else change.new
+            try:
+                self._admin_api(config, in_force).update_password(
+                    mlflow.ADMIN_USERNAME,
+                    content["admin-password"],
+                    current_password=in_force["admin-password"],
+                )
+            except RESTError as error:
+                raise rotation.RotationError(
+                    f"admin: MLflow refused the new password: {error}"
+                ) from None
+            try:
+                # secrets.env follows; the admin user exists, so MLflow does not read it again
+                # and nothing restarts.
+                self._run_server(self._settings(config, content))
+            except (OSError, ops.pebble.Error) as error:
+                self._admin_api(config, content).update_password(
+                    mlflow.ADMIN_USERNAME,
+                    in_force["admin-password"],
+                    current_password=content["admin-password"],
+                )
+                raise rotation.RotationError(f"admin: secrets.env not written: {error}") from None
+
+        rotated = rotation.rotate(self.model, [change], apply=apply)
+        return rotated, self._admin_api(config, change.new)
+
+    def _rotate_consumer(self, api: MLflowAPI, relation: ops.Relation) -> list[rotation.Rotated]:
+        """A new password for the consumer's MLflow user; nothing before it has one."""
+        assert relation.app is not None
+        label = CONSUMER_SECRET.format(relation_id=relation.id)
+        current = secrets.read_app_secret(self.model, label)
+        if current is None:
+            return []  # not provisioned yet: its first password is new anyway
+        name = relation.app.name
+
+        def apply(contents: Mapping[str, dict[str, str]]) -> None:
+            content = contents[label]
+            try:
+                api.update_password(content["username"], content["password"])
+            except RESTError as error:
+                raise rotation.RotationError(
+                    f"{name}: MLflow refused the new password: {error}"
+                ) from None
+
+        change = rotation.Change(
+            name, label, current, {**current, "password": secrets.generate_password()}
+        )
+        return rotation.rotate(self.model, [change], apply=apply)

@@ -9,6 +9,7 @@ command's own failure, a missing binary, Pebble unreachable, a timeout — becom
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -68,6 +69,43 @@ def run(
     except ops.pebble.ConnectionError:
         raise WorkloadError(f"{what} could not start: Pebble is not reachable") from None
     return stdout
+
+
+# A machine's command runs with this PATH and the environment it is given, nothing of the hook's.
+MACHINE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def run_as(
+    user: str,
+    command: Sequence[str],
+    *,
+    what: str,
+    environment: Mapping[str, str],
+    working_dir: str,
+    timeout: float,
+) -> str:
+    """On a machine: run a short command as ``user`` to its end; stdout, or ``WorkloadError``."""
+    try:
+        completed = subprocess.run(
+            list(command),
+            user=user,
+            group=user,
+            extra_groups=[],
+            env={"PATH": MACHINE_PATH, **environment},
+            cwd=working_dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkloadError(f"{what} did not finish in {timeout:g} s") from None
+    except (OSError, KeyError) as error:  # KeyError: no such user
+        raise WorkloadError(f"{what} could not start: {error}") from None
+    if completed.returncode != 0:
+        reason = last_line(completed.stderr) or f"exit code {completed.returncode}"
+        raise WorkloadError(f"{what} failed: {reason}")
+    return completed.stdout
 
 
 def run_json(container: ops.Container, command: Sequence[str], **options: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -210,14 +211,44 @@ def layer_exiting_at_once() -> pebble.LayerDict:
 
 
 def test_a_job_killed_before_it_recorded_its_end_is_lost(runner: JobRunner, jobs_dir: Path):
-    # The wrapper dies (a container restart, an OOM kill) before it writes `exit`.
-    job = runner.start(shell_job("kill -9 $PPID"))
+    # The wrapper dies (a container restart, an OOM kill) before it writes `exit`: the whole
+    # service's process group, the wrapper's included, is killed.
+    job = runner.start(shell_job("kill -9 0"))
 
     lost = finished(runner, job)
 
     assert not (jobs_dir / job.id / "exit").exists()
     assert (lost.state, lost.exit_code) == ("failed", None)
     assert lost.error == "the job ended without recording a result"
+
+
+def test_the_service_logs_the_jobs_start_its_log_and_its_end(
+    runner: JobRunner, shared_daemon: PebbleDaemon, jobs_dir: Path
+):
+    # The service's output is what Pebble forwards to COS (mlops_charms.log_forwarding).
+    job = run_to_end(runner, shell_job("""echo 'step 1 of 2' >&2; echo '{"rows": 3}'"""))
+
+    def logged() -> list[str]:
+        logs = subprocess.run(
+            [pebble_binary(), "logs", "-n", "all", runner.service],
+            env={"PEBBLE_SOCKET": shared_daemon.client.socket_path},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        # "<time> [<service>] <message>": the daemon's slot has run other tests' jobs too.
+        messages = [line.split(" ", 2)[-1] for line in logs.splitlines()]
+        return [m for m in messages if job.id in m or m == "step 1 of 2"]
+
+    # Pebble reads the service's output as it comes: the last line may be a moment behind.
+    messages = poll(lambda: (m := logged()) and "ended" in m[-1] and m, 10, "the end's line")
+    assert messages == [
+        f"job {job.id} (export): started",
+        "step 1 of 2",
+        f"job {job.id}: ended, exit code 0",
+    ]
+    assert (jobs_dir / job.id / "stderr").read_text() == "step 1 of 2\n"
+    assert job.result == {"rows": 3}, "the result goes to its file only"
 
 
 def test_the_end_of_a_job_is_a_notice_naming_it(
@@ -326,7 +357,7 @@ def test_lost_jobs_beyond_keep_are_pruned_too(
     runner: JobRunner, jobs_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setattr(jobs, "KEEP", 1)
-    lost = run_to_end(runner, shell_job("kill -9 $PPID"))
+    lost = run_to_end(runner, shell_job("kill -9 0"))  # the wrapper too: see above
     assert lost.error == "the job ended without recording a result"
     runner.mark_reported(lost)  # what the charm does once it has shown it
     run_to_end(runner, SUCCEEDS)

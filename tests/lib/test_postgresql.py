@@ -472,8 +472,6 @@ def test_repr_hides_the_password():
 
 def test_importing_the_adapter_leaves_the_interface_library_unloaded():
     lib = Path(__file__).parents[2] / "lib"
-    code = (
-        "import sys, mlops_charms.postgresql; "
-        "assert 'dpcharmlibs' not in sys.modules and 'pydantic' not in sys.modules"
-    )
+    # (pydantic is loaded anyway: ops[tracing] imports it with ops.)
+    code = "import sys, mlops_charms.postgresql; assert 'dpcharmlibs' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(lib)})

@@ -7,9 +7,6 @@ object-storage-charmlib 1.0.0 `S3Provider.set_storage_connection_info`) and s3-i
 """
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import ops
 import pytest
@@ -358,9 +355,3 @@ def test_repr_hides_the_keys():
     connection = S3Connection(ENDPOINT, "mlflow-artifacts", "", None, "AKIAEXAMPLE", "s3cr3t")
     assert "AKIAEXAMPLE" not in repr(connection)
     assert "s3cr3t" not in repr(connection)
-
-
-def test_importing_the_adapter_leaves_pydantic_unloaded():
-    lib = Path(__file__).parents[2] / "lib"
-    code = "import sys, mlops_charms.s3; assert 'pydantic' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": str(lib)})

@@ -15,6 +15,7 @@ import ops
 import registry_layer
 from mlops_charms import pebble, registry, sidecar, workload, workload_exec
 from mlops_charms.jobs import JobRunner
+from mlops_charms.log_forwarding import LogForwarding
 from mlops_charms.registry import Binaries, RegistrySettings
 from mlops_charms.registry_server import JOB_SLOT, STORAGE, RegistryServerCharm
 
@@ -27,6 +28,7 @@ class DataVersioningCharm(RegistryServerCharm):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
+        self.log_forwarding = LogForwarding(self, CONTAINER)
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
             # The post-receive hook's notice: tags were pushed.
@@ -99,6 +101,12 @@ class DataVersioningCharm(RegistryServerCharm):
     def _servers_running(self) -> bool:
         services = self.container.get_services(registry.GIT_SERVICE)
         return bool(services) and services[registry.GIT_SERVICE].is_running()
+
+    def _stop_servers(self, settings: RegistrySettings) -> None:
+        services = self.container.get_services(*(s.name for s in registry.services(settings)))
+        running = [name for name, info in services.items() if info.is_running()]
+        if running:
+            self.container.stop(*running)
 
 
 if __name__ == "__main__":  # pragma: nocover

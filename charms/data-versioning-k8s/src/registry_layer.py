@@ -46,7 +46,12 @@ def layer(settings: RegistrySettings) -> LayerDict:
         if settings.service_user:
             services[service.name]["user"] = settings.service_user
             services[service.name]["group"] = settings.service_group or settings.service_user
-    checks = {READY_CHECKS[s.name]: _check(s) for s in registry.services(settings)}
+    # The metrics exporter has no ready check: the registry serves without it.
+    checks = {
+        READY_CHECKS[s.name]: _check(s)
+        for s in registry.services(settings)
+        if s.name in READY_CHECKS
+    }
     return cast(
         "LayerDict", {"summary": "DVC data registry", "services": services, "checks": checks}
     )

@@ -20,7 +20,7 @@ import setuptools  # noqa: F401
 from charmhelpers.core import host
 
 import registry_units
-from mlops_charms import machine, systemd, systemd_jobs
+from mlops_charms import machine, registry, systemd, systemd_jobs
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
 from mlops_charms.registry import Binaries, RegistrySettings
@@ -190,6 +190,12 @@ class DataVersioningMachineCharm(RegistryServerCharm):
 
     def _servers_running(self) -> bool:
         return systemd.is_active(registry_units.GIT_UNIT)
+
+    def _stop_servers(self, settings: RegistrySettings) -> None:
+        units = [registry_units.server_unit(s.name) for s in registry.services(settings)]
+        stopped = systemd.systemctl("stop", *units)
+        if stopped.returncode != 0:
+            raise OSError(f"cannot stop the registry: {systemd.reason(stopped)}")
 
 
 if __name__ == "__main__":  # pragma: nocover

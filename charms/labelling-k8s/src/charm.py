@@ -11,10 +11,11 @@ from __future__ import annotations
 import ops
 
 import label_studio_layer
-from mlops_charms import label_studio, pebble, sidecar
+from mlops_charms import label_studio, pebble, sidecar, workload_exec
 from mlops_charms.jobs import JobRunner
 from mlops_charms.label_studio import Binaries, ServerSettings
 from mlops_charms.labelling_server import JOB_SLOT, STORAGE, LabellingServerCharm
+from mlops_charms.log_forwarding import LogForwarding
 
 CONTAINER = "label-studio"
 
@@ -25,6 +26,7 @@ class LabellingCharm(LabellingServerCharm):
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
+        self.log_forwarding = LogForwarding(self, CONTAINER)
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
             # Label Studio answering, or a job's end: act on it at once.
@@ -61,15 +63,28 @@ class LabellingCharm(LabellingServerCharm):
         return None
 
     def _run_server(self, settings: ServerSettings) -> None:
-        files_changed = [
+        files = label_studio.files(settings)
+        before = {path: self._read_file(path) for path in files}
+        for path, content in files.items():
             pebble.push_if_changed(self.container, path, content)
-            for path, content in label_studio.files(settings).items()
-        ]
         pebble.apply_layer(
             self.container,
             "label-studio",
             label_studio_layer.layer(settings),
-            restart=any(files_changed),
+            restart=label_studio.restart_needed(before, files),
+        )
+
+    def _read_file(self, path: str) -> str | None:
+        try:
+            return self.container.pull(path).read()
+        except ops.pebble.PathError:
+            return None
+
+    def _run_command(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> None:
+        workload_exec.run(
+            self.container, command, what=what, environment=environment, working_dir=working_dir
         )
 
     def _stop_server(self, settings: ServerSettings) -> None:

@@ -22,7 +22,10 @@ READY_NOTICE = "mlops-stack.dev/label-studio/ready"
 
 
 def layer(settings: ServerSettings) -> LayerDict:
-    """The Pebble layer that runs Label Studio and checks its health."""
+    """The Pebble layer that runs Label Studio and its metrics exporter, and checks its health.
+
+    The exporter has no check: Label Studio serves without it.
+    """
     return {
         "summary": "Label Studio",
         "services": {
@@ -33,7 +36,13 @@ def layer(settings: ServerSettings) -> LayerDict:
                 command=label_studio.server_command(settings),
                 environment=label_studio.environment(settings),
                 ready_notice=workload.ReadyNotice(settings.health_url, READY_NOTICE),
-            )
+            ),
+            label_studio.METRICS_SERVICE: workload.service_sourcing_secrets(
+                summary="Label Studio's Prometheus metrics, without auth (mlops-workload metrics)",
+                secrets_env_path=settings.secrets_env_path,
+                command=label_studio.metrics_exporter_command(settings),
+                environment={},
+            ),
         },
         "checks": {READY_CHECK: workload.http_ready_check(settings.health_url)},
     }

@@ -20,7 +20,7 @@ from charmhelpers.core import host
 
 import label_studio_unit
 from label_studio_unit import PATHS
-from mlops_charms import label_studio, machine, systemd, systemd_jobs
+from mlops_charms import label_studio, machine, systemd, systemd_jobs, workload_exec
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
 from mlops_charms.label_studio import Binaries, ServerSettings
@@ -162,16 +162,42 @@ class LabellingMachineCharm(LabellingServerCharm):
 
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the files and the unit; restart Label Studio when either changed."""
-        files_changed = machine.write_files(
-            label_studio.files(settings, systemd.env_file), owner=PATHS.user
-        )
+        files = label_studio.files(settings, systemd.env_file)
+        before = {path: _read_file(path) for path in files}
+        machine.write_files(files, owner=PATHS.user)
         unit = label_studio_unit.unit_file(settings, self.unit.name)
-        units = {label_studio_unit.SERVICE: (PATHS.unit_file, unit)}
-        # The server reads its files at start: a change restarts it.
-        self._service_problem = machine.apply_units(units, restart=units if files_changed else ())
+        metrics_unit = label_studio_unit.metrics_unit_file(settings, self.unit.name)
+        units = {
+            label_studio_unit.SERVICE: (PATHS.unit_file, unit),
+            label_studio_unit.METRICS_SERVICE: (PATHS.metrics_unit_file, metrics_unit),
+        }
+        # The server reads its files at start: a change restarts it (not a rotated admin
+        # password or token: only `label-studio init` reads them, to create the admin).
+        restart = units if label_studio.restart_needed(before, files) else ()
+        self._service_problem = machine.apply_units(units, restart=restart)
+
+    def _run_command(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> None:
+        workload_exec.run_as(
+            PATHS.user,
+            command,
+            what=what,
+            environment=environment,
+            working_dir=working_dir,
+            timeout=120,
+        )
 
     def _stop_server(self, settings: ServerSettings) -> None:
         host.service_stop(label_studio_unit.SERVICE)
+        host.service_stop(label_studio_unit.METRICS_SERVICE)
+
+
+def _read_file(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -20,6 +20,8 @@ from mlops_charms.label_studio import Binaries, ServerSettings
 SERVICE = label_studio.SERVICE
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATE = "label-studio.service.j2"
+METRICS_SERVICE = label_studio.METRICS_SERVICE
+METRICS_TEMPLATE = "label-studio-metrics.service.j2"
 # The same packages and pins as the rock of labelling-k8s (rocks/labelling/rockcraft.yaml).
 REQUIREMENTS = ("label-studio==1.23.2", "label-studio-sdk==2.1.2", "uwsgi==2.0.31")
 WORKLOAD_REQUIREMENTS = ("dvc==3.67.1", "dvc-s3==3.3.0")
@@ -45,6 +47,10 @@ class MachinePaths:
     @property
     def unit_file(self) -> str:
         return f"{self.units_dir}/{SERVICE}.service"
+
+    @property
+    def metrics_unit_file(self) -> str:
+        return f"{self.units_dir}/{METRICS_SERVICE}.service"
 
     @property
     def binaries(self) -> Binaries:
@@ -79,5 +85,24 @@ def unit_file(settings: ServerSettings, juju_unit: str) -> str:
                 systemd.exec_start(step) for step in label_studio.setup_steps(settings)
             ],
             "exec_start": systemd.exec_start(label_studio.server_command(settings)),
+        },
+    )
+
+
+def metrics_unit_file(settings: ServerSettings, juju_unit: str) -> str:
+    """The text of ``label-studio-metrics.service``: the core's metrics exporter.
+
+    Its secrets (the admin's token, for Label Studio's counts) come from the server's
+    ``EnvironmentFile``, never from the unit file.
+    """
+    return systemd.render_unit(
+        TEMPLATES,
+        METRICS_TEMPLATE,
+        {
+            "juju_unit": juju_unit,
+            "user": PATHS.user,
+            "work_dir": settings.data_dir,
+            "env_file": settings.secrets_env_path,
+            "exec_start": systemd.exec_start(label_studio.metrics_exporter_command(settings)),
         },
     )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import ops
 
-from mlops_charms import databags
+from mlops_charms import charm_tracing, databags, grafana_dashboard, loop_observability
 from mlops_charms.approach import (
     APPROACH_ENDPOINT,
     MODES,
@@ -22,6 +22,7 @@ from policy import ApproachConfig, service_plan
 logger = logging.getLogger(__name__)
 
 PEER_ENDPOINT = "approach-peers"
+DASHBOARD_ENDPOINT = "grafana-dashboard"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ApproachCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         for event in (
             self.on.config_changed,
             self.on.upgrade_charm,
@@ -68,6 +70,7 @@ class ApproachCharm(ops.CharmBase):
             self.on[PEER_ENDPOINT].relation_changed,
             self.on[APPROACH_ENDPOINT].relation_joined,
             self.on[APPROACH_ENDPOINT].relation_changed,
+            self.on[DASHBOARD_ENDPOINT].relation_joined,
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
@@ -116,6 +119,7 @@ class ApproachCharm(ops.CharmBase):
         """Leader: bump the revision when the effective policy changed; publish it everywhere."""
         if not self.unit.is_leader() or self._config_problem():
             return
+        grafana_dashboard.publish(self, DASHBOARD_ENDPOINT, loop_observability.DASHBOARDS)
         peers = self._peers()
         if peers is None:
             return

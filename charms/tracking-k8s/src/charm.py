@@ -14,6 +14,7 @@ import ops
 import mlflow_server
 from mlops_charms import mlflow, pebble, sidecar
 from mlops_charms.ingress import IngressRequirer
+from mlops_charms.log_forwarding import LogForwarding
 from mlops_charms.mlflow import ServerSettings
 from mlops_charms.tracking_server import TrackingConfig, TrackingServerCharm
 
@@ -28,6 +29,7 @@ class TrackingCharm(TrackingServerCharm):
         super().__init__(framework)
         self.container = self.unit.get_container(CONTAINER)
         self.ingress = IngressRequirer(self, "ingress", port=TrackingConfig.port)
+        self.log_forwarding = LogForwarding(self, CONTAINER)
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
             self.on.ingress_relation_joined,
@@ -81,13 +83,20 @@ class TrackingCharm(TrackingServerCharm):
         return []
 
     def _run_server(self, settings: ServerSettings) -> None:
-        files_changed = [
+        files = mlflow.files(settings)
+        before = {path: self._read_file(path) for path in files}
+        for path, content in files.items():
             pebble.push_if_changed(self.container, path, content)
-            for path, content in mlflow.files(settings).items()
-        ]
+        restart = mlflow.restart_needed(before, files)
         pebble.apply_layer(
-            self.container, "mlflow", mlflow_server.layer(settings), restart=any(files_changed)
+            self.container, "mlflow", mlflow_server.layer(settings), restart=restart
         )
+
+    def _read_file(self, path: str) -> str | None:
+        try:
+            return self.container.pull(path).read()
+        except ops.pebble.PathError:
+            return None
 
     def _stop_server(self, settings: ServerSettings) -> None:
         pebble.stop_layer_services(self.container, mlflow_server.layer(settings))

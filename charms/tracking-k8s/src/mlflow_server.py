@@ -34,7 +34,7 @@ def layer(settings: mlflow.ServerSettings) -> LayerDict:
                 secrets_env_path=settings.secrets_env_path,
                 command=mlflow.server_command(settings),
                 environment=mlflow.environment(settings),
-                before=[mlflow.reset_metrics_command(settings)],
+                before=mlflow.start_steps(settings),
                 ready_notice=workload.ReadyNotice(health, READY_NOTICE),
             ),
             METRICS_SERVICE: {

@@ -107,9 +107,9 @@ class TrackingMachineCharm(TrackingServerCharm):
 
     def _run_server(self, settings: ServerSettings) -> None:
         """Write the files and the units; restart what changed, else keep both services up."""
-        files_changed = machine.write_files(
-            mlflow.files(settings, systemd.env_file), owner=PATHS.user
-        )
+        files = mlflow.files(settings, systemd.env_file)
+        before = {path: self._read_file(path) for path in files}
+        machine.write_files(files, owner=PATHS.user)
         units = {
             mlflow_unit.SERVICE: (
                 PATHS.unit_file,
@@ -120,12 +120,20 @@ class TrackingMachineCharm(TrackingServerCharm):
                 mlflow_unit.metrics_unit_file(settings, self.unit.name),
             ),
         }
-        # Both servers read the files at start: a change restarts them.
-        self._service_problem = machine.apply_units(units, restart=units if files_changed else ())
+        # Both servers read the files at start: a change restarts them (not a rotated admin
+        # password: MLflow reads it only to create the admin user).
+        restart = units if mlflow.restart_needed(before, files) else ()
+        self._service_problem = machine.apply_units(units, restart=restart)
 
     def _stop_server(self, settings: ServerSettings) -> None:
         for service in (mlflow_unit.SERVICE, mlflow_unit.METRICS_SERVICE):
             host.service_stop(service)
+
+    def _read_file(self, path: str) -> str | None:
+        try:
+            return Path(path).read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -73,7 +73,10 @@ def unit_file(settings: ServerSettings, juju_unit: str) -> str:
             "work_dir": settings.data_dir,
             "env_file": settings.secrets_env_path,
             "environment": [systemd.quote(f"{k}={v}") for k, v in sorted(environment.items())],
-            "exec_start_pre": systemd.exec_start(mlflow.reset_metrics_command(settings)),
+            "exec_start_pre": [
+                systemd.exec_start(step)
+                for step in mlflow.start_steps(settings, f"{PATHS.venv}/bin/python")
+            ],
             "exec_start": systemd.exec_start(mlflow.server_command(settings, PATHS.mlflow)),
         },
     )

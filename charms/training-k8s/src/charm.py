@@ -26,9 +26,10 @@ import yaml
 import kubernetes_jobs
 import training_workload
 from kubernetes_jobs import Cluster, Credentials, KubernetesError, Limits, Placement, TrainingRun
-from mlops_charms import databags, jobs, pebble, sidecar, training, training_loop
+from mlops_charms import charm_tracing, databags, jobs, pebble, sidecar, training, training_loop
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.jobs import Job, JobRecords
+from mlops_charms.log_forwarding import LogForwarding
 from mlops_charms.tracking import TrackingRequirerData
 from mlops_charms.training import (
     DATASET_ENDPOINT,
@@ -151,7 +152,9 @@ class TrainingCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         self.container = self.unit.get_container(CONTAINER)
+        self.log_forwarding = LogForwarding(self, CONTAINER)
         self._kubernetes: Cluster | None = None
         for event in (
             *sidecar.workload_events(self, CONTAINER, STORAGE),
@@ -209,6 +212,8 @@ class TrainingCharm(ops.CharmBase):
         pebble.apply_layer(self.container, LAYER, layer, restart=False)
         if not leader:
             return
+        if isinstance(event, ops.SecretChangedEvent):
+            self._refresh_run_credentials()
         records = self._records()
         for job in records.unreported():
             self._act_on(job)
@@ -217,6 +222,27 @@ class TrainingCharm(ops.CharmBase):
         if isinstance(event, ops.UpdateStatusEvent):
             self._record_lost_jobs(records)
         training_loop.reconcile(self.model, records, self._start_for_loop(config))
+
+    def _refresh_run_credentials(self) -> None:
+        """A provider rotated a secret: the runs' Secret gets the new credentials.
+
+        Pods started from now on (a Job's retry included) read them; a running pod keeps the
+        values it started with (Kubernetes resolves secretKeyRef at container start).
+        """
+        registry_access = training.registry(self.model).access
+        if registry_access is None:
+            return
+        tracking_access = training.tracking(self.model).access
+        _settings, credentials = training.environment(
+            registry_access, tracking_access, workdir=training_workload.WORKDIR
+        )
+        secret = Credentials(kubernetes_jobs.credentials_name(self.app.name), credentials)
+        labels = kubernetes_jobs.app_labels(self.app.name)
+        try:
+            cluster = self._cluster()
+            cluster.apply_secret(secret.secret(labels, cluster.owner()))
+        except KubernetesError as error:
+            logger.warning("could not refresh the runs' credentials: %s", error)
 
     def _request_access(self) -> None:
         for relation in self.model.relations[DATASET_ENDPOINT]:

@@ -28,7 +28,16 @@ import setuptools  # noqa: F401
 import gpus
 import installer
 import machine_paths
-from mlops_charms import databags, jobs, machine, systemd, systemd_jobs, training, training_loop
+from mlops_charms import (
+    charm_tracing,
+    databags,
+    jobs,
+    machine,
+    systemd,
+    systemd_jobs,
+    training,
+    training_loop,
+)
 from mlops_charms.dataset import DatasetRequirerData
 from mlops_charms.host_files import HostFiles
 from mlops_charms.jobs import Job
@@ -77,6 +86,7 @@ class TrainingMachineCharm(ops.CharmBase):
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
+        self.tracing = charm_tracing.trace_charm(self)
         self._install_problem: str | None = None
         for event in (
             *machine.workload_events(self),

@@ -155,7 +155,7 @@ CHARM_ROOT = CHARM_SRC.parent
 
 
 def charm_layer(
-    data_dir: Path, port: int, relations=(), secrets=()
+    data_dir: Path, port: int, relations=(), secrets=(), metrics_port: int | None = None
 ) -> tuple[LayerDict, dict[str, str]]:
     """The layer an ops.testing run of the charm plans, and the admin secret it created."""
     import yaml
@@ -164,7 +164,10 @@ def charm_layer(
     charm = load_charm_module(CHARM_SRC, "labelling_k8s_charm")
     raw = yaml.safe_load((CHARM_ROOT / "charmcraft.yaml").read_text())
     raw["containers"]["label-studio"]["mounts"][0]["location"] = str(data_dir)
-    meta = {key: raw[key] for key in ("name", "containers", "resources", "storage", "requires")}
+    meta = {
+        key: raw[key]
+        for key in ("name", "containers", "resources", "storage", "provides", "requires")
+    }
     context = testing.Context(
         charm.LabellingCharm, meta=meta, config=raw["config"], actions=raw["actions"]
     )
@@ -175,7 +178,7 @@ def charm_layer(
     )
     state = testing.State(
         leader=True,
-        config={"port": port},
+        config={"port": port, "metrics-port": metrics_port or free_port()},
         containers={container},
         storages={testing.Storage("labelling-data")},
         relations=set(relations),
@@ -242,12 +245,13 @@ def run_label_studio(
     if migrated and not relations:
         shutil.copyfile(migrated_database(), data_dir / "label_studio.sqlite3")
     local = binaries()
-    port = free_port()
-    layer, secret = charm_layer(data_dir, port, relations, secrets)
+    port, metrics_port = free_port(), free_port()
+    layer, secret = charm_layer(data_dir, port, relations, secrets, metrics_port)
     # The same settings the charm used, to reach the server and exec as the charm does.
     settings = label_studio.ServerSettings(
         data_dir=str(data_dir),
         port=port,
+        metrics_port=metrics_port,
         admin_password=secret["admin-password"],
         admin_token=secret["admin-token"],
         secret_key=secret["secret-key"],

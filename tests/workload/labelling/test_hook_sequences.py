@@ -52,7 +52,7 @@ pytestmark = pytest.mark.slow
 
 charm = load_charm_module(CHARM_SRC, "labelling_k8s_charm")
 
-SERVICES = {label_studio.SERVICE}
+SERVICES = {label_studio.SERVICE, label_studio.METRICS_SERVICE}
 JOB_SERVICE = f"{labelling_server.JOB_SLOT}-job"
 # Migrations: ~55 s of CPU for SQLite and again for PostgreSQL; minutes on a busy machine.
 FIRST_START = 600.0
@@ -107,7 +107,7 @@ class Life:
         self.port = free_port()
         self.state = testing.State(
             leader=True,
-            config={"port": self.port},
+            config={"port": self.port, "metrics-port": free_port()},
             containers={unit.container_state(charm.CONTAINER)},
             storages=unit.storages(),
         )

@@ -316,6 +316,7 @@ def first_state(unit: PebbleBackedCharm, relations=(), **config) -> testing.Stat
         "public-host": "127.0.0.1",
         "git-port": free_port(),
         "s3-port": free_ports_in_a_row(3),
+        "metrics-port": free_port(),
         **config,
     }
     return testing.State(

@@ -30,13 +30,18 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import sqlalchemy
+from alembic import command as alembic_command
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.utils import _get_alembic_config
 from mlflow.utils import server_info
 from ops import testing
 
 import charm
 import mlflow_server
-from mlops_charms import tracking_server
+from mlops_charms import mlflow_schema, tracking_server
 from mlops_charms.approach import APPROACH_ENDPOINT
 from mlops_charms.mlflow import MLflowAPI
 from tests import provider_data
@@ -117,6 +122,19 @@ def cluster_dns() -> Iterator[None]:
         for name, value in CLIENT_ENV.items():
             patch.setenv(name, value)
         yield
+
+
+_HEAD_REVISION = ScriptDirectory.from_config(_get_alembic_config("sqlite://")).get_current_head()
+
+
+def _schema_revision(uri: str) -> str | None:
+    """The alembic revision a tracking store is at."""
+    engine = sqlalchemy.create_engine(uri)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
 
 
 def tracking_unit(base: Path) -> PebbleBackedCharm:
@@ -515,6 +533,19 @@ def test_tracking_through_its_life(
     life.quiet(ctx.on.upgrade_charm(), "upgrade-charm")
     life.log_run(consumer, "sqlite-after-upgrade")
     life.check("upgrade-charm", consumer)
+
+    # A newer image: the pod restarts on a store one schema revision behind its MLflow, as
+    # the previous MLflow left it (MLflow's own migration, taken back). The leader migrates it
+    # before MLflow serves; every run stays readable.
+    life.unit.restart_container(charm.CONTAINER)
+    store = f"sqlite:///{life.data_dir}/mlflow.db"
+    alembic_command.downgrade(_get_alembic_config(store), "-1")
+    assert _schema_revision(store) != _HEAD_REVISION
+    life.restarting(ctx.on.upgrade_charm(), "upgrade-charm, a newer image")
+    assert _schema_revision(store) == _HEAD_REVISION
+    assert not Path(mlflow_schema.failure_path(str(life.data_dir))).exists()
+    life.quiet(ctx.on.pebble_ready(life.state.get_container(charm.CONTAINER)), "pebble-ready")
+    life.check("a newer image, the store migrated", consumer)
 
     # PostgreSQL: runs and users move to a new, empty store; the consumer's user is remade.
     password = "pg-Life-secret:with-colon"

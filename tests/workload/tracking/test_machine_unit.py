@@ -73,6 +73,7 @@ def rendered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RenderedUnit:
         default_permission="READ",
         admin_password=ADMIN_PASSWORD,
         flask_secret_key="flask-secret-key-0123456789abcdef0123456789abcdef",
+        upgrade_schema=True,  # the leader's unit: it migrates the store first
     )
     for path, content in mlflow.files(settings, systemd.env_file).items():
         Path(path).write_text(content)
@@ -107,7 +108,14 @@ def server(rendered: RenderedUnit) -> Iterator[RenderedUnit]:
         "HOME": unit["WorkingDirectory"][0],
     }
     (user,) = unit["User"]
-    subprocess.run(systemd_words(unit["ExecStartPre"][0]), user=user, check=True)
+    for step in unit["ExecStartPre"]:  # in order, as systemd runs them
+        subprocess.run(
+            systemd_words(step),
+            env=environment,
+            cwd=unit["WorkingDirectory"][0],
+            user=user,
+            check=True,
+        )
     process = subprocess.Popen(
         systemd_words(unit["ExecStart"][0]),
         env=environment,

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_workload import dataset
+from mlops_workload import backup, dataset
 from mlops_workload.labelling import cli as labelling_cli  # labelling's command group
+from mlops_workload.metrics import cli as metrics_cli  # the services' exporters
 from mlops_workload.training import cli as training_cli  # training's command group
 from mlops_workload.workspace import RegistryError, Workspace
 
@@ -79,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("version")
     labelling_cli.register(groups)  # `mlops-workload labelling ...`: labelling/cli.py
+    backup.register(groups)  # `mlops-workload backup ...`: backup.py
     training_cli.register(groups)  # `mlops-workload training ...`: training/cli.py
+    metrics_cli.register(groups)  # `mlops-workload metrics ...`: metrics/cli.py
     return parser
 
 
@@ -95,6 +98,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
         return labelling_cli.run(args, parser)
     if args.group == "training":  # training's commands: training/cli.py
         return training_cli.run(args, parser)
+    if args.group == "backup":  # backup's commands: backup.py
+        return backup.run(args)
     if not args.workspace or not args.registry:
         parser.error("--workspace and --registry (or their environment variables) are required")
     ws = Workspace(Path(args.workspace), args.registry, args.endpoint_url)
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mlops-workload``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.group == "metrics":  # an exporter: serves until killed, prints no result
+        metrics_cli.run(args, parser)
     try:
         result = run(args, parser)
     except RegistryError as exc:

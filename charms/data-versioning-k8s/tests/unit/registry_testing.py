@@ -50,7 +50,12 @@ HOST = f"{APP}.{MODEL}.svc.cluster.local"
 WORKLOAD = "/bin/mlops-workload"
 BOOTSTRAP_COMMAND = ("/bin/sh", f"{STATE_DIR}/conf/bootstrap.sh")
 JOB_SERVICE = f"{registry_server.JOB_SLOT}-job"
-SERVICES = {registry.GIT_SERVICE, registry.S3_SERVICE, registry.S3_READ_ONLY_SERVICE}
+SERVICES = {
+    registry.GIT_SERVICE,
+    registry.S3_SERVICE,
+    registry.S3_READ_ONLY_SERVICE,
+    registry.METRICS_SERVICE,
+}
 WRITER_PASSWORD = "writer-password-0123456789abcdef"
 WRITER_KEYS = {"access-key": "mlopsWriterKey0123", "secret-key": "writer-secret-key-0123456789"}
 

@@ -152,7 +152,7 @@ def test_every_observed_event_brings_the_registry_up(ctx, make_state, data_dir: 
     assert SERVICES <= set(container.plan.services)  # and a job, for a new s3 relation
     assert {container.service_statuses[name] for name in SERVICES} == {pebble.ServiceStatus.ACTIVE}
     assert (data_dir / "conf" / "bootstrap.done").exists()
-    assert {p.port for p in out.opened_ports} == {8080, 9000}
+    assert {p.port for p in out.opened_ports} == {8080, 9000, 9102}
 
 
 @pytest.fixture
@@ -342,7 +342,7 @@ def test_new_ports_restart_every_service_and_reopen(ctx, deployed, data_dir, ser
     service_changes.clear()
     state = dataclasses.replace(state, config={"git-port": 18080, "s3-port": 19000})
     out = ctx.run(ctx.on.config_changed(), state)
-    assert {p.port for p in out.opened_ports} == {18080, 19000}
+    assert {p.port for p in out.opened_ports} == {18080, 19000, 9102}
     plan = out.get_container(charm.CONTAINER).plan
     assert plan.checks["git-http-ready"].http == {"url": "http://127.0.0.1:18080/healthz"}
     assert "--addr 127.0.0.1:19001" in plan.services["s3"].command
@@ -352,9 +352,13 @@ def test_new_ports_restart_every_service_and_reopen(ctx, deployed, data_dir, ser
     assert service_changes == ["restart"]
 
 
-def test_the_ports_opened_are_git_port_and_s3_port_only(ctx, deployed):
+def test_the_ports_opened_are_git_port_s3_port_and_metrics_port_only(ctx, deployed):
     # s3-port + 1 and + 2 are the S3 servers' loopback ports: never opened.
-    assert deployed().opened_ports == {testing.TCPPort(8080), testing.TCPPort(9000)}
+    assert deployed().opened_ports == {
+        testing.TCPPort(8080),
+        testing.TCPPort(9000),
+        testing.TCPPort(9102),
+    }
 
 
 def test_a_new_consumer_restarts_the_services_to_load_its_keys(

@@ -14,7 +14,9 @@ import registry_units
 from mlops_charms import registry_server
 from tests.registry_relations import push_tags
 
-SERVER_UNITS = [registry_units.server_unit(name) for name in ("git-http", "s3", "s3-read-only")]
+SERVER_UNITS = [
+    registry_units.server_unit(name) for name in ("git-http", "s3", "s3-read-only", "metrics")
+]
 TAGS_PATH = f"{registry_units.TAGS_UNIT}.path"
 TAGS_SERVICE = f"{registry_units.TAGS_UNIT}.service"
 
@@ -57,7 +59,11 @@ def test_start_runs_every_server_and_the_tags_watch(ctx, make_state, machine):
     assert out.unit_status == testing.ActiveStatus("no versions yet")
     assert machine.running_units() == {*SERVER_UNITS, TAGS_PATH}
     assert ["daemon-reload"] in machine.calls("systemctl")
-    assert out.opened_ports == {testing.TCPPort(8080), testing.TCPPort(9000)}
+    assert out.opened_ports == {
+        testing.TCPPort(8080),
+        testing.TCPPort(9000),
+        testing.TCPPort(9102),
+    }
 
 
 def test_the_units_run_the_core_servers_as_the_service_user(ctx, make_state, data_dir):

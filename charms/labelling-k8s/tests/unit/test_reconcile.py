@@ -139,7 +139,7 @@ def test_every_observed_event_brings_label_studio_up(ctx, make_state, build):
     container = out.get_container(SERVICE)
     assert SERVICE in container.plan.services
     assert container.service_statuses[SERVICE] == pebble.ServiceStatus.ACTIVE
-    assert out.opened_ports == {testing.TCPPort(8080)}
+    assert out.opened_ports == {testing.TCPPort(8080), testing.TCPPort(9103)}
 
 
 # --- the layer -----------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_a_new_port_replans_and_opens_it(ctx, make_state, pebble_calls):
     state = ctx.run(ctx.on.config_changed(), dataclasses.replace(first, config={"port": 9090}))
     assert pebble_calls == ["replan"]
     assert "--http 0.0.0.0:9090" in _service(state).command
-    assert state.opened_ports == {testing.TCPPort(9090)}
+    assert state.opened_ports == {testing.TCPPort(9090), testing.TCPPort(9103)}
 
 
 @pytest.mark.parametrize(

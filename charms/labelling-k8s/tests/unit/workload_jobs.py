@@ -222,8 +222,12 @@ class WorkloadJobs:
         return run, words
 
     def _outcome(self, run: JobRun) -> Outcome:
-        assert run.command[:2] == [WORKLOAD, "labelling"], run.command
-        command = run.command[2]
+        words = run.command
+        if words[:2] == ["/bin/sh", "-c"]:  # steps (a restore's): the first is the workload's
+            words = shlex.split(words[2].split(" && ")[0])
+        assert words[0] == WORKLOAD and words[1] in ("labelling", "backup"), run.command
+        # `labelling <command>` by its command; `backup <command>` as "backup <command>".
+        command = words[2] if words[1] == "labelling" else " ".join(words[1:3])
         assert command in self.outcomes, f"the test set no outcome for {command!r}"
         return self.outcomes[command]
 

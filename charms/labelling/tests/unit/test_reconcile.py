@@ -88,9 +88,10 @@ def test_database_relation_moves_label_studio_to_postgresql(ctx, make_state):
 def test_first_reconcile_enables_and_restarts_label_studio(ctx, make_state, machine):
     out = ctx.run(ctx.on.install(), make_state())
     verbs = [call[0] for call in machine.calls("systemctl")]
-    assert verbs == ["daemon-reload", "enable", "restart"]
-    assert machine.running_units() == {"label-studio"}
-    assert out.opened_ports == {testing.TCPPort(8080)}
+    # label-studio.service, then its metrics exporter's unit.
+    assert verbs == ["daemon-reload", "enable", "restart", "enable", "restart"]
+    assert machine.running_units() == {"label-studio", "label-studio-metrics"}
+    assert out.opened_ports == {testing.TCPPort(8080), testing.TCPPort(9103)}
 
 
 def test_an_unchanged_reconcile_leaves_label_studio_running(ctx, make_state, machine):
@@ -98,7 +99,7 @@ def test_an_unchanged_reconcile_leaves_label_studio_running(ctx, make_state, mac
     ctx.run(ctx.on.install(), state)
     first = len(machine.calls("systemctl"))
     ctx.run(ctx.on.config_changed(), state)
-    assert [call[0] for call in machine.calls("systemctl")[first:]] == ["is-active"]
+    assert [call[0] for call in machine.calls("systemctl")[first:]] == ["is-active", "is-active"]
 
 
 def test_a_new_port_rewrites_the_unit_and_restarts(ctx, make_state, machine):
@@ -107,8 +108,11 @@ def test_a_new_port_rewrites_the_unit_and_restarts(ctx, make_state, machine):
     unit = unit_after(ctx, make_state(config={"port": 9090}))
     command = systemd_words(unit["ExecStart"][0])
     assert command[command.index("--http") + 1] == "0.0.0.0:9090"
+    # The exporter's unit names Label Studio's port too: both restart.
     assert [call[0] for call in machine.calls("systemctl")[first:]] == [
         "daemon-reload",
+        "enable",
+        "restart",
         "enable",
         "restart",
     ]
