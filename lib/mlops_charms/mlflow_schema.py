@@ -10,7 +10,9 @@ systemd starts them again): nothing to do on a new or current store. On an older
 - PostgreSQL runs MLflow's migrations in one transaction: a failure rolls them all back;
 
 and the reason is written to :func:`failure_path`, which the charm shows in its status until
-a start migrates (or finds nothing to migrate). MLflow's auth app migrates its own tables.
+a start migrates (or finds nothing to migrate). A store it cannot reach or read fails the
+start with the reason in the service's log, as MLflow would. MLflow's auth app migrates
+its own tables.
 """
 
 from __future__ import annotations
@@ -115,8 +117,10 @@ def migrate(uri):
 uri, failure_file = sys.argv[1], Path(sys.argv[2])
 try:
     reason = migrate(uri)
-except Exception as error:  # an unreadable store: say so, not a traceback
-    reason = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+except Exception as error:  # the store unreachable or unreadable: not a migration's failure
+    first_line = (str(error).splitlines() or [""])[0]
+    print(f"cannot read the tracking store: {type(error).__name__}: {first_line}", file=sys.stderr)
+    sys.exit(1)
 if reason is None:
     failure_file.unlink(missing_ok=True)
     sys.exit(0)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import ops
 
 if TYPE_CHECKING:
     from mlops_charms.host_files import HostFiles
+
+logger = logging.getLogger(__name__)
 
 
 def push_if_changed(
@@ -55,20 +58,25 @@ def apply_layer(
     acted = False
     if layer_changed:
         container.add_layer(label, wanted, combine=True)
-    if restart and enabled:
-        # Changed files are read at start only: restart every enabled service, not just
-        # those whose definition changed (all a replan would restart).
-        container.restart(*enabled)
-        acted = True
-    elif layer_changed:
-        container.replan()
-        acted = True
-    elif enabled:
-        services = container.get_services(*enabled)
-        stopped = [name for name, info in services.items() if not info.is_running()]
-        if stopped:
-            container.start(*stopped)
+    try:
+        if restart and enabled:
+            # Changed files are read at start only: restart every enabled service, not just
+            # those whose definition changed (all a replan would restart).
             acted = True
+            container.restart(*enabled)
+        elif layer_changed:
+            acted = True
+            container.replan()
+        elif enabled:
+            services = container.get_services(*enabled)
+            stopped = [name for name, info in services.items() if not info.is_running()]
+            if stopped:
+                acted = True
+                container.start(*stopped)
+    except ops.pebble.ChangeError as error:
+        # A service that exits at once (a failed start step): Pebble restarts it with its
+        # back-off, and the charm's status says why from its check or the workload's files.
+        logger.warning("a service did not stay up: %s", str(error.err).splitlines()[-1])
     if disabled:
         running = [
             name for name, info in container.get_services(*disabled).items() if info.is_running()

@@ -56,6 +56,18 @@ def test_apply_starts_the_enabled_services_once_and_then_changes_nothing(
     assert change_kinds(pebble_daemon) == ["replan"]
 
 
+def test_a_service_that_exits_at_once_is_left_to_pebble_without_a_traceback(
+    real_container: ops.Container, pebble_daemon: PebbleDaemon
+):
+    # A start step that fails at once (a migration refused): Pebble's start change fails.
+    failing = {"override": "replace", "command": "/bin/sh -c 'exit 1'", "startup": "enabled"}
+
+    acted = apply_layer(real_container, "demo", layer(server=failing), restart=False)
+
+    assert acted is True
+    assert "server" in real_container.get_plan().services
+
+
 def test_a_disabled_service_is_not_started_by_a_later_hook(
     real_container: ops.Container, pebble_daemon: PebbleDaemon
 ):

@@ -129,3 +129,13 @@ def test_a_new_store_is_left_to_mlflow(tmp_path):
     migrated = _migrate(f"sqlite:///{tmp_path}/mlflow.db", tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_store_it_cannot_read_is_not_a_failed_migration(tmp_path):
+    (tmp_path / "mlflow.db").write_bytes(b"not a database")
+
+    migrated = _migrate(f"sqlite:///{tmp_path}/mlflow.db", tmp_path)
+
+    assert migrated.returncode == 1
+    assert "cannot read the tracking store: DatabaseError" in migrated.stderr
+    assert not (tmp_path / "failed").exists(), "MLflow's own start says why, in its log"
