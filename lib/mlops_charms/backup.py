@@ -13,6 +13,7 @@ job's private environment, never in its parameters or a command line.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -226,10 +227,6 @@ def list_on_storage(files: Any, folder: str) -> dict[str, Any]:
     answer as ``mlops-workload backup list`` for a folder, without running it: a charm
     whose backups are only on its storage lists them with a few file reads.
     """
-    import json
-
-    import ops
-
     try:
         names = sorted(entry.name for entry in files.list_files(folder))
     except ops.pebble.APIError:
