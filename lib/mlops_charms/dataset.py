@@ -10,6 +10,8 @@ Provider (data-versioning) application databag:
                            (git) and ``access-key``, ``secret-key`` (its own S3 key pair)
     latest_version         the newest valid version, ``vN``
     pinned_version         the version consumers are told to use, ``vN`` (absent: latest)
+    ca                     the CA that signed the registry's certificate, PEM, when it
+                           serves HTTPS (``certificates`` related): verify both URLs with it
 
 Requirer application databag:
     access                 ``read`` (default) or ``write`` (labelling exports versions)
@@ -24,6 +26,8 @@ import re
 from typing import Annotated, Literal
 
 import pydantic
+
+from mlops_charms.ca import CACertificates
 
 VERSION_PATTERN = re.compile(r"^v[1-9][0-9]*$")
 SECRET_FIELDS = ("username", "password", "access-key", "secret-key")
@@ -51,6 +55,7 @@ class DatasetProviderData(pydantic.BaseModel):
     credentials_secret_id: str | None = None
     latest_version: VersionName | None = None
     pinned_version: VersionName | None = None
+    ca: CACertificates | None = None
 
     @pydantic.field_validator("remote_url")
     @classmethod

@@ -5,6 +5,8 @@ Provider (tracking) application databag:
     external_tracking_uri  the URL through ingress, when there is one
     credentials_secret_id  a Juju secret granted to the requirer: ``username``, ``password``
     default_experiment     the experiment the requirer is allowed to log to
+    ca                     the CA that signed the server's certificate, PEM, when it serves
+                           HTTPS (``certificates`` related): verify both URLs with it
 
 Requirer application databag:
     experiment             the experiment it wants to log to (optional; the provider
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import pydantic
 
+from mlops_charms.ca import CACertificates
+
 EXPERIMENT_NAME_MAX = 256
 
 
@@ -30,6 +34,7 @@ class TrackingProviderData(pydantic.BaseModel):
     external_tracking_uri: str | None = None
     credentials_secret_id: str | None = None
     default_experiment: str | None = None
+    ca: CACertificates | None = None
 
 
 class TrackingRequirerData(pydantic.BaseModel):
