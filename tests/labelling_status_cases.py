@@ -70,6 +70,13 @@ STATUSES = {
         registry(access="read"),
         testing.WaitingStatus("mlops-dataset: waiting for write access"),
     ),
+    "registry CA not PEM": (
+        registry(ca="not a certificate"),
+        testing.BlockedStatus(
+            "mlops-dataset: invalid data from data-versioning-k8s: ca: Value error, "
+            "must be PEM certificates"
+        ),
+    ),
     "registry secret not granted": (
         {"relations": {dataset_relation(registry_secret())}},
         testing.BlockedStatus("mlops-dataset: credentials secret not readable"),

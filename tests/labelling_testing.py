@@ -23,6 +23,8 @@ REGISTRY_PASSWORD = "registry-Pa55word"
 DB_HOST = "postgresql-k8s-primary.mlops.svc.cluster.local"
 DB_PASSWORD = "db-Pa55word-from-postgresql"
 DB_CA = "-----BEGIN CERTIFICATE-----\nMIIB-the-database-CA\n-----END CERTIFICATE-----\n"
+# What data-versioning publishes as ``ca`` when it serves HTTPS (checked for its PEM shape only).
+REGISTRY_CA = "-----BEGIN CERTIFICATE-----\nUmVnaXN0cnkgQ0E=\n-----END CERTIFICATE-----\n"
 
 
 def server_secret() -> testing.Secret:
@@ -120,3 +122,14 @@ def approach_relation(
     if policy is None:
         policy = DATA_CENTRIC if mode == "data-centric" else MODEL_CENTRIC
     return provider_data.approach_relation(mode, revision, databag=raw, **policy)
+
+
+def migrated_peers(mark: str | None = None, **data: str) -> testing.PeerRelation:
+    """The peers' relation after the leader migrated ``database_relation``'s database.
+
+    ``mark``: what it recorded (default: this release on that database); ``data``: more keys.
+    """
+    from mlops_charms import label_studio
+
+    recorded = mark or f"{label_studio.VERSION} {DB_HOST}:5432/label_studio"
+    return testing.PeerRelation("labelling-peers", local_app_data={"migrated": recorded, **data})

@@ -312,6 +312,8 @@ class FakeMLflow:
     requests: list[tuple[str, dict]] = field(default_factory=list)
     # (base URL, username, password) of every client the charm made.
     clients: list[tuple[str, str, str]] = field(default_factory=list)
+    # The CA each of those clients verifies an HTTPS server with (None: plain HTTP).
+    client_cas: list[str | None] = field(default_factory=list)
     failures: dict[str, RESTError] = field(default_factory=dict)
     sender: str | None = None  # the user of the request being answered
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -325,13 +327,20 @@ class FakeMLflow:
     # --- what tests arrange and inspect ---
 
     def client(
-        self, base_url: str, headers: dict[str, str], *, service: str, timeout: float = 10.0
+        self,
+        base_url: str,
+        headers: dict[str, str],
+        *,
+        service: str,
+        timeout: float = 10.0,
+        ca: str | None = None,
     ):
         """What ``MLflowAPI`` gets when it makes its ``JSONClient``."""
         scheme, _, token = headers["Authorization"].partition(" ")
         assert scheme == "Basic"
         username, _, password = base64.b64decode(token).decode().partition(":")
         self.clients.append((base_url, username, password))
+        self.client_cas.append(ca)
         return FakeJSONClient(self, (username, password))
 
     def fail(self, endpoint: str, message: str = "boom", status: int = 500) -> None:

@@ -45,6 +45,7 @@ python_minor=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{s
 packages=(
     postgresql git ca-certificates curl apache2 apache2-utils strace iproute2
     build-essential python3-venv python3-dev
+    libssl-dev # uWSGI (in the Label Studio venv) is built with OpenSSL: its --https serves TLS
     python3-apt python3-pip python3-setuptools python3-wheel libffi-dev libyaml-dev
     "libpython${python_minor}" passwd util-linux mount
 )

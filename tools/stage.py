@@ -61,6 +61,7 @@ _IGNORED_AT_CHARM_ROOT = {"tests"}
 CHARM_TREES: dict[str, tuple[str, ...]] = {
     "data-versioning": ("workload",),
     "labelling": ("workload",),
+    "tracking": ("workload",),
     "training": ("workload",),
 }
 # craft-parts' own work folders, left in a project folder by a destructive-mode build.

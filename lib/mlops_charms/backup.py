@@ -201,8 +201,6 @@ def restored_results(job: Job) -> dict[str, Any]:
 
 def listed_results(result: Mapping[str, Any]) -> dict[str, Any]:
     """list-backups' results from ``mlops-workload backup list``."""
-    import json
-
     listed: Sequence[Any] = result.get("backups", [])
     return {
         "destination": str(result.get("destination", "")),

@@ -11,6 +11,11 @@ The server is run the way the upstream image's ``label-studio-uwsgi`` entrypoint
 ``label-studio init`` (migrations and the admin user, idempotent) and then uWSGI serving
 ``core.wsgi``. Secrets are never in the command or the environment: they are in
 ``secrets.env`` (mode 0600), written in the substrate's syntax.
+
+With a certificate (``ServerSettings.tls``) uWSGI's router serves HTTPS only, on the same
+port, from certificate and key files beside ``secrets.env``; everything that calls Label
+Studio here (the charm, its jobs, the metrics exporter, the readiness probes) verifies it with
+the certificate's CA.
 """
 
 from __future__ import annotations
@@ -18,13 +23,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 from mlops_charms import rotation, workload
 from mlops_charms.backup import BackupPlan
+from mlops_charms.client_ca import ClientCA, client_ca
 from mlops_charms.rest import JSONClient, RESTError
+
+if TYPE_CHECKING:
+    from mlops_charms.tls import ServerTLS
 
 SERVICE = "label-studio"
 METRICS_SERVICE = "label-studio-metrics"
+# The Label Studio the rock (rocks/labelling) and the machine's venv pin: the schema version
+# the leader migrates a shared database to before any unit serves it.
+VERSION = "1.23.2"
+# The first migration of a large database takes minutes (a hook waits for it).
+MIGRATE_TIMEOUT = 900.0
 ADMIN_USERNAME = "admin@labelling.mlops.invalid"
 
 
@@ -70,6 +85,27 @@ class ServerSettings:
     database: PostgreSQLDatabase | None = None
     bind_address: str = "0.0.0.0"  # noqa: S104 - reached through the pod's service or the host
     binaries: Binaries = field(default_factory=lambda: ROCK)
+    tls: ServerTLS | None = field(default=None, repr=False)  # None: plain HTTP
+    # Whether the server's start migrates the database (``label-studio init``): a unit's own
+    # SQLite, or the leader's on PostgreSQL; the other units serve what the leader migrated.
+    migrates: bool = True
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def tls_certificate_path(self) -> str:
+        return f"{self.data_dir}/secrets/label-studio.crt"
+
+    @property
+    def tls_key_path(self) -> str:
+        return f"{self.data_dir}/secrets/label-studio.key"
+
+    @property
+    def tls_ca_path(self) -> str:
+        """The CA the workload's own clients verify Label Studio with (when it serves HTTPS)."""
+        return f"{self.data_dir}/secrets/label-studio-ca.pem"
 
     @property
     def secrets_env_path(self) -> str:
@@ -91,7 +127,9 @@ class ServerSettings:
 
     @property
     def local_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        # The certificate names "localhost" (an address would be a SAN of every unit's).
+        host = "localhost" if self.tls else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def jobs_dir(self) -> str:
@@ -122,11 +160,17 @@ def server_command(settings: ServerSettings) -> list[str]:
     connection stays open between requests, and the router adds ``Connection: close`` to a
     response it cannot keep the connection open after (one without a length).
     """
+    address = f"{settings.bind_address}:{settings.port}"
+    # uWSGI's router serves HTTPS itself (built with OpenSSL): HTTPS only, nothing on plain HTTP.
+    listen = (
+        ["--https", f"{address},{settings.tls_certificate_path},{settings.tls_key_path}"]
+        if settings.tls
+        else ["--http", address]
+    )
     return [
         settings.binaries.uwsgi,
         "--master",
-        "--http",
-        f"{settings.bind_address}:{settings.port}",
+        *listen,
         # Idle connections close after 75 s: later than pooling clients drop them (httpx,
         # the SDK's, after 5 s), so a client does not reuse one just as the server closes it.
         "--http-keepalive=75",
@@ -202,11 +246,63 @@ def setup_steps(settings: ServerSettings) -> list[list[str]]:
     """The one-shot commands run, in order, before each start of the server.
 
     ``label-studio init`` applies migrations and creates the admin once; it is idempotent.
+    Every ``label-studio`` command migrates first: a unit that must not migrate runs none.
     """
-    return [
-        ["mkdir", "-p", settings.media_root],
-        [settings.binaries.label_studio, "init", "--quiet"],
-    ]
+    steps = [["mkdir", "-p", settings.media_root]]
+    if settings.migrates:
+        steps.append([settings.binaries.label_studio, "init", "--quiet"])
+    return steps
+
+
+def database_mark(settings: ServerSettings) -> str | None:
+    """What the leader records once it migrated the shared database: version and database.
+
+    None with SQLite: each unit's own database is migrated by its own start.
+    """
+    database = settings.database
+    if database is None:
+        return None
+    return f"{VERSION} {database.host}:{database.port}/{database.name}"
+
+
+# Run by Label Studio's interpreter in its Django project: every migration of this release,
+# each in its own transaction (PostgreSQL), so a failing one is rolled back and the ones
+# before it stay applied, as the previous release's schema plus complete steps.
+_MIGRATE = """\
+import os
+import tempfile
+
+# The database's CA, if any, from the environment: the hook migrates before the server's
+# files are written.
+if os.environ.get("MLOPS_POSTGRESQL_CA"):
+    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as ca:
+        ca.write(os.environ["MLOPS_POSTGRESQL_CA"])
+    os.environ["PGSSLROOTCERT"] = ca.name
+
+import django
+
+django.setup()
+from django.core.management import call_command
+
+call_command("migrate", interactive=False, verbosity=0)
+"""
+
+
+def migrate_command(settings: ServerSettings) -> list[str]:
+    """The command that migrates the database to this release (run in ``app_dir``)."""
+    python = str(PurePosixPath(settings.binaries.label_studio).parent / "python")
+    return [python, "-c", _MIGRATE]
+
+
+def migrate_environment(settings: ServerSettings) -> dict[str, str]:
+    """The environment of ``migrate_command``: the server's, and the secrets it needs."""
+    environment_ = {**environment(settings), "SECRET_KEY": settings.secret_key}
+    if settings.database:
+        environment_["POSTGRE_PASSWORD"] = settings.database.password
+        if settings.database.ca:
+            environment_.pop("PGSSLROOTCERT", None)
+            environment_["MLOPS_POSTGRESQL_CA"] = settings.database.ca
+    return environment_
 
 
 def files(
@@ -229,6 +325,10 @@ def files(
     rendered = {settings.secrets_env_path: render_secrets(secret_env)}
     if settings.database and settings.database.ca:
         rendered[settings.postgresql_ca_path] = settings.database.ca
+    if settings.tls:
+        rendered[settings.tls_certificate_path] = settings.tls.certificate
+        rendered[settings.tls_key_path] = settings.tls.private_key
+        rendered[settings.tls_ca_path] = settings.tls.ca
     return rendered
 
 
@@ -308,12 +408,32 @@ def metrics_exporter_command(settings: ServerSettings) -> list[str]:
         settings.agreement_path,
         "--gate-threshold-file",
         settings.agreement_gate_path,
+        # Over HTTPS, Label Studio verified with its CA.
+        *(("--ca-file", settings.tls_ca_path) if settings.tls else ()),
     ]
 
 
+def ready_probe_ca(settings: ServerSettings) -> str | None:
+    """The CA file a readiness probe in the workload verifies Label Studio with, if HTTPS."""
+    return settings.tls_ca_path if settings.tls else None
+
+
 def is_healthy(settings: ServerSettings, timeout: float = 5.0) -> bool:
-    """Whether Label Studio's ``/health`` answers OK."""
-    return JSONClient(settings.local_url, {}, service="Label Studio", timeout=timeout).is_healthy()
+    """Whether Label Studio's ``/health`` answers OK (verified with its CA over HTTPS)."""
+    return _client(settings, {}, timeout=timeout).is_healthy()
+
+
+def _client(
+    settings: ServerSettings, headers: dict[str, str], timeout: float = 10.0
+) -> JSONClient:
+    """A client of this unit's Label Studio, from the charm (the CA in memory, not a file)."""
+    return JSONClient(
+        settings.local_url,
+        headers,
+        service="Label Studio",
+        timeout=timeout,
+        ca=settings.tls.ca if settings.tls else None,
+    )
 
 
 # The line ``mlops-workload labelling import-version`` writes into the description of a project
@@ -338,11 +458,7 @@ def project_counts(settings: ServerSettings) -> list[ProjectCounts]:
 
     Raises ``RESTError`` (one line) when Label Studio refuses or cannot be reached.
     """
-    client = JSONClient(
-        settings.local_url,
-        {"Authorization": f"Token {settings.admin_token}"},
-        service="Label Studio",
-    )
+    client = _client(settings, {"Authorization": f"Token {settings.admin_token}"})
     answer = client.call(
         "GET",
         "/api/projects",
@@ -380,6 +496,12 @@ class RegistryAccess:
     dvc_endpoint: str | None = None
     s3_access_key: str = field(default="", repr=False)
     s3_secret_key: str = field(default="", repr=False)
+    ca: str | None = field(default=None, repr=False)  # PEM, when the registry serves HTTPS
+
+
+def registry_ca(settings: ServerSettings, registry: RegistryAccess) -> ClientCA:
+    """The registry's CA as the runs read it: a file in the data folder, and its variables."""
+    return client_ca(settings.data_dir, registry=registry.ca)
 
 
 def workload_environment(
@@ -399,6 +521,9 @@ def workload_environment(
         "LABEL_STUDIO_API_KEY": settings.admin_token,
         "MLOPS_LABELLING_MEDIA_ROOT": settings.media_root,
     }
+    if settings.tls:
+        # Its own variable: the job's other clients (git, DVC) verify the registry with its CA.
+        env["LABEL_STUDIO_CA_FILE"] = settings.tls_ca_path
     if registry is None:
         return env
     env.update(
@@ -413,6 +538,7 @@ def workload_environment(
     )
     if registry.dvc_endpoint:
         env["MLOPS_DVC_ENDPOINT_URL"] = registry.dvc_endpoint
+    env.update(registry_ca(settings, registry).environment)
     return env
 
 

@@ -15,6 +15,15 @@ end when the substrate reports it (a Pebble notice, or a systemd job's ``job-end
 Under the data-centric approach (``mlops-approach``) projects get the policy's annotators per
 task, exports pass the agreement gate in their job, and projects whose answers changed are
 reported on at ``update-status``; otherwise the charm follows its own config.
+
+Related to a CA over ``certificates``, each unit serves HTTPS only once its certificate is
+issued (``mlops_charms.tls``); until then it serves as it was.
+
+On PostgreSQL (shared by every unit) only the leader migrates the database, in a hook, before
+its server starts; it then records the release and database it migrated in the peers' app
+data, and the other units start (without migrating) only once that mark is theirs. A failed
+migration is the leader's Blocked status; the other units wait. With SQLite each unit's start
+migrates its own database, as before.
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from mlops_charms.label_studio import (
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
 from mlops_charms.rest import RESTError
+from mlops_charms.tls import ServerCertificate, ServerTLS
 from mlops_charms.workload_exec import WorkloadError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +73,11 @@ logger = logging.getLogger(__name__)
 STORAGE = "labelling-data"
 DATASET_ENDPOINT = "mlops-dataset"
 RELABEL_ENDPOINT = "mlops-relabel"
+PEERS = "labelling-peers"
+# The peers' app data: the database the leader migrated (label_studio.database_mark), or why
+# its last migration failed.
+MIGRATED_KEY = "migrated"
+MIGRATION_FAILED_KEY = "migration-failed"
 SERVER_SECRET = "label-studio-server"  # noqa: S105 - a label: admin password, token, key
 PRESETS = ("text-classification", "image-classification", "named-entities")
 JOB_SLOT = "labelling"
@@ -201,11 +216,18 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         super().__init__(framework)
         self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="label_studio")
+        # HTTPS once the certificates relation issued the unit's certificate. Its library also
+        # removes, on secret-remove, the revision of any of the charm's secrets that no
+        # consumer tracks (what secrets.RevisionPruner did here): a second removal would fail.
+        self.certificate = ServerCertificate(self, self._tls_hosts)
         for event in (
+            *self.certificate.events,
             self.on[DATASET_ENDPOINT].relation_created,
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[DATASET_ENDPOINT].relation_broken,
             self.on[RELABEL_ENDPOINT].relation_changed,
+            # The leader's mark of a migrated database: the other units may start.
+            self.on[PEERS].relation_changed,
             *approach.relation_events(self),
             self.on.secret_changed,
             *self.database.events,
@@ -213,8 +235,6 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             self.on[observability.DASHBOARD_ENDPOINT].relation_joined,
         ):
             framework.observe(event, self._reconcile)
-        # Kept: the framework holds its observers weakly.
-        self._revision_pruner = secrets.RevisionPruner(self)
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
         framework.observe(self.on.import_version_action, self._on_import_version)
@@ -226,6 +246,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         framework.observe(self.on.restore_action, self._on_restore)
         framework.observe(self.on.rotate_credentials_action, self._on_rotate_credentials)
         self._healthy: bool | None = None  # asked once per hook
+        self._migration_error: str | None = None  # the leader's failed migration, this hook
+        self._migrated: str | None = None  # what the leader migrated, this hook
 
     # --- the substrate: what a subclass says ------------------------------------------------
 
@@ -236,8 +258,15 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
 
     @property
     @abc.abstractmethod
-    def _internal_url(self) -> str:
-        """The URL annotators and the stack reach Label Studio at."""
+    def _server_host(self) -> str:
+        """The name or address annotators and the stack reach Label Studio at."""
+
+    def _tls_hosts(self) -> list[str]:
+        """The names the unit's certificate is for: where it is reached, and ``localhost``.
+
+        The charm, its jobs and the metrics exporter call Label Studio over ``localhost``.
+        """
+        return [self._server_host, "localhost"]
 
     @property
     @abc.abstractmethod
@@ -266,7 +295,13 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
 
     @abc.abstractmethod
     def _run_command(
-        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+        self,
+        command: list[str],
+        *,
+        what: str,
+        environment: dict[str, str],
+        working_dir: str,
+        timeout: float = 120.0,
     ) -> None:
         """Run a short command where Label Studio runs, as its user; ``WorkloadError``: why not."""
 
@@ -285,6 +320,16 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
 
     def _config(self) -> LabellingConfig:
         return self.load_config(self.config_class)
+
+    def _server_tls(self) -> ServerTLS | None:
+        """The unit's issued certificate: Label Studio serves HTTPS with it; None: HTTP."""
+        return self.certificate.server_tls()
+
+    @property
+    def _internal_url(self) -> str:
+        """The URL annotators and the stack reach Label Studio at."""
+        scheme = "https" if self._server_tls() else "http"
+        return f"{scheme}://{self._server_host}:{self._config().port}"
 
     def _config_problem(self) -> str | None:
         return sidecar.config_problem(self, self.config_class)
@@ -335,6 +380,9 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             admin_token=server_secret["admin-token"],
             secret_key=server_secret["secret-key"],
             binaries=self._binaries,
+            tls=self._server_tls(),
+            # A shared database is the leader's to migrate.
+            migrates=connection is None or self.unit.is_leader(),
             database=PostgreSQLDatabase(
                 host=connection.host,
                 port=connection.port,
@@ -383,6 +431,7 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
                 dvc_endpoint=data.remote_endpoint,
                 s3_access_key=content.get("access-key", ""),
                 s3_secret_key=content.get("secret-key", ""),
+                ca=data.ca,
             ),
             None,
         )
@@ -431,6 +480,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             return None
         if backup.restoring(self._jobs()) is not None:
             return None  # the server stays stopped: the restore's end wakes the charm again
+        if not self._database_migrated(settings):
+            return None
         self._run_server(settings)
         self._record_gate(settings)
         runner = self._jobs()
@@ -440,6 +491,78 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             self._act_on(job)
             self._mark_reported(runner, job)
         return settings
+
+    # --- migrations: the leader's, on a shared database --------------------------------------
+
+    def _peer_app_data(self) -> ops.RelationDataContent | None:
+        relation = self.model.get_relation(PEERS)
+        return relation.data[self.app] if relation is not None else None
+
+    def _database_migrated(self, settings: ServerSettings) -> bool:
+        """Whether this unit may start on its database: migrated to this release.
+
+        SQLite: the server's own start migrates it. PostgreSQL: the leader migrates it here
+        (once per release and database) and records it; another unit waits for that mark and
+        stops meanwhile (it must not serve a schema its code does not know).
+        """
+        mark = label_studio.database_mark(settings)
+        if mark is None:
+            return True
+        shared = self._peer_app_data()
+        if shared is not None and shared.get(MIGRATED_KEY) == mark:
+            return True
+        if not self.unit.is_leader():
+            self._stop_server(settings)
+            return False
+        try:
+            self._run_command(
+                label_studio.migrate_command(settings),
+                what=f"migrating the database to Label Studio {label_studio.VERSION}",
+                environment=label_studio.migrate_environment(settings),
+                working_dir=settings.binaries.app_dir,
+                timeout=label_studio.MIGRATE_TIMEOUT,
+            )
+        except (WorkloadError, ops.pebble.Error, OSError) as error:
+            # The server is not (re)started on a schema this release may not serve; the
+            # next hook tries again (the database may have been unreachable).
+            logger.error("the database migration failed: %s", error)
+            reason = str(error)[:200]
+            if shared is not None:
+                shared[MIGRATION_FAILED_KEY] = f"{mark}: {reason}"
+            self._migration_error = reason
+            return False
+        if shared is not None:
+            shared[MIGRATED_KEY] = mark
+            shared.pop(MIGRATION_FAILED_KEY, None)
+        self._migrated = mark
+        return True
+
+    def _migration_status(self, settings: ServerSettings) -> ops.StatusBase | None:
+        """The leader's failed migration, or a unit waiting for the leader's; None: migrated."""
+        mark = label_studio.database_mark(settings)
+        if mark is None:
+            return None
+        shared = self._peer_app_data()
+        if mark in (self._migrated, shared.get(MIGRATED_KEY) if shared is not None else None):
+            return None
+        failed = self._migration_error
+        if failed is None and shared is not None:
+            recorded = shared.get(MIGRATION_FAILED_KEY, "")
+            if recorded.startswith(f"{mark}: "):
+                failed = recorded.removeprefix(f"{mark}: ")
+        if failed is not None and self.unit.is_leader():
+            return ops.BlockedStatus(
+                f"{failed}; the database keeps its previous schema (the failed step was rolled"
+                " back): fix it and run any hook, or go back to the previous revision"
+            )
+        if self.unit.is_leader():
+            return ops.MaintenanceStatus(
+                f"migrating the database to Label Studio {label_studio.VERSION}"
+            )
+        version = label_studio.VERSION
+        return ops.WaitingStatus(
+            f"waiting for the leader to migrate the database to Label Studio {version}"
+        )
 
     def _record_gate(self, settings: ServerSettings) -> None:
         """Leave the export gate where the metrics exporter reads it (a file, no restart)."""
@@ -631,7 +754,13 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         *args: str,
         params: dict[str, str],
     ) -> JobSpec:
-        """A job running ``mlops-workload labelling <command>`` beside Label Studio."""
+        """A job running ``mlops-workload labelling <command>`` beside Label Studio.
+
+        The registry's CA (HTTPS), when it has one, is written where the job's variables say.
+        """
+        if registry is not None:
+            for path, pem in label_studio.registry_ca(settings, registry).paths().items():
+                self._storage_files().push(path, pem, make_dirs=True, permissions=0o644)
         return JobSpec(
             kind=command,
             command=label_studio.labelling_command(settings, command, *args),
@@ -654,6 +783,9 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         database = self.database.unit_status()
         if database:
             event.add_status(database)
+        certificate = self.certificate.status()
+        if certificate:
+            event.add_status(certificate)
         registry = self._registry()
         if registry.problem:
             event.add_status(registry.problem)
@@ -683,7 +815,12 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         if restoring is not None:
             event.add_status(ops.MaintenanceStatus(f"restoring {restoring}"))
             return
-        if not self._is_healthy(self._settings(self._config(), server_secret)):
+        settings = self._settings(self._config(), server_secret)
+        migration = self._migration_status(settings)
+        if migration is not None:
+            event.add_status(migration)
+            return
+        if not self._is_healthy(settings):
             event.add_status(ops.WaitingStatus("waiting for Label Studio to become ready"))
 
     def _active_message(self, registry: RegistryAnswer) -> str:

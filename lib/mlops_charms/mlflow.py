@@ -13,16 +13,26 @@ Metrics: MLflow's ``--expose-prometheus`` counts requests in a multiprocess fold
 ``/metrics`` behind its basic auth (only ``/health``, ``/static`` and server-info are open).
 So a second, tiny process, the metrics exporter, serves that folder on its own port without
 auth, plus whether MLflow answers: Prometheus scrapes it with no MLflow password anywhere.
+
+HTTPS: with a certificate (``ServerSettings.tls``) uvicorn, which ``mlflow server`` runs, serves
+HTTPS only on the port. The certificate, its key and the CA are secret files like the others;
+everything that asks the server (health check, ready notice, exporter, the charm's API client)
+reaches it as ``https://localhost`` and verifies it against that CA.
 """
 
 from __future__ import annotations
 
 import base64
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlops_charms import mlflow_schema, rotation, workload
 from mlops_charms.rest import JSONClient, RESTError
+
+if TYPE_CHECKING:
+    from mlops_charms.tls import ServerTLS
 
 # The tag that says which consumer application an experiment was created for.
 CONSUMER_TAG = "mlops.stack/consumer"
@@ -82,6 +92,12 @@ class ServerSettings:
     artifacts: S3Artifacts | None = None
     # The leader migrates the tracking store before its server starts (mlflow_schema).
     upgrade_schema: bool = False
+    # The unit's certificate: HTTPS only on ``port``; None: plain HTTP.
+    tls: ServerTLS | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def metrics_dir(self) -> str:
@@ -103,6 +119,19 @@ class ServerSettings:
     @property
     def s3_ca_path(self) -> str:
         return f"{self.data_dir}/secrets/s3-ca.pem"
+
+    @property
+    def tls_certificate_path(self) -> str:
+        return f"{self.data_dir}/secrets/server-certificate.pem"
+
+    @property
+    def tls_key_path(self) -> str:
+        return f"{self.data_dir}/secrets/server-key.pem"
+
+    @property
+    def tls_ca_path(self) -> str:
+        """The CA of the server's certificate: what the unit's own probes verify it with."""
+        return f"{self.data_dir}/secrets/server-ca.pem"
 
     @property
     def auth_config_path(self) -> str:
@@ -131,6 +160,22 @@ class ServerSettings:
 
 def server_command(settings: ServerSettings, program: str = "mlflow") -> list[str]:
     """The ``mlflow server`` command line (no secrets in it); ``program``: where ``mlflow`` is."""
+    https = (
+        # uvicorn (MLflow's default server) serves TLS itself: HTTPS only, on the same port.
+        [
+            "--uvicorn-opts",
+            shlex.join(
+                [
+                    "--ssl-certfile",
+                    settings.tls_certificate_path,
+                    "--ssl-keyfile",
+                    settings.tls_key_path,
+                ]
+            ),
+        ]
+        if settings.tls
+        else []
+    )
     return [
         program,
         "server",
@@ -151,6 +196,7 @@ def server_command(settings: ServerSettings, program: str = "mlflow") -> list[st
         ",".join((*_LOCAL_HOSTS, *settings.allowed_hosts)),
         "--expose-prometheus",
         settings.metrics_dir,
+        *https,
     ]
 
 
@@ -183,6 +229,7 @@ def metrics_exporter_command(settings: ServerSettings, python: str = "python3") 
         str(settings.metrics_port),
         health_url(settings),
         settings.data_dir,
+        *([settings.tls_ca_path] if settings.tls else []),
     ]
 
 
@@ -198,6 +245,7 @@ METRICS_EXPORTER = f'''"""Serve MLflow's multiprocess metrics, health and storag
 
 import os
 import shutil
+import ssl
 import sys
 import threading
 import urllib.request
@@ -207,12 +255,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 metrics_dir, port, health_url, data_dir = sys.argv[1], int(sys.argv[2]), *sys.argv[3:5]
+# Over HTTPS: MLflow's certificate verified against its CA's file.
+context = ssl.create_default_context(cafile=sys.argv[5]) if len(sys.argv) > 5 else None
 
 
 class Server:
     def collect(self):
         try:
-            with urllib.request.urlopen(health_url, timeout=3) as response:
+            with urllib.request.urlopen(health_url, timeout=3, context=context) as response:
                 up = response.status == 200
         except OSError:
             up = False
@@ -261,8 +311,11 @@ def environment(settings: ServerSettings) -> dict[str, str]:
 
 
 def health_url(settings: ServerSettings) -> str:
-    """Where the server answers once it is ready, from the machine it runs on."""
-    return f"http://localhost:{settings.port}/health"
+    """Where the server answers once it is ready, from the machine it runs on.
+
+    Over HTTPS, ``localhost`` is one of the certificate's names: verify with ``tls_ca_path``.
+    """
+    return f"{settings.scheme}://localhost:{settings.port}/health"
 
 
 # Seconds a verified username/password pair stays verified in a worker (MLflow 3.17).
@@ -312,6 +365,11 @@ def files(
         rendered[settings.postgresql_ca_path] = settings.database.ca
     if settings.artifacts and settings.artifacts.ca_chain:
         rendered[settings.s3_ca_path] = settings.artifacts.ca_chain
+    if settings.tls:
+        # A renewed certificate changes these files: the server restarts to serve it.
+        rendered[settings.tls_certificate_path] = settings.tls.certificate
+        rendered[settings.tls_key_path] = settings.tls.private_key
+        rendered[settings.tls_ca_path] = settings.tls.ca
     return rendered
 
 
@@ -328,10 +386,22 @@ def restart_needed(before: Mapping[str, str | None], after: Mapping[str, str]) -
 class MLflowAPI:
     """The REST endpoints the charm needs, authenticated as one MLflow user."""
 
-    def __init__(self, base_url: str, username: str, password: str, timeout: float = 10.0):
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        timeout: float = 10.0,
+        ca: str | None = None,
+    ):
+        """``ca``: PEM, the CA an HTTPS server is verified against."""
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         self._client = JSONClient(
-            base_url, {"Authorization": f"Basic {token}"}, service="MLflow", timeout=timeout
+            base_url,
+            {"Authorization": f"Basic {token}"},
+            service="MLflow",
+            timeout=timeout,
+            ca=ca,
         )
 
     def is_healthy(self) -> bool:

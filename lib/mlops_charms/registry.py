@@ -26,6 +26,12 @@ the remote's objects.
 
 Secrets never appear in a Pebble plan, a unit file or a command line: passwords are stored only
 as bcrypt hashes, and S3 keys travel in ``s3.env`` (mode 0600) sourced by the services' commands.
+
+HTTPS (``settings.tls``, from the ``certificates`` relation): Apache (mod_ssl) serves both the git
+port and the S3 front over TLS only, with the certificate and key in ``conf`` (mode 0600). The
+rclone servers stay plain HTTP: they listen on 127.0.0.1 only, behind the S3 front, and the jobs
+reach the read-write one there. The exporter reads mod_status over ``https://localhost``,
+verifying with the CA.
 """
 
 from __future__ import annotations
@@ -34,10 +40,15 @@ import hashlib
 import json
 import shlex
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from mlops_charms import workload
 from mlops_charms.backup import BackupPlan, s3_destination
 from mlops_charms.jobs import JobSpec
+
+if TYPE_CHECKING:
+    # Only its type: the registry's core does not need the tls-certificates library.
+    from mlops_charms.tls import ServerTLS
 
 GIT_SERVICE = "git-http"
 S3_SERVICE = "s3"
@@ -70,6 +81,11 @@ _APACHE_MODULES = (
     ("proxy_module", "mod_proxy.so"),
     ("proxy_http_module", "mod_proxy_http.so"),
     ("status_module", "mod_status.so"),
+)
+# Only with a certificate: mod_ssl, and the session cache it wants (apache2-bin ships both).
+_APACHE_TLS_MODULES = (
+    ("socache_shmcb_module", "mod_socache_shmcb.so"),
+    ("ssl_module", "mod_ssl.so"),
 )
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 _ACCESS_DENIED = """<?xml version="1.0" encoding="UTF-8"?>
@@ -177,6 +193,12 @@ class RegistrySettings:
     # What the post-receive hook runs, with ``tags=v1 v2`` appended, when tags are pushed;
     # empty: the substrate watches the repository's tags itself.
     tags_notify: tuple[str, ...] = ()
+    # The unit's certificate: Apache serves HTTPS only; None: plain HTTP.
+    tls: ServerTLS | None = field(default=None, repr=False)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def s3_write_port(self) -> int:
@@ -226,6 +248,25 @@ class RegistrySettings:
         return f"{self.conf_dir}/s3-ca.pem"
 
     @property
+    def tls_certificate_file(self) -> str:
+        return f"{self.conf_dir}/tls.crt"
+
+    @property
+    def tls_key_file(self) -> str:
+        return f"{self.conf_dir}/tls.key"
+
+    @property
+    def tls_ca_file(self) -> str:
+        """The CA of the registry's own certificate: what the exporter verifies Apache with."""
+        return f"{self.conf_dir}/tls-ca.pem"
+
+    @property
+    def local_git_base(self) -> str:
+        """Apache's git port as the workload calls it (``localhost``: in the certificate)."""
+        host = "localhost" if self.tls else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.git_port}"
+
+    @property
     def directories(self) -> tuple[str, ...]:
         """The folders the service user owns, made by the charm (the mount root may be root's)."""
         return (
@@ -253,7 +294,7 @@ class RegistrySettings:
     @property
     def git_url(self) -> str:
         """The registry's git URL as consumers use it."""
-        return f"http://{self.public_host}:{self.git_port}/{REPOSITORY_NAME}"
+        return f"{self.scheme}://{self.public_host}:{self.git_port}/{REPOSITORY_NAME}"
 
     @property
     def remote_url(self) -> str:
@@ -263,7 +304,7 @@ class RegistrySettings:
     @property
     def remote_endpoint(self) -> str:
         """The DVC remote's S3 endpoint as consumers reach it."""
-        return f"http://{self.public_host}:{self.s3_port}"
+        return f"{self.scheme}://{self.public_host}:{self.s3_port}"
 
     @property
     def local_endpoint(self) -> str:
@@ -321,7 +362,7 @@ def httpd_conf(settings: RegistrySettings) -> str:
     modules = "\n".join(
         f"<IfModule !{name}>\n    LoadModule {name} {settings.binaries.apache_modules}/{so}\n"
         "</IfModule>"
-        for name, so in _APACHE_MODULES
+        for name, so in (*_APACHE_MODULES, *(_APACHE_TLS_MODULES if settings.tls else ()))
     )
     conf, run = settings.conf_dir, settings.run_dir
     receive_pack = (
@@ -345,7 +386,7 @@ StartServers 2
 MaxRequestWorkers 32
 Timeout 600
 DocumentRoot {conf}/htdocs
-
+{_tls_server(settings)}
 <Directory />
     AllowOverride None
     Require all denied
@@ -388,6 +429,28 @@ ScriptAlias /{REPOSITORY_NAME}/ {settings.binaries.git_http_backend}/{REPOSITORY
 {_s3_front(settings)}"""
 
 
+def _tls_directives(settings: RegistrySettings, indent: str = "") -> str:
+    """A server's (or virtual host's) HTTPS: the certificate and key files; none without TLS."""
+    if settings.tls is None:
+        return ""
+    lines = (
+        "SSLEngine on",
+        f"SSLCertificateFile {settings.tls_certificate_file}",
+        f"SSLCertificateKeyFile {settings.tls_key_file}",
+    )
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def _tls_server(settings: RegistrySettings) -> str:
+    """The main server's HTTPS (the git port) and what mod_ssl needs once per server."""
+    if settings.tls is None:
+        return ""
+    return f"""# HTTPS only: the certificate from the certificates relation.
+SSLSessionCache shmcb:{settings.run_dir}/ssl-sessions(512000)
+SSLProtocol -all +TLSv1.2 +TLSv1.3
+{_tls_directives(settings)}"""
+
+
 def _s3_front(settings: RegistrySettings) -> str:
     """The DVC remote's endpoint: reads to the read-only server, writes to the writers' one."""
     readers = [u.access_key for u in settings.users if not u.write and u.access_key]
@@ -405,7 +468,7 @@ def _s3_front(settings: RegistrySettings) -> str:
     return f"""
 Listen {_listen(settings, settings.s3_port)}
 <VirtualHost *:{settings.s3_port}>
-    ProxyPreserveHost On
+{_tls_directives(settings, "    ")}    ProxyPreserveHost On
     ProxyRequests Off
     AllowEncodedSlashes NoDecode
     Alias /.registry/access-denied.xml {settings.conf_dir}/htdocs/access-denied.xml
@@ -508,7 +571,28 @@ def files(settings: RegistrySettings) -> dict[str, tuple[str, int]]:
     }
     if settings.trusted_ca:
         rendered[settings.ca_file] = (settings.trusted_ca, 0o644)
+    if settings.tls:
+        # Secret files, like s3.env: Apache reads them as the service user.
+        rendered[settings.tls_certificate_file] = (settings.tls.certificate, 0o600)
+        rendered[settings.tls_key_file] = (settings.tls.private_key, 0o600)
+        rendered[settings.tls_ca_file] = (settings.tls.ca, 0o644)
     return rendered
+
+
+def restart_files(settings: RegistrySettings) -> frozenset[str]:
+    """The rendered files the servers read only at start: a change needs a restart.
+
+    Apache reads htpasswd and htgroup on every request; its config, its certificate and key,
+    and the S3 keys only at start.
+    """
+    return frozenset(
+        {
+            f"{settings.conf_dir}/httpd.conf",
+            f"{settings.conf_dir}/s3.env",
+            settings.tls_certificate_file,
+            settings.tls_key_file,
+        }
+    )
 
 
 def _trust(settings: RegistrySettings) -> dict[str, str]:
@@ -578,9 +662,9 @@ def metrics_exporter_command(settings: RegistrySettings) -> tuple[str, ...]:
         "--objects-dir",
         f"{settings.s3_root}/{DVC_BUCKET}",
         "--health-url",
-        f"http://127.0.0.1:{settings.git_port}/healthz",
+        f"{settings.local_git_base}/healthz",
         "--status-url",
-        f"http://127.0.0.1:{settings.git_port}/server-status?auto",
+        f"{settings.local_git_base}/server-status?auto",
         "--rclone-socket",
         f"read-write={settings.rclone_metrics_socket(read_only=False)}",
         "--rclone-socket",
@@ -588,6 +672,8 @@ def metrics_exporter_command(settings: RegistrySettings) -> tuple[str, ...]:
         "--pinned-version-file",
         settings.pinned_version_path,
     ]
+    if settings.tls:
+        command += ["--ca-file", settings.tls_ca_file]
     return tuple(command)
 
 
@@ -603,7 +689,8 @@ def services(settings: RegistrySettings) -> tuple[Service, ...]:
             "git smart HTTP and the S3 front (Apache)",
             apache,
             settings.git_port,
-            ready_url=f"http://127.0.0.1:{settings.git_port}/healthz",
+            # Over HTTPS, a check could not verify the private CA: the port accepting will do.
+            ready_url=None if settings.tls else f"{settings.local_git_base}/healthz",
         ),
         Service(
             S3_SERVICE,

@@ -36,6 +36,7 @@ from mlops_charms import (
     rotation,
     secrets,
     sidecar,
+    tls,
     workload_exec,
 )
 from mlops_charms.approach import Approach
@@ -211,9 +212,11 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         super().__init__(framework)
         self.tracing = charm_tracing.trace_charm(self)
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name=self._requested_bucket())
+        # HTTPS once the certificates relation issued the unit's certificate. Its library also
+        # removes, on secret-remove, the revision of any of the charm's secrets that no
+        # consumer tracks (what secrets.RevisionPruner does): a second removal would fail.
+        self.certificate = tls.ServerCertificate(self, self._certificate_hosts)
         self._problem: str | None = None
-        # Kept: the framework holds its observers weakly.
-        self._revision_pruner = secrets.RevisionPruner(self)
         for event in (
             self.on[DATASET_ENDPOINT].relation_joined,
             self.on[DATASET_ENDPOINT].relation_changed,
@@ -221,6 +224,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             self.on[observability.METRICS_ENDPOINT].relation_joined,
             self.on[observability.DASHBOARD_ENDPOINT].relation_joined,
             *self.s3.events,
+            *self.certificate.events,
             *approach.relation_events(self),
         ):
             framework.observe(event, self._reconcile)
@@ -362,6 +366,12 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             path_style=connection.path_style,
         )
 
+    def _certificate_hosts(self) -> list[str]:
+        """Who reaches the registry: consumers at the public host, the exporter at localhost."""
+        public = self.config.get("public-host")
+        hosts = [public] if isinstance(public, str) and is_host(public) else []
+        return [*hosts, self._default_public_host, "localhost"]
+
     def _settings(self, config: RegistryConfig, writer: Credential) -> RegistrySettings:
         consumers = [
             self._consumer_credential(relation)
@@ -379,6 +389,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
             service_group=self.service_user,
             binaries=self._binaries,
             tags_notify=self._tags_notify,
+            tls=self.certificate.server_tls(),
         )
         backend = registry_state.read_backend(self._files, settings)
         wanted = self._wanted_bucket()
@@ -466,11 +477,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         changed |= registry_state.write_htpasswd(files, settings)
         if self.unit.is_leader():
             registry_state.bootstrap(files, settings, self._run, self._set_bootstrap_error)
-        # Apache reads htpasswd and htgroup on every request: only its config and the S3
-        # keys need a restart.
-        restart = bool(
-            changed & {f"{settings.conf_dir}/httpd.conf", f"{settings.conf_dir}/s3.env"}
-        )
+        restart = bool(changed & registry.restart_files(settings))
         self._run_servers(settings, restart=restart)
 
     def _set_bootstrap_error(self, error: str | None) -> None:
@@ -682,6 +689,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
                     ),
                     latest_version=latest,
                     pinned_version=pinned,
+                    ca=settings.tls.ca if settings.tls else None,
                 ),
             )
 
@@ -727,14 +735,7 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         if substrate_status is not None:
             event.add_status(substrate_status)
             return
-        s3_status = self.s3.unit_status()
-        if s3_status:
-            # The registry keeps serving its current bucket until S3 is complete.
-            event.add_status(s3_status)
-        for relation in self.model.relations[DATASET_ENDPOINT]:
-            _, problem = databags.load_remote_app_data(relation, DatasetRequirerData)
-            if problem:
-                event.add_status(ops.BlockedStatus(f"{DATASET_ENDPOINT}: {problem}"))
+        self._add_relations_status(event)
         if secrets.read_app_secret(self.model, REGISTRY_SECRET) is None:
             event.add_status(ops.WaitingStatus("waiting for the leader to create the secrets"))
             return
@@ -746,6 +747,21 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         if not self._servers_running():
             event.add_status(ops.MaintenanceStatus("starting the registry"))
         event.add_status(ops.ActiveStatus(self._active_message()))
+
+    def _add_relations_status(self, event: ops.CollectStatusEvent) -> None:
+        """A certificate or S3 not complete yet, a consumer's bad request."""
+        certificate_status = self.certificate.status()
+        if certificate_status:
+            # The registry serves as it did (plain HTTP) until the certificate is issued.
+            event.add_status(certificate_status)
+        s3_status = self.s3.unit_status()
+        if s3_status:
+            # The registry keeps serving its current bucket until S3 is complete.
+            event.add_status(s3_status)
+        for relation in self.model.relations[DATASET_ENDPOINT]:
+            _, problem = databags.load_remote_app_data(relation, DatasetRequirerData)
+            if problem:
+                event.add_status(ops.BlockedStatus(f"{DATASET_ENDPOINT}: {problem}"))
 
     def _add_registry_status(self, event: ops.CollectStatusEvent) -> None:
         """What failed in this hook, a failed bootstrap, the DVC remote's move."""

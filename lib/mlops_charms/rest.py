@@ -1,12 +1,14 @@
 """A small JSON-over-HTTP client for the workloads' REST APIs (stdlib only: hooks stay fast).
 
 Used from the charm container against the workload on ``localhost``; the base URL is the
-charm's own, never user input.
+charm's own, never user input. Over HTTPS the server is verified against the CA given (its
+certificate names ``localhost``), never without verification.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,18 +28,26 @@ class JSONClient:
     """Sends JSON requests with fixed headers and turns every failure into ``RESTError``."""
 
     def __init__(
-        self, base_url: str, headers: Mapping[str, str], *, service: str, timeout: float = 10.0
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        service: str,
+        timeout: float = 10.0,
+        ca: str | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json", **headers}
         self._service = service
         self._timeout = timeout
+        # An HTTPS server of the stack is verified with its own CA (PEM), not the system's.
+        self._context = ssl.create_default_context(cadata=ca) if ca else None
 
     def is_healthy(self, path: str = "/health") -> bool:
         """Whether ``path`` answers 200 (no authentication sent)."""
         try:
             with urllib.request.urlopen(  # noqa: S310 - see the module docstring
-                f"{self.base_url}{path}", timeout=self._timeout
+                f"{self.base_url}{path}", timeout=self._timeout, context=self._context
             ) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
@@ -55,7 +65,9 @@ class JSONClient:
             url, data=data, method=method, headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=self._timeout, context=self._context
+            ) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             raise self._refusal(error) from None

@@ -48,7 +48,7 @@ class ServerTLS:
 class ServerCertificate(ops.Object):
     """One certificate per unit for ``hosts()``: the names and addresses it is reached by.
 
-    The first name is the certificate's common name.
+    The first name is the certificate's common name; the unit's own address is added.
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class ServerCertificate(ops.Object):
     def _requests(
         self, _capabilities: ProviderCapabilities | None
     ) -> list[CertificateRequestAttributes]:
-        names, addresses = _split_hosts(self._hosts())
+        names, addresses = _split_hosts([*self._hosts(), *self._unit_addresses()])
         if not names and not addresses:
             return []
         common_name = next((name for name in names if len(name) <= COMMON_NAME_MAX), None)
@@ -97,6 +97,15 @@ class ServerCertificate(ops.Object):
                 sans_ip=addresses or None,
             )
         ]
+
+    def _unit_addresses(self) -> list[str]:
+        """The unit's own address (a pod's or a machine's IP): a client may reach it directly."""
+        binding = self.model.get_binding(self._endpoint)
+        try:
+            address = binding.network.ingress_address if binding else None
+        except ops.ModelError:
+            return []  # no network info yet: the names alone, the address at the next request
+        return [str(address)] if address else []
 
     def server_tls(self) -> ServerTLS | None:
         """The unit's issued certificate, key and CA; None unrelated or not issued yet."""

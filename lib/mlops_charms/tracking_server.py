@@ -3,7 +3,8 @@
 ``TrackingServerCharm`` is the Juju side of MLflow on either substrate: config and action
 parameters, the admin secret, the stores (PostgreSQL, S3), one MLflow user per ``mlops_tracking``
 consumer, the approach's acknowledgement, the scrape job, alert rules and dashboard offered to
-Prometheus and Grafana, every status that does not depend on where MLflow runs, and the
+Prometheus and Grafana, the unit's certificate (``certificates``: MLflow then serves HTTPS
+only and consumers get the CA), every status that does not depend on where MLflow runs, and the
 actions. A substrate charm subclasses it and says only how MLflow runs there: under Pebble in
 a container (tracking-k8s) or as a systemd unit on the machine (tracking), which events wake
 it, and where the server is reached.
@@ -31,11 +32,15 @@ from mlops_charms import (
     secrets,
     sidecar,
 )
+from mlops_charms.host_files import HostFiles
+from mlops_charms.jobs import Job, SlotRunner
 from mlops_charms.mlflow import MLflowAPI, ServerSettings
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.rest import RESTError
 from mlops_charms.s3 import S3Requirer
+from mlops_charms.tls import ServerCertificate, ServerTLS
 from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
+from mlops_charms.tracking_backup import TrackingBackups
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +138,10 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="mlflow")
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
+        # HTTPS once the certificates relation issued the unit's certificate. Its library also
+        # removes, on secret-remove, the revision of any of the charm's secrets that no
+        # consumer tracks (what secrets.RevisionPruner did here): a second removal would fail.
+        self.certificate = ServerCertificate(self, self._certificate_hosts)
         for event in (
             self.on[TRACKING_ENDPOINT].relation_joined,
             self.on[TRACKING_ENDPOINT].relation_changed,
@@ -140,18 +149,19 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             self.on[DASHBOARD_ENDPOINT].relation_joined,
             *self.database.events,
             *self.s3.events,
+            *self.certificate.events,
             *approach.relation_events(self),
         ):
             framework.observe(event, self._reconcile)
         framework.observe(self.on[TRACKING_ENDPOINT].relation_broken, self._on_consumer_gone)
-        # Kept: the framework holds its observers weakly.
-        self._revision_pruner = secrets.RevisionPruner(self)
         self._consumer_problems: list[str] = []
         framework.observe(self.on.collect_unit_status, self._on_collect_status)
         framework.observe(self.on.get_admin_credentials_action, self._on_get_admin_credentials)
         framework.observe(self.on.create_user_action, self._on_create_user)
         framework.observe(self.on.promote_model_action, self._on_promote_model)
         framework.observe(self.on.rotate_credentials_action, self._on_rotate_credentials)
+        # create-backup, list-backups, restore; and whether a restore holds MLflow stopped.
+        self.backups = TrackingBackups(self, SERVER_SECRET)
 
     # --- the substrate: what a subclass says ------------------------------------------------
 
@@ -173,6 +183,11 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
     @property
     def _public_url(self) -> str:
         return self._external_url or self._internal_url
+
+    @property
+    def _scheme(self) -> str:
+        """``https`` once the unit has its certificate: MLflow then serves HTTPS only."""
+        return "https" if self._server_tls() else "http"
 
     @abc.abstractmethod
     def _server_hosts(self) -> tuple[str, ...]:
@@ -207,6 +222,18 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
     def _config(self) -> TrackingConfig:
         return self.load_config(self.config_class)
 
+    def _server_tls(self) -> ServerTLS | None:
+        return self.certificate.server_tls()
+
+    def _certificate_hosts(self) -> tuple[str, ...]:
+        """The names the unit's certificate is for.
+
+        The server's, ``allowed-hosts``, and ``localhost``: the unit's own checks and the
+        charm's API calls reach MLflow by that name.
+        """
+        extra = () if self._config_problem() else self._config().extra_hosts
+        return (*self._server_hosts(), *extra, "localhost")
+
     def _config_problem(self) -> str | None:
         return sidecar.config_problem(self, self.config_class)
 
@@ -233,6 +260,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             admin_password=server_secret["admin-password"],
             flask_secret_key=server_secret["flask-secret-key"],
             upgrade_schema=self.unit.is_leader(),
+            tls=self._server_tls(),
             allowed_hosts=tuple(
                 f"{host}{suffix}"
                 for host in (*self._server_hosts(), *config.extra_hosts)
@@ -260,10 +288,12 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         )
 
     def _admin_api(self, config: TrackingConfig, server_secret: dict[str, str]) -> MLflowAPI:
+        tls = self._server_tls()
         return MLflowAPI(
-            f"http://localhost:{config.port}",
+            f"{self._scheme}://localhost:{config.port}",
             mlflow.ADMIN_USERNAME,
             server_secret["admin-password"],
+            ca=tls.ca if tls else None,
         )
 
     # --- reconcile --------------------------------------------------------------------------
@@ -299,6 +329,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             # Behind one address, this unit would serve other data: it must not serve.
             self._stop_server(settings)
             return
+        if self.backups.hold_server():
+            return  # a restore runs: MLflow stays stopped until the job's end wakes the charm
         self._run_server(settings)
         if self.unit.is_leader():
             self._provide_tracking(config, server_secret)
@@ -338,6 +370,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         if not relations:
             return
         api = self._admin_api(config, server_secret)
+        tls = self._server_tls()
         if not api.is_healthy():
             return  # the substrate wakes the charm again once MLflow answers
         for relation in relations:
@@ -346,15 +379,25 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
                 continue
             experiment = request.experiment or config.default_experiment
             try:
-                self._provision(api, relation, experiment, config.default_experiment)
+                self._provision(
+                    api, relation, experiment, config.default_experiment, tls.ca if tls else None
+                )
             except (RESTError, ConsumerExperimentError) as error:
                 logger.warning("could not provision %s: %s", relation.app.name, error)
                 self._consumer_problems.append(f"{TRACKING_ENDPOINT} {relation.app.name}: {error}")
 
     def _provision(
-        self, api: MLflowAPI, relation: ops.Relation, experiment: str, default_experiment: str
+        self,
+        api: MLflowAPI,
+        relation: ops.Relation,
+        experiment: str,
+        default_experiment: str,
+        ca: str | None,
     ) -> None:
-        """The consumer's user, EDIT on its experiment only, and what it is told."""
+        """The consumer's user, EDIT on its experiment only, and what it is told.
+
+        ``ca``: the CA of the server's certificate, for the consumer to verify it (HTTPS).
+        """
         assert relation.app is not None
         published, _problem = databags.load_app_data(relation, self.app, TrackingProviderData)
         credentials = self._consumer_credentials(relation)
@@ -386,6 +429,7 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
                     published.credentials_secret_id if published else None,
                 ),
                 default_experiment=experiment,
+                ca=ca,
             ),
         )
 
@@ -466,6 +510,9 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             event.add_status(ops.BlockedStatus(migration))
         for problem in self._consumer_problems:
             event.add_status(ops.BlockedStatus(problem))
+        restoring = self.backups.restoring()
+        if restoring is not None:
+            event.add_status(ops.MaintenanceStatus(f"restoring {restoring}"))
         if not self._admin_api(self._config(), server_secret).is_healthy():
             event.add_status(ops.WaitingStatus("waiting for MLflow to become ready"))
         event.add_status(ops.ActiveStatus(f"serving at {self._public_url}"))
@@ -478,6 +525,9 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             if status is not None
         ]
         statuses.extend(self._substrate_relation_statuses())
+        certificate = self.certificate.status()
+        if certificate is not None:
+            statuses.append(certificate)
         for relation in self.model.relations[TRACKING_ENDPOINT]:
             _, problem = databags.load_remote_app_data(relation, TrackingRequirerData)
             if problem:
@@ -509,11 +559,14 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         if server_secret is None:
             return
         url = self._internal_url if not self._config_problem() else None
+        tls = self._server_tls()
         event.set_results(
             {
                 "username": mlflow.ADMIN_USERNAME,
                 "password": server_secret["admin-password"],
                 **({"url": self._public_url} if url else {}),
+                # Over HTTPS: the CA to verify the server with (MLFLOW_TRACKING_SERVER_CERT_PATH).
+                **({"ca": tls.ca} if tls else {}),
             }
         )
 
@@ -684,3 +737,31 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             name, label, current, {**current, "password": secrets.generate_password()}
         )
         return rotation.rotate(self.model, [change], apply=apply)
+
+    # --- backups: what the substrate runs them with (``tracking_backup``) -------------------
+
+    @property
+    @abc.abstractmethod
+    def _mlops_workload(self) -> str:
+        """Where the stack's workload CLI (``mlops-workload``) is, where MLflow runs."""
+
+    @abc.abstractmethod
+    def _jobs(self) -> SlotRunner:
+        """The runner of the tracking jobs' slot (backups and restores)."""
+
+    def _job_reported(self, job: Job) -> None:
+        """The charm acted on ``job``'s end: the substrate may tidy what ran it."""
+
+    @abc.abstractmethod
+    def _storage_files(self) -> ops.Container | HostFiles:
+        """The files of the storage, read as ``_data_dir`` paths."""
+
+    @abc.abstractmethod
+    def _run_workload(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> str:
+        """Run a short command where MLflow runs, as its user; its stdout (``WorkloadError``)."""
+
+    @abc.abstractmethod
+    def _backup_substrate_unready(self) -> str | None:
+        """Why a backup action cannot reach the substrate now (the failure's one line), or None."""

@@ -5,8 +5,10 @@ An action's parameters, validated (``TrainParams``...), become the arguments of
 ``mlops_workload.training.cli``); the registry's and tracking's access, read from the
 ``mlops-dataset`` and ``mlops-tracking`` relations and their Juju secrets, become the run's
 environment, split into plain settings and the credentials each substrate keeps private (a
-Kubernetes Secret, a 0600 systemd ``EnvironmentFile``). An error analysis's result becomes a
-relabel batch, offered on ``mlops-relabel`` until labelling acknowledges it. With the
+Kubernetes Secret, a 0600 systemd ``EnvironmentFile``); a provider's CA, when it serves HTTPS,
+becomes a file beside the run's others and the settings naming it (``run_ca``). An error
+analysis's result becomes a relabel batch, offered on ``mlops-relabel`` until labelling
+acknowledges it. With the
 ``mlops-approach`` relation, a run's settings carry the mode and the policy revision (its MLflow
 tags) and group it in MLflow per model spec (data-centric) or per dataset version
 (model-centric); what the approach's loop starts by itself is ``training_loop``.
@@ -27,7 +29,7 @@ from typing import Any, NamedTuple
 import ops
 import pydantic
 
-from mlops_charms import approach, databags, jobs
+from mlops_charms import approach, client_ca, databags, jobs
 from mlops_charms.approach import Approach
 from mlops_charms.dataset import VERSION_PATTERN, DatasetProviderData
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
@@ -63,6 +65,7 @@ class RegistryAccess:
     secret_key: str = field(default="", repr=False)
     dvc_endpoint: str | None = None
     write: bool = False
+    ca: str | None = field(default=None, repr=False)  # PEM, when the registry serves HTTPS
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class TrackingAccess:
     username: str
     password: str = field(repr=False)
     experiment: str | None = None
+    ca: str | None = field(default=None, repr=False)  # PEM, when the server serves HTTPS
 
 
 def environment(
@@ -99,6 +103,15 @@ def environment(
         credentials["MLFLOW_TRACKING_USERNAME"] = tracking.username
         credentials["MLFLOW_TRACKING_PASSWORD"] = tracking.password
     return settings, credentials
+
+
+def run_ca(
+    registry: RegistryAccess, tracking: TrackingAccess | None, *, folder: str
+) -> client_ca.ClientCA:
+    """The run's CA files under ``folder`` and the settings pointing git, DVC, MLflow at them."""
+    return client_ca.client_ca(
+        folder, registry=registry.ca, tracking=tracking.ca if tracking else None
+    )
 
 
 def experiment_name(in_force: Approach, base: str | None, spec: str, version: str) -> str:
@@ -384,6 +397,7 @@ def registry(model: ops.Model) -> RegistryAnswer:
         secret_key=content.get("secret-key", ""),
         dvc_endpoint=data.remote_endpoint,
         write=data.access == "write",
+        ca=data.ca,
     )
     return RegistryAnswer(access, data.version_to_use, None, data.pinned_version)
 
@@ -419,6 +433,7 @@ def tracking(model: ops.Model, *, outside_the_cluster: bool = False) -> Tracking
         username=content["username"],
         password=content["password"],
         experiment=data.default_experiment,
+        ca=data.ca,
     )
     return TrackingAnswer(access, None)
 

@@ -39,14 +39,14 @@ class ReadyNotice:
     key: str
     python: str = "python3"
     attempts: int = 600
+    ca_file: str | None = None  # an https URL's CA: the server is verified with it alone
 
     def watcher(self) -> str:
         """A shell fragment that polls in the background and leaves the shell's job at once."""
-        script = "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=2)"
-        probe = shlex.join([self.python, "-c", script])
+        probe = shlex.join(_url_probe(self.url, self.python, self.ca_file))
         notify = shlex.join(JUJU_PEBBLE.notify_command(self.key))
         loop = (
-            f"i=0; until {probe} {shlex.quote(self.url)}; do i=$((i+1)); "
+            f"i=0; until {probe}; do i=$((i+1)); "
             f"[ $i -ge {self.attempts} ] && exit 1; sleep 1; done; {notify}"
         )
         return f"{{ ( {loop} ) >/dev/null 2>&1 & }}"
@@ -88,6 +88,23 @@ def service_sourcing_secrets(
 def http_ready_check(url: str) -> CheckDict:
     """A readiness check on an HTTP health endpoint, the same cadence for every workload."""
     return {**_READY_CHECK, "http": {"url": url}}
+
+
+def https_ready_check(url: str, ca_file: str, python: str = "python3") -> CheckDict:
+    """A readiness check on an HTTPS health endpoint whose server ``ca_file`` verifies.
+
+    Pebble's own http check trusts only the system's CAs: the stack's CA is a private one,
+    so the workload's Python asks instead, with that CA alone.
+    """
+    return {**_READY_CHECK, "exec": {"command": shlex.join(_url_probe(url, python, ca_file))}}
+
+
+def _url_probe(url: str, python: str, ca_file: str | None) -> list[str]:
+    """A command that succeeds when ``url`` answers 2xx (verified with ``ca_file``, if given)."""
+    script = "import sys, urllib.request as u; u.urlopen(sys.argv[1], timeout=2)"
+    # Python's default TLS context reads SSL_CERT_FILE: this probe trusts that CA only.
+    trust = ["env", f"SSL_CERT_FILE={ca_file}"] if ca_file else []
+    return [*trust, python, "-c", script, url]
 
 
 def tcp_ready_check(port: int, host: str = "127.0.0.1") -> CheckDict:

@@ -68,7 +68,8 @@ def test_a_related_unit_requests_its_names_and_waits(ctx, ca):
     names, addresses = requested_names(relation)
     # Names lower-cased, the wildcard (not ours to claim) left out, addresses as IP SANs.
     assert names == {"tracking", "tracking.model.svc", "localhost"}
-    assert addresses == {"10.1.2.3"}
+    # The unit's own address (its binding's ingress address) too: clients may reach it directly.
+    assert addresses == {"10.1.2.3", "192.0.2.0"}
     assert state.unit_status == ops.WaitingStatus("waiting for a certificate over certificates")
     # The private key is in a Juju secret the unit owns, never in relation data.
     assert "PRIVATE KEY" not in str(relation.local_unit_data)

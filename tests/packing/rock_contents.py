@@ -165,8 +165,13 @@ def _package_name(clause: str) -> str:
 def local_package_name(name: str, rock_python: str) -> str:
     """The name of the package installed here that stands for the rock's ``name``."""
     packages = DebianPackages.installed()
-    if packages.resolve(name) is None and f"python{rock_python}" in name:
+    if packages.resolve(name) is not None:
+        return name
+    if f"python{rock_python}" in name:
         return name.replace(f"python{rock_python}", f"python{distro_python()}")
+    if name.endswith("t64"):
+        # Ubuntu 24.04 renamed libraries for the 64-bit time_t transition; Debian 12 did not.
+        return name.removesuffix("t64")
     return name
 
 

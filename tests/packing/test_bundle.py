@@ -39,6 +39,10 @@ CHARMHUB: dict[str, dict[str, Any]] = {
         "provides": {"s3-credentials": {"interface": "s3"}},
         "config": {"options": {"bucket": {"type": "string"}}},
     },
+    "self-signed-certificates": {
+        "provides": {"certificates": {"interface": "tls-certificates"}},
+        "config": {"options": {}},
+    },
 }
 OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -200,13 +204,14 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-def test_the_overlays_are_the_five_the_docs_name():
+def test_the_overlays_are_the_six_the_docs_name():
     assert [path.name for path in OVERLAYS] == [
         "data-centric.yaml",
         "gpu.yaml",
         "hybrid.yaml",
         "model-centric.yaml",
         "production.yaml",
+        "tls.yaml",
     ]
 
 

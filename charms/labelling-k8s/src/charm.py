@@ -39,8 +39,13 @@ class LabellingCharm(LabellingServerCharm):
         return sidecar.mount_location(self, CONTAINER, STORAGE)
 
     @property
-    def _internal_url(self) -> str:
-        return f"http://{sidecar.service_host(self)}:{self._config().port}"
+    def _server_host(self) -> str:
+        return sidecar.service_host(self)
+
+    def _tls_hosts(self) -> list[str]:
+        # The service's shorter names too: clients in the cluster may use them.
+        app, model = self.app.name, self.model.name
+        return [*super()._tls_hosts(), app, f"{app}.{model}", f"{app}.{model}.svc"]
 
     @property
     def _binaries(self) -> Binaries:
@@ -81,10 +86,21 @@ class LabellingCharm(LabellingServerCharm):
             return None
 
     def _run_command(
-        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+        self,
+        command: list[str],
+        *,
+        what: str,
+        environment: dict[str, str],
+        working_dir: str,
+        timeout: float = 120.0,
     ) -> None:
         workload_exec.run(
-            self.container, command, what=what, environment=environment, working_dir=working_dir
+            self.container,
+            command,
+            what=what,
+            environment=environment,
+            working_dir=working_dir,
+            timeout=timeout,
         )
 
     def _stop_server(self, settings: ServerSettings) -> None:

@@ -14,7 +14,7 @@ from mlops_charms import label_studio, workload
 from mlops_charms.label_studio import ServerSettings
 
 if TYPE_CHECKING:
-    from ops.pebble import LayerDict
+    from ops.pebble import CheckDict, LayerDict
 
 READY_CHECK = "label-studio-ready"
 # Recorded by the service once Label Studio answers: waiting relabel batches go at once.
@@ -35,7 +35,11 @@ def layer(settings: ServerSettings) -> LayerDict:
                 before=label_studio.setup_steps(settings),
                 command=label_studio.server_command(settings),
                 environment=label_studio.environment(settings),
-                ready_notice=workload.ReadyNotice(settings.health_url, READY_NOTICE),
+                ready_notice=workload.ReadyNotice(
+                    settings.health_url,
+                    READY_NOTICE,
+                    ca_file=label_studio.ready_probe_ca(settings),
+                ),
             ),
             label_studio.METRICS_SERVICE: workload.service_sourcing_secrets(
                 summary="Label Studio's Prometheus metrics, without auth (mlops-workload metrics)",
@@ -44,5 +48,12 @@ def layer(settings: ServerSettings) -> LayerDict:
                 environment={},
             ),
         },
-        "checks": {READY_CHECK: workload.http_ready_check(settings.health_url)},
+        "checks": {READY_CHECK: _ready_check(settings)},
     }
+
+
+def _ready_check(settings: ServerSettings) -> CheckDict:
+    ca_file = label_studio.ready_probe_ca(settings)
+    if ca_file is None:
+        return workload.http_ready_check(settings.health_url)
+    return workload.https_ready_check(settings.health_url, ca_file)

@@ -8,6 +8,7 @@ labelling-k8s.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,8 +89,12 @@ class LabellingMachineCharm(LabellingServerCharm):
         return machine.unit_address(self.model, DATASET_ENDPOINT)
 
     @property
-    def _internal_url(self) -> str:
-        return f"http://{self._address}:{self._config().port}"
+    def _server_host(self) -> str:
+        return self._address
+
+    def _tls_hosts(self) -> list[str]:
+        # The machine's name too: annotators may reach it by name rather than address.
+        return [*super()._tls_hosts(), socket.getfqdn()]
 
     @property
     def _binaries(self) -> Binaries:
@@ -177,7 +182,13 @@ class LabellingMachineCharm(LabellingServerCharm):
         self._service_problem = machine.apply_units(units, restart=restart)
 
     def _run_command(
-        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+        self,
+        command: list[str],
+        *,
+        what: str,
+        environment: dict[str, str],
+        working_dir: str,
+        timeout: float = 120.0,
     ) -> None:
         workload_exec.run_as(
             PATHS.user,
@@ -185,7 +196,7 @@ class LabellingMachineCharm(LabellingServerCharm):
             what=what,
             environment=environment,
             working_dir=working_dir,
-            timeout=120,
+            timeout=timeout,
         )
 
     def _stop_server(self, settings: ServerSettings) -> None:

@@ -25,8 +25,9 @@ METRICS_TEMPLATE = "label-studio-metrics.service.j2"
 # The same packages and pins as the rock of labelling-k8s (rocks/labelling/rockcraft.yaml).
 REQUIREMENTS = ("label-studio==1.23.2", "label-studio-sdk==2.1.2", "uwsgi==2.0.31")
 WORKLOAD_REQUIREMENTS = ("dvc==3.67.1", "dvc-s3==3.3.0")
-# uWSGI is built from its source (PyPI has no wheel): a compiler and Python's headers.
-APT_PACKAGES = ("python3-venv", "python3-dev", "build-essential", "git")
+# uWSGI is built from its source (PyPI has no wheel): a compiler and Python's headers, and
+# OpenSSL's, for its HTTPS router (the certificates relation).
+APT_PACKAGES = ("python3-venv", "python3-dev", "build-essential", "libssl-dev", "git")
 
 
 @dataclass(frozen=True)

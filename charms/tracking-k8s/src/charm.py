@@ -12,14 +12,17 @@ import urllib.parse
 import ops
 
 import mlflow_server
-from mlops_charms import mlflow, pebble, sidecar
+from mlops_charms import mlflow, pebble, sidecar, tracking_backup, workload_exec
 from mlops_charms.ingress import IngressRequirer
+from mlops_charms.jobs import JobRunner
 from mlops_charms.log_forwarding import LogForwarding
 from mlops_charms.mlflow import ServerSettings
 from mlops_charms.tracking_server import TrackingConfig, TrackingServerCharm
 
 CONTAINER = "mlflow"
 STORAGE = "mlflow-data"
+# The stack's workload CLI in the rock, in its own venv (rocks/mlflow): backups run it.
+MLOPS_WORKLOAD = "/opt/mlops/bin/mlops-workload"
 
 
 class TrackingCharm(TrackingServerCharm):
@@ -46,7 +49,7 @@ class TrackingCharm(TrackingServerCharm):
 
     @property
     def _internal_url(self) -> str:
-        return f"http://{sidecar.service_host(self)}:{self._config().port}"
+        return f"{self._scheme}://{sidecar.service_host(self)}:{self._config().port}"
 
     @property
     def _external_url(self) -> str | None:
@@ -69,7 +72,8 @@ class TrackingCharm(TrackingServerCharm):
             return False
         config = self._config()
         self.unit.set_ports(config.port, config.metrics_port)
-        self.ingress.publish(port=config.port)
+        # Over HTTPS the ingress reaches the unit with HTTPS too: it serves nothing else.
+        self.ingress.publish(port=config.port, scheme="https" if self._server_tls() else "http")
         return True
 
     def _substrate_status(self) -> ops.StatusBase | None:
@@ -100,6 +104,30 @@ class TrackingCharm(TrackingServerCharm):
 
     def _stop_server(self, settings: ServerSettings) -> None:
         pebble.stop_layer_services(self.container, mlflow_server.layer(settings))
+
+    # --- backups: jobs as Pebble services in the mlflow container ---------------------------
+
+    @property
+    def _mlops_workload(self) -> str:
+        return MLOPS_WORKLOAD
+
+    def _jobs(self) -> JobRunner:
+        return JobRunner(self.container, f"{self._data_dir}/jobs", slot=tracking_backup.JOB_SLOT)
+
+    def _storage_files(self) -> ops.Container:
+        return self.container
+
+    def _run_workload(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> str:
+        return workload_exec.run(
+            self.container, command, what=what, environment=environment, working_dir=working_dir
+        )
+
+    def _backup_substrate_unready(self) -> str | None:
+        if not self.container.can_connect():
+            return "the mlflow container is not ready yet"
+        return None
 
 
 if __name__ == "__main__":  # pragma: nocover

@@ -26,6 +26,8 @@ READY_NOTICE = "mlops-stack.dev/mlflow/ready"
 def layer(settings: mlflow.ServerSettings) -> LayerDict:
     """The Pebble layer that runs the server and its metrics exporter, and checks its health."""
     health = mlflow.health_url(settings)
+    # Over HTTPS, every probe verifies MLflow against the CA of its certificate.
+    ca_file = settings.tls_ca_path if settings.tls else None
     return {
         "summary": "MLflow Tracking Server",
         "services": {
@@ -35,7 +37,7 @@ def layer(settings: mlflow.ServerSettings) -> LayerDict:
                 command=mlflow.server_command(settings),
                 environment=mlflow.environment(settings),
                 before=mlflow.start_steps(settings),
-                ready_notice=workload.ReadyNotice(health, READY_NOTICE),
+                ready_notice=workload.ReadyNotice(health, READY_NOTICE, ca_file=ca_file),
             ),
             METRICS_SERVICE: {
                 "override": "replace",
@@ -44,5 +46,9 @@ def layer(settings: mlflow.ServerSettings) -> LayerDict:
                 "startup": "enabled",
             },
         },
-        "checks": {READY_CHECK: workload.http_ready_check(health)},
+        "checks": {
+            READY_CHECK: workload.https_ready_check(health, ca_file)
+            if ca_file
+            else workload.http_ready_check(health)
+        },
     }

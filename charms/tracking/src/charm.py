@@ -20,11 +20,15 @@ from charmhelpers.core import host
 
 import mlflow_unit
 from mlflow_unit import PATHS
-from mlops_charms import machine, mlflow, systemd
+from mlops_charms import machine, mlflow, systemd, systemd_jobs, tracking_backup, workload_exec
+from mlops_charms.host_files import HostFiles
+from mlops_charms.jobs import Job
 from mlops_charms.mlflow import ServerSettings
+from mlops_charms.systemd_jobs import JobPaths, SystemdJobRunner
 from mlops_charms.tracking_server import TRACKING_ENDPOINT, TrackingConfig, TrackingServerCharm
 
 STORAGE = "mlflow-data"
+JOB_UNIT_PREFIX = "tracking-job-"
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,35 @@ class MachineTrackingConfig(TrackingConfig):
         machine.check_pip_index_url(self.pip_index_url)
 
 
+def job_paths(data_dir: str) -> JobPaths:
+    """The backup and restore jobs: their folders on the storage, run as MLflow's user."""
+    return JobPaths(
+        jobs_dir=f"{data_dir}/jobs",
+        unit_prefix=JOB_UNIT_PREFIX,
+        user=PATHS.user,
+        units_dir=PATHS.jobs_units_dir,
+        scripts_dir=PATHS.jobs_scripts_dir,
+        python=PATHS.python,
+    )
+
+
 class TrackingMachineCharm(TrackingServerCharm):
     """Runs MLflow as a systemd unit and offers it to the stack over ``mlops_tracking``."""
 
+    on = systemd_jobs.MachineJobEvents()  # type: ignore[reportAssignmentType]
     config_class = MachineTrackingConfig
 
     def __init__(self, framework: ops.Framework):
         super().__init__(framework)
         self._install_problem: str | None = None
         self._service_problem: str | None = None
+        # First: a job whose unit vanished (a reboot) is recorded before the reconcile acts.
+        framework.observe(self.on.update_status, self._on_update_status)
         for event in (
             *machine.workload_events(self),
             self.on[STORAGE].storage_attached,
+            # A backup's or restore's end: report it; after a restore, serve again.
+            self.on.job_ended,
         ):
             framework.observe(event, self._reconcile)
 
@@ -63,7 +84,7 @@ class TrackingMachineCharm(TrackingServerCharm):
 
     @property
     def _internal_url(self) -> str:
-        return f"http://{self._address}:{self._config().port}"
+        return f"{self._scheme}://{self._address}:{self._config().port}"
 
     def _server_hosts(self) -> tuple[str, ...]:
         return (socket.getfqdn(), socket.gethostname(), self._address)
@@ -92,8 +113,19 @@ class TrackingMachineCharm(TrackingServerCharm):
             index_url=config.pip_index_url,
             probe="mlflow",
         )
+        # The workload CLI for the backup jobs, in its own venv: its DVC pins never meet MLflow's.
+        machine.ensure_workload(
+            stamps,
+            machine.Venv(Path(PATHS.workload_venv), PATHS.python),
+            Path(self.charm_dir) / "workload",
+            also=mlflow_unit.WORKLOAD_REQUIREMENTS,
+            wheelhouse=lambda: machine.wheelhouse(self.model),
+            index_url=config.pip_index_url,
+            stamp="workload-venv",
+        )
         host.mkdir(self._data_dir, owner=PATHS.user, group=PATHS.user, perms=0o750)
         host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)
+        systemd_jobs.install(job_paths(self._data_dir))
 
     def _substrate_status(self) -> ops.StatusBase | None:
         return machine.workload_status(
@@ -134,6 +166,46 @@ class TrackingMachineCharm(TrackingServerCharm):
             return Path(path).read_text()
         except (OSError, UnicodeDecodeError):
             return None
+
+    # --- backups: jobs as transient systemd units, run as MLflow's user ---------------------
+
+    @property
+    def _mlops_workload(self) -> str:
+        return PATHS.mlops_workload
+
+    def _jobs(self) -> SystemdJobRunner:
+        return SystemdJobRunner(
+            job_paths(self._data_dir), juju_unit=self.unit.name, slot=tracking_backup.JOB_SLOT
+        )
+
+    def _job_reported(self, job: Job) -> None:
+        self._jobs().finish(job)
+
+    def _on_update_status(self, _event: ops.UpdateStatusEvent) -> None:
+        if self.model.storages[STORAGE] and Path(job_paths(self._data_dir).jobs_dir).is_dir():
+            self._jobs().record_lost()
+
+    def _storage_files(self) -> HostFiles:
+        return HostFiles()
+
+    def _run_workload(
+        self, command: list[str], *, what: str, environment: dict[str, str], working_dir: str
+    ) -> str:
+        return workload_exec.run_as(
+            PATHS.user,
+            command,
+            what=what,
+            environment=environment,
+            working_dir=working_dir,
+            timeout=120,
+        )
+
+    def _backup_substrate_unready(self) -> str | None:
+        if not self.model.storages[STORAGE]:
+            return f"the {STORAGE} storage is not attached yet"
+        if not Path(PATHS.mlops_workload).exists():
+            return "the workload CLI is not installed yet"
+        return None
 
 
 if __name__ == "__main__":  # pragma: nocover

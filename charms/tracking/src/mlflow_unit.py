@@ -28,6 +28,9 @@ REQUIREMENTS = (
     "prometheus-flask-exporter==0.23.2",
 )
 APT_PACKAGES = ("python3-venv",)
+# The stack's workload package (the charm carries workload/) in its own venv, with the DVC pins
+# it needs, as in the rock (/opt/mlops): the backup and restore jobs run its `backup` command.
+WORKLOAD_REQUIREMENTS = ("dvc==3.67.1", "dvc-s3==3.3.0")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,10 @@ class MachinePaths:
     state_dir: str = "/var/lib/mlflow-charm"
     python: str = "/usr/bin/python3"
     user: str = "mlflow"
+    workload_venv: str = "/opt/mlops"
+    # Where the jobs' transient units and their ExecStopPost script go (systemd_jobs' defaults).
+    jobs_units_dir: str = "/run/systemd/system"
+    jobs_scripts_dir: str = "/usr/local/lib/mlops-jobs"
 
     @property
     def unit_file(self) -> str:
@@ -52,6 +59,10 @@ class MachinePaths:
     @property
     def mlflow(self) -> str:
         return f"{self.venv}/bin/mlflow"
+
+    @property
+    def mlops_workload(self) -> str:
+        return f"{self.workload_venv}/bin/mlops-workload"
 
 
 PATHS = MachinePaths()

@@ -236,7 +236,10 @@ class TrainingCharm(ops.CharmBase):
         _settings, credentials = training.environment(
             registry_access, tracking_access, workdir=training_workload.WORKDIR
         )
-        secret = Credentials(kubernetes_jobs.credentials_name(self.app.name), credentials)
+        ca = training_workload.run_ca(registry_access, tracking_access)
+        secret = Credentials(
+            kubernetes_jobs.credentials_name(self.app.name), credentials, ca.files
+        )
         labels = kubernetes_jobs.app_labels(self.app.name)
         try:
             cluster = self._cluster()
@@ -397,10 +400,15 @@ class TrainingCharm(ops.CharmBase):
         """
         version = access.version
         settings, credentials = training_workload.environment(access, params)
+        secret = Credentials(
+            kubernetes_jobs.credentials_name(self.app.name),
+            credentials,
+            training_workload.run_ca(access.registry, access.tracking).files,
+        )
         records = self._records()
         job: Job | None = None
         try:
-            run = self._prepare_run(config, kind, settings, credentials, params, version)
+            run = self._prepare_run(config, kind, settings, secret, params, version)
             job = records.create(
                 kind, {**params.shown(version), "backend": config.backend, **(shown or {})}
             )
@@ -425,7 +433,7 @@ class TrainingCharm(ops.CharmBase):
         config: TrainingConfig,
         kind: str,
         settings: dict[str, str],
-        credentials: dict[str, str],
+        secret: Credentials,
         params: RunParams,
         version: str,
     ) -> TrainingRun:
@@ -436,7 +444,6 @@ class TrainingCharm(ops.CharmBase):
         image, pull_credentials = self._trainer_image(config)
         owner = cluster.owner()
         labels = kubernetes_jobs.app_labels(self.app.name)
-        secret = Credentials(kubernetes_jobs.credentials_name(self.app.name), credentials)
         cluster.apply_secret(secret.secret(labels, owner))
         pull_secret = None
         if pull_credentials is not None:
@@ -461,6 +468,7 @@ class TrainingCharm(ops.CharmBase):
             owner=owner,
             image_pull_secret=pull_secret,
             workdir=training_workload.WORKDIR,
+            ca_dir=training_workload.CA_DIR,
         )
 
     def _trainer_image(self, config: TrainingConfig) -> tuple[str, tuple[str, str] | None]:

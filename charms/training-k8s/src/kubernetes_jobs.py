@@ -3,10 +3,12 @@
 Nothing here knows about Juju. From a ``TrainingRun`` (what to run, where, with which
 limits) it builds a ``batch/v1`` Job, or a Kubeflow Trainer ``TrainJob`` for a multi-node
 run, and the Secret the run's credentials come from: the pod spec names the Secret's keys
-(``secretKeyRef``), never their values. ``Cluster`` is the charm's lightkube client: create,
-list by label, delete (background propagation: a bare delete can orphan a Job's pods), read
-a pod's log, detect the TrainJob CRD. Every API failure becomes a ``KubernetesError`` whose
-message is one line; a 403 says that the application needs ``juju trust``.
+(``secretKeyRef``), never their values; the providers' CAs are files of that Secret, mounted
+read-only (a Job only: a TrainJob has no field to mount them with). ``Cluster`` is the
+charm's lightkube client: create, list by label, delete (background propagation: a bare delete
+can orphan a Job's pods), read a pod's log, detect the TrainJob CRD. Every API failure becomes
+a ``KubernetesError`` whose message is one line; a 403 says that the application needs
+``juju trust``.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from lightkube.models.core_v1 import (
     EmptyDirVolumeSource,
     EnvVar,
     EnvVarSource,
+    KeyToPath,
     LocalObjectReference,
     PodSpec,
     PodTemplateSpec,
     ResourceRequirements,
     SecretKeySelector,
+    SecretVolumeSource,
     SecurityContext,
     Toleration,
     Volume,
@@ -97,10 +101,15 @@ class Limits:
 
 @dataclass(frozen=True)
 class Credentials:
-    """The Secret a run's credentials come from: its name and the variables it holds."""
+    """The Secret a run's credentials come from: its name and the variables it holds.
+
+    ``files``: the providers' CAs (file name -> PEM), in the same Secret (one object for the
+    runs; the API applies it whole), mounted as files rather than read as variables.
+    """
 
     name: str
     values: Mapping[str, str] = field(repr=False)
+    files: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def secret(self, labels: Mapping[str, str], owner: OwnerReference | None) -> Secret:
         return Secret(
@@ -108,8 +117,13 @@ class Credentials:
                 name=self.name, labels=dict(labels), ownerReferences=[owner] if owner else None
             ),
             type="Opaque",
-            stringData=dict(self.values),
+            stringData={**self.values, **self.files},
         )
+
+    def files_volume(self, volume: str) -> Volume:
+        """The Secret's files only (not its credentials) as a volume."""
+        items = [KeyToPath(key=name, path=name) for name in sorted(self.files)]
+        return Volume(name=volume, secret=SecretVolumeSource(secretName=self.name, items=items))
 
     def environment(self) -> list[EnvVar]:
         """One variable per key, each read from the Secret: no value in the pod spec."""
@@ -140,6 +154,7 @@ class TrainingRun:
     owner: OwnerReference | None = None
     image_pull_secret: str | None = None
     workdir: str = "/var/lib/mlops-training"  # a scratch volume: the registry clone, the data
+    ca_dir: str = "/etc/mlops-training/ca"  # the credentials' files (CAs), read-only
 
     @property
     def name(self) -> str:
@@ -219,13 +234,18 @@ def image_pull_secret(
 def job_manifest(run: TrainingRun) -> Job:
     """The ``batch/v1`` Job of a single-node run."""
     limits = {GPU_RESOURCE: str(run.placement.gpus)} if run.placement.gpus else None
+    mounts = [VolumeMount(name="work", mountPath=run.workdir)]
+    volumes = [Volume(name="work", emptyDir=EmptyDirVolumeSource())]
+    if run.credentials.files:
+        mounts.append(VolumeMount(name="ca", mountPath=run.ca_dir, readOnly=True))
+        volumes.append(run.credentials.files_volume("ca"))
     container = Container(
         name=TRAINER_CONTAINER,
         image=run.image,
         command=list(run.command),
         env=run.env(),
         resources=ResourceRequirements(limits=limits) if limits else None,
-        volumeMounts=[VolumeMount(name="work", mountPath=run.workdir)],
+        volumeMounts=mounts,
         securityContext=SecurityContext(allowPrivilegeEscalation=False),
     )
     pod = PodSpec(
@@ -233,7 +253,7 @@ def job_manifest(run: TrainingRun) -> Job:
         restartPolicy="Never",  # podFailurePolicy needs it; retries are new pods
         nodeSelector=dict(run.placement.node_selector) or None,
         tolerations=[Toleration(**toleration) for toleration in run.placement.tolerations] or None,
-        volumes=[Volume(name="work", emptyDir=EmptyDirVolumeSource())],
+        volumes=volumes,
         imagePullSecrets=[LocalObjectReference(name=run.image_pull_secret)]
         if run.image_pull_secret
         else None,
@@ -282,6 +302,13 @@ def trainjob_manifest(run: TrainingRun) -> Any:
     tolerations live in the ClusterTrainingRuntime (2.1 overrides them with
     ``podTemplateOverrides``, 2.2 with ``runtimePatches``: no field works in both).
     """
+    if run.credentials.files:
+        # Mounting a file needs podTemplateOverrides (2.1) or runtimePatches (2.2): no common
+        # field. Refused here rather than failing later on an unverifiable certificate.
+        raise ValueError(
+            "num-nodes > 1 cannot verify an HTTPS registry or tracking server yet: "
+            "a TrainJob cannot mount their CA"
+        )
     trainer: dict[str, Any] = {
         "image": run.image,
         "command": list(run.command),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops_charms import training, workload
+from mlops_charms.client_ca import ClientCA
 from mlops_charms.jobs import NOTICE_KEY
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 WATCHER_SERVICE = "job-watcher"
 WORKDIR = "/var/lib/mlops-training"  # kubernetes_jobs.WORKDIR: the Job's scratch volume
+CA_DIR = "/etc/mlops-training/ca"  # TrainingRun.ca_dir: where the Job mounts the CA files
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,16 @@ def command(name: str, arguments: list[str]) -> list[str]:
 def environment(
     access: training.RunAccess, params: training.RunParams
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The trainer's environment in a Job: ``(settings, credentials)``."""
-    return training.run_environment(access, params, workdir=WORKDIR)
+    """The trainer's environment in a Job: ``(settings, credentials)``, CA paths included."""
+    settings, credentials = training.run_environment(access, params, workdir=WORKDIR)
+    return {**settings, **run_ca(access.registry, access.tracking).environment}, credentials
+
+
+def run_ca(
+    registry: training.RegistryAccess, tracking: training.TrackingAccess | None
+) -> ClientCA:
+    """The providers' CAs as the Job sees them: files mounted in ``CA_DIR``, and their paths."""
+    return training.run_ca(registry, tracking, folder=CA_DIR)
 
 
 # --- the job watcher ----------------------------------------------------------------------------

@@ -280,6 +280,11 @@ class TrainingMachineCharm(ops.CharmBase):
         folder = f"{paths.jobs_dir}/{job.id}"
         settings, credentials = training.run_environment(access, params, workdir=f"{folder}/work")
         HostFiles().push(f"{folder}/env", systemd.env_file(credentials), permissions=0o600)
+        # The providers' CAs (HTTPS), public: readable by the job's user, beside its env.
+        ca = training.run_ca(access.registry, access.tracking, folder=folder)
+        for path, pem in ca.paths().items():
+            HostFiles().push(path, pem, permissions=0o644)
+        settings = {**settings, **ca.environment}
         return JobUnit(
             paths=paths.jobs,
             job_id=job.id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -26,12 +27,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ops.pebble import LayerDict
 
 from tests.charm_testing import load_charm_module
+from tests.tls_provider import TestCA, issued_in
 from tests.workload.processes import (
     ExecResult,
     PebbleDaemon,
@@ -47,6 +49,7 @@ if str(CHARM_SRC) not in sys.path:
 
 import label_studio_layer  # noqa: E402
 from mlops_charms import label_studio  # noqa: E402
+from mlops_charms.tls import ServerTLS  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -112,7 +115,7 @@ class RunningLabelStudio:
             return error.code, b""
 
     def labelling(
-        self, registry: label_studio.RegistryAccess, command: str, *args: str
+        self, registry: label_studio.RegistryAccess | None, command: str, *args: str
     ) -> ExecResult:
         """Run ``mlops-workload labelling <command>`` through Pebble exec, as the charm does."""
         return run_exec(
@@ -155,9 +158,18 @@ CHARM_ROOT = CHARM_SRC.parent
 
 
 def charm_layer(
-    data_dir: Path, port: int, relations=(), secrets=(), metrics_port: int | None = None
-) -> tuple[LayerDict, dict[str, str]]:
-    """The layer an ops.testing run of the charm plans, and the admin secret it created."""
+    data_dir: Path,
+    port: int,
+    relations=(),
+    secrets=(),
+    metrics_port: int | None = None,
+    ca: TestCA | None = None,
+) -> tuple[LayerDict, dict[str, str], ServerTLS | None]:
+    """The layer an ops.testing run of the charm plans, the admin secret it created, its TLS.
+
+    ``ca``: the charm is related to it over ``certificates``, sends its request, and plans
+    again once the CA signed it (the files it pushed are on ``data_dir``).
+    """
     import yaml
     from ops import testing
 
@@ -166,15 +178,20 @@ def charm_layer(
     raw["containers"]["label-studio"]["mounts"][0]["location"] = str(data_dir)
     meta = {
         key: raw[key]
-        for key in ("name", "containers", "resources", "storage", "provides", "requires")
+        for key in ("name", "containers", "resources", "storage", "provides", "requires", "peers")
     }
     context = testing.Context(
         charm.LabellingCharm, meta=meta, config=raw["config"], actions=raw["actions"]
     )
+    # The leader's migration of a PostgreSQL database runs in the hook, an exec this Pebble
+    # only answers: the server's own start (label-studio init, the leader's) migrates it for
+    # real. test_hook_sequences runs the hook's migration on a real Pebble.
+    migrate = str(PurePosixPath(label_studio.ROCK.label_studio).with_name("python"))
     container = testing.Container(
         "label-studio",
         can_connect=True,
         mounts={"data": testing.Mount(location=str(data_dir), source=data_dir)},
+        execs={testing.Exec([migrate], return_code=0)},
     )
     state = testing.State(
         leader=True,
@@ -185,9 +202,22 @@ def charm_layer(
         secrets=set(secrets),
     )
     out = context.run(context.on.config_changed(), state)
+    tls = None
+    if ca is not None:
+        relation = ca.relation()
+        out = dataclasses.replace(out, relations={*out.relations, relation})
+        out = context.run(context.on.relation_created(out.get_relation(relation.id)), out)
+        out, issued = issued_in(ca, out)
+        out = context.run(context.on.relation_changed(issued), out)
+        secrets_dir = data_dir / "secrets"
+        tls = ServerTLS(
+            certificate=(secrets_dir / "label-studio.crt").read_text(),
+            private_key=(secrets_dir / "label-studio.key").read_text(),
+            ca=(secrets_dir / "label-studio-ca.pem").read_text(),
+        )
     (secret,) = [s for s in out.secrets if s.label == "label-studio-server"]
     layer = out.get_container("label-studio").layers["label-studio"].to_dict()
-    return layer, dict(secret.tracked_content)
+    return layer, dict(secret.tracked_content), tls
 
 
 def localize(layer: LayerDict, local: label_studio.Binaries) -> LayerDict:
@@ -231,7 +261,7 @@ def migrated_database() -> Path:
 
 @contextlib.contextmanager
 def run_label_studio(
-    base: Path, relations=(), secrets=(), *, migrated: bool = True
+    base: Path, relations=(), secrets=(), *, migrated: bool = True, ca: TestCA | None = None
 ) -> Iterator[RunningLabelStudio]:
     """Label Studio under a real Pebble, from the charm's layer; stopped on exit.
 
@@ -239,6 +269,7 @@ def run_label_studio(
     ``migrated``: start from the migrated database (SQLite only): the server still runs
     ``label-studio init``, which creates the admin. The first start itself (migrations) is
     measured by benchmarks/labelling_workload.py and run by the hook sequences.
+    ``ca``: the charm is related to it and serves HTTPS with the certificate it signed.
     """
     data_dir = base / "label-studio-data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -246,7 +277,7 @@ def run_label_studio(
         shutil.copyfile(migrated_database(), data_dir / "label_studio.sqlite3")
     local = binaries()
     port, metrics_port = free_port(), free_port()
-    layer, secret = charm_layer(data_dir, port, relations, secrets, metrics_port)
+    layer, secret, tls = charm_layer(data_dir, port, relations, secrets, metrics_port, ca)
     # The same settings the charm used, to reach the server and exec as the charm does.
     settings = label_studio.ServerSettings(
         data_dir=str(data_dir),
@@ -256,6 +287,7 @@ def run_label_studio(
         admin_token=secret["admin-token"],
         secret_key=secret["secret-key"],
         binaries=local,
+        tls=tls,
     )
     with run_pebble(base) as daemon:
         seconds = start(daemon, localize(layer, local))

@@ -110,6 +110,8 @@ class Life:
             config={"port": self.port, "metrics-port": free_port()},
             containers={unit.container_state(charm.CONTAINER)},
             storages=unit.storages(),
+            # Juju's peers relation: where the leader records the database it migrated.
+            relations={testing.PeerRelation("labelling-peers")},
         )
         # What each database must hold, by project title; the one in use is checked.
         self.databases: dict[str, dict[str, Project]] = {"sqlite": {}, "postgresql": {}}
@@ -518,6 +520,14 @@ def _with_registry(life: Life, postgresql: PostgreSQLServer, v1: str) -> None:
     assert life.state.get_relation(database.id).local_app_data["database"] == "label_studio"
     changes = life.container.changes_since(before)
     assert restarted(changes), f"no restart onto PostgreSQL: {changes}"
+    # The leader migrated the shared database in the hook (an exec), then recorded it for the
+    # other units.
+    assert any(change.kind == "exec" for change in changes), changes
+    (peers,) = (r for r in life.state.relations if r.endpoint == labelling_server.PEERS)
+    migrated = life.state.get_relation(peers.id).local_app_data["migrated"]
+    assert (
+        migrated == f"{label_studio.VERSION} {postgresql.host}:{postgresql.port}/label_studio_life"
+    )
     plan = life.container.client.get_plan()
     assert plan.services[label_studio.SERVICE].environment["DJANGO_DB"] == "default"
     assert password not in plan.to_yaml()

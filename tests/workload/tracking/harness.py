@@ -4,6 +4,7 @@ An ``ops.testing`` run of the charm produces the layer and the files it pushes (
 mount is a folder of the test); a real Pebble runs that layer, which starts the real MLflow
 server. A consumer (training, say) relates as it would in a model: the charm provisions its
 MLflow user and publishes the credentials in a Juju secret, which the consumer reads.
+With a ``TestCA`` related over ``certificates``, the charm serves MLflow over HTTPS.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import yaml
 from ops import testing
 
 from tests.charm_testing import load_charm_module
+from tests.tls_provider import TestCA, issued_in
 from tests.workload.processes import PebbleDaemon, free_port
 
 CHARM_ROOT = Path(__file__).resolve().parents[3] / "charms" / "tracking-k8s"
@@ -49,11 +51,13 @@ class RunningServer:
 
 @dataclass(frozen=True)
 class TrackingConsumer:
-    """What the charm gave a related consumer: its MLflow user and experiment."""
+    """What the charm gave a related consumer: its MLflow user and experiment (and CA)."""
 
     username: str
     password: str
     experiment: str
+    tracking_uri: str = ""
+    ca: str | None = None  # PEM, when the server serves HTTPS
 
 
 def charm_context(data_dir: Path) -> testing.Context:
@@ -97,16 +101,30 @@ def admin_password(state: testing.State) -> str:
     return secret.tracked_content["admin-password"]
 
 
-def start_server(daemon: PebbleDaemon, data_dir: Path, **state_kwargs) -> RunningServer:
+def with_certificate(context: testing.Context, state: testing.State, ca: TestCA) -> testing.State:
+    """``state`` related to ``ca`` over ``certificates``, the unit's certificate issued."""
+    relation = ca.relation()
+    state = dataclasses.replace(state, relations={*state.relations, relation})
+    state = context.run(context.on.relation_created(relation), state)
+    return issued_in(ca, state)[0]
+
+
+def start_server(
+    daemon: PebbleDaemon, data_dir: Path, *, ca: TestCA | None = None, **state_kwargs
+) -> RunningServer:
+    """The charm's layer started by ``daemon``; with ``ca``, HTTPS with a certificate it issued."""
     port, metrics_port = free_port(), free_port()
     while metrics_port == port:
         metrics_port = free_port()
     context = charm_context(data_dir)
     state_in = base_state(data_dir, port, metrics_port, **state_kwargs)
+    if ca is not None:
+        state_in = with_certificate(context, state_in, ca)
     state_out = context.run(context.on.config_changed(), state_in)
     start_from_layer(daemon, state_out)
+    # Over HTTPS, a name of the certificate: localhost.
     return RunningServer(
-        url=f"http://127.0.0.1:{port}",
+        url=f"https://localhost:{port}" if ca else f"http://127.0.0.1:{port}",
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
         data_dir=data_dir,
         admin_password=admin_password(state_out),
@@ -135,6 +153,8 @@ def relate_consumer(server: RunningServer, app: str, experiment: str) -> Trackin
         username=secret.tracked_content["username"],
         password=secret.tracked_content["password"],
         experiment=published["default_experiment"],
+        tracking_uri=published["tracking_uri"],
+        ca=published.get("ca"),
     )
 
 

@@ -75,6 +75,8 @@ def workload_jobs(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 ContainerFactory = Callable[..., testing.Container]
+MIGRATE_PYTHON = "/opt/label-studio/bin/python"
+MIGRATE_SUCCEEDS = frozenset({testing.Exec([MIGRATE_PYTHON], return_code=0)})
 
 
 @pytest.fixture
@@ -82,6 +84,8 @@ def make_container(data_dir: Path) -> ContainerFactory:
     """The label-studio container, Pebble up, the storage mounted."""
 
     def make(*, can_connect: bool = True, **kwargs) -> testing.Container:
+        # The leader's migration of a PostgreSQL database (Label Studio's Python) succeeds.
+        kwargs.setdefault("execs", MIGRATE_SUCCEEDS)
         return testing.Container(
             "label-studio",
             can_connect=can_connect,

@@ -22,6 +22,7 @@ from tests.labelling_testing import (
     database_relation,
     database_secret,
     dataset_relation,
+    migrated_peers,
     registry_secret,
     relabel_relation,
 )
@@ -421,7 +422,9 @@ def test_a_follower_takes_note_of_the_end_of_its_own_action_s_job(
     workload_jobs.fails("consistency-report", "unknown project 'nope'", ends=LATER)
     secret = database_secret()
     relation = database_relation(secret)
-    state = make_state(leader=False, planned_units=2, relations={relation}, secrets={secret})
+    state = make_state(
+        leader=False, planned_units=2, relations={relation, migrated_peers()}, secrets={secret}
+    )
     params = {"project": "nope", "wait": False}
     state = ctx.run(ctx.on.action("consistency-report", params=params), state)
     state, notice = workload_jobs.end(state)

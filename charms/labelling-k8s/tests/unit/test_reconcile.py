@@ -21,6 +21,7 @@ from tests.labelling_testing import (
     database_secret,
     database_tls_secret,
     dataset_relation,
+    migrated_peers,
     registry_secret,
     relabel_relation,
 )
@@ -421,7 +422,9 @@ def test_the_leader_of_several_units_without_a_database_keeps_serving(ctx, make_
 def test_with_a_database_every_unit_serves(ctx, make_state):
     secret = database_secret()
     relation = database_relation(secret)
-    state_in = make_state(leader=False, planned_units=3, relations={relation}, secrets={secret})
+    state_in = make_state(
+        leader=False, planned_units=3, relations={relation, migrated_peers()}, secrets={secret}
+    )
     state = ctx.run(ctx.on.relation_changed(relation), state_in)
     assert state.get_container(SERVICE).service_statuses[SERVICE] == pebble.ServiceStatus.ACTIVE
     assert isinstance(state.unit_status, testing.ActiveStatus)

@@ -63,6 +63,11 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
         Path(folder).mkdir(parents=True)
     # Label Studio's venv, as installed: the installer's stamp matches what the charm asks for.
     installed(paths.binaries.uwsgi)
+    # Its Python, which the leader migrates a PostgreSQL database with: a stand-in that succeeds.
+    Path(paths.binaries.app_dir).mkdir(parents=True)
+    python = Path(paths.binaries.label_studio).with_name("python")
+    python.write_text("#!/bin/sh\nexit 0\n")
+    python.chmod(0o755)
     stamps = machine_install.Stamps(Path(paths.state_dir))
     stamps.record("apt", " ".join(label_studio_unit.APT_PACKAGES))
     stamps.record("label-studio-venv", " ".join([*label_studio_unit.REQUIREMENTS, ""]))

@@ -20,6 +20,7 @@ from mlops_charms.systemd_jobs import SystemdJobRunner
 from tests.fake_machine import FakeMachine
 from tests.labelling_testing import (
     ADMIN_TOKEN,
+    REGISTRY_CA,
     REGISTRY_PASSWORD,
     dataset_relation,
     registry_secret,
@@ -123,3 +124,15 @@ def test_a_relabel_batch_systemd_refuses_is_failed_not_retried(ctx, make_state, 
     out = ctx.run(ctx.on.update_status(), make_state(relations={relation}))
     acknowledged = out.get_relation(relation.id).local_app_data
     assert json.loads(acknowledged["failed"]) == ["b1"]
+
+
+def test_a_registry_ca_is_a_file_in_the_storage_named_in_the_jobs_environment(ctx, make_state):
+    secret = registry_secret()
+    state = make_state(relations={dataset_relation(secret, ca=REGISTRY_CA)}, secrets={secret})
+    job_id = import_without_waiting(ctx, state)
+    (env_path,) = unit_settings(job_unit(job_id).read_text())["EnvironmentFile"]
+    env = environment_file(Path(env_path).read_text())
+    ca_path = data_dir(ctx, state) / "registry-ca.pem"
+    assert env["GIT_SSL_CAINFO"] == env["AWS_CA_BUNDLE"] == str(ca_path)
+    assert ca_path.read_text() == REGISTRY_CA
+    assert stat.S_IMODE(ca_path.stat().st_mode) == 0o644  # the job's user reads it

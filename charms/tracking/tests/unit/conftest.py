@@ -10,6 +10,7 @@ charm's real ``MLflowAPI``, as in tracking-k8s's tests.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,11 +54,20 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
         units_dir=str(fake.root / "etc/systemd/system"),
         venv=str(fake.root / "opt/mlflow/venv"),
         state_dir=str(fake.root / "var/lib/mlflow-charm"),
+        python=sys.executable,
         user="root",
+        workload_venv=str(fake.root / "opt/mlops"),
+        jobs_units_dir=str(fake.root / "run/systemd/system"),
+        jobs_scripts_dir=str(fake.root / "usr/local/lib/mlops-jobs"),
     )
-    Path(paths.units_dir).mkdir(parents=True)
+    for folder in (paths.units_dir, paths.jobs_units_dir):
+        Path(folder).mkdir(parents=True)
     # MLflow's venv, as installed: the installer's stamp matches what the charm asks for.
     installed(paths.mlflow)
+    # The workload CLI's venv: its install is machine.ensure_workload's (tested with it); here
+    # it is there already.
+    installed(paths.mlops_workload)
+    monkeypatch.setattr(charm.machine, "ensure_workload", lambda *_a, **_k: False)
     stamps = machine_install.Stamps(Path(paths.state_dir))
     stamps.record("apt", " ".join(mlflow_unit.APT_PACKAGES))
     stamps.record("venv", " ".join([*mlflow_unit.REQUIREMENTS, ""]))

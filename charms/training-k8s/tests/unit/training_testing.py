@@ -37,6 +37,9 @@ S3_SECRET = "s3-s3cr3t-key"
 MLFLOW_PASSWORD = "mlflow-s3cr3t-password"
 SECRETS = (GIT_PASSWORD, S3_SECRET, MLFLOW_PASSWORD)
 IMAGE = "localhost:32000/training:0.1.0"
+# What a provider serving HTTPS publishes as ``ca`` (the databag checks the PEM's shape only).
+REGISTRY_CA = "-----BEGIN CERTIFICATE-----\nUmVnaXN0cnkgQ0E=\n-----END CERTIFICATE-----\n"
+TRACKING_CA = "-----BEGIN CERTIFICATE-----\nVHJhY2tpbmcgQ0E=\n-----END CERTIFICATE-----\n"
 
 
 def unknown_fields(model: Any, body: dict[str, Any]) -> list[str]:
@@ -150,7 +153,11 @@ def fake_cluster() -> FakeKubernetes:
 
 
 def dataset_relation(
-    *, access: str = "write", latest: str | None = "v2", pinned: str | None = None
+    *,
+    access: str = "write",
+    latest: str | None = "v2",
+    pinned: str | None = None,
+    ca: str | None = None,
 ) -> tuple[testing.Relation, testing.Secret]:
     secret = testing.Secret(
         tracked_content={
@@ -171,6 +178,8 @@ def dataset_relation(
         data["latest_version"] = latest
     if pinned:
         data["pinned_version"] = pinned
+    if ca:
+        data["ca"] = ca
     relation = testing.Relation(
         "mlops-dataset",
         remote_app_name="data-versioning-k8s",
@@ -179,7 +188,7 @@ def dataset_relation(
     return relation, secret
 
 
-def tracking_relation() -> tuple[testing.Relation, testing.Secret]:
+def tracking_relation(*, ca: str | None = None) -> tuple[testing.Relation, testing.Secret]:
     secret = testing.Secret(
         tracked_content={"username": "training-k8s", "password": MLFLOW_PASSWORD}
     )
@@ -188,6 +197,8 @@ def tracking_relation() -> tuple[testing.Relation, testing.Secret]:
         "credentials_secret_id": secret.id,
         "default_experiment": APP,
     }
+    if ca:
+        data["ca"] = ca
     relation = testing.Relation(
         "mlops-tracking",
         remote_app_name="tracking-k8s",

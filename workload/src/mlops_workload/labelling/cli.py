@@ -116,7 +116,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
     token = os.environ.get("LABEL_STUDIO_API_KEY")
     if not args.label_studio_url or not token:
         parser.error("LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY must be set")
-    ls = LabelStudio(args.label_studio_url, token)
+    # Over HTTPS, Label Studio is verified with its own CA (the charm's file).
+    ls = LabelStudio(args.label_studio_url, token, ca_file=os.environ.get("LABEL_STUDIO_CA_FILE"))
     try:
         if args.command == "import-version":
             if not args.media_root:

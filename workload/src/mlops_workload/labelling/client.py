@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,10 +17,12 @@ class LabellingError(Exception):
 class LabelStudio:
     """Label Studio's REST API, authenticated with a (legacy) API token."""
 
-    def __init__(self, url: str, token: str, timeout: float = 60.0):
+    def __init__(self, url: str, token: str, timeout: float = 60.0, ca_file: str | None = None):
         self._url = url.rstrip("/")
         self._headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         self._timeout = timeout
+        # An HTTPS Label Studio is verified with ``ca_file`` alone, if given.
+        self._context = ssl.create_default_context(cafile=ca_file) if ca_file else None
 
     def call(self, method: str, path: str, body: Any = None, query: dict | None = None) -> Any:
         """Send one request and return the decoded JSON answer (None when empty)."""
@@ -32,7 +35,9 @@ class LabelStudio:
             url, data=data, method=method, headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310
+                request, timeout=self._timeout, context=self._context
+            ) as response:
                 payload = response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace").strip().splitlines()

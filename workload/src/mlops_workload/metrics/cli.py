@@ -39,12 +39,14 @@ def register(groups: Any) -> None:
         "--rclone-socket", type=_rclone_socket, action="append", default=[], dest="sockets"
     )
     reg.add_argument("--pinned-version-file", default=None, help="holds the pinned vN, if any")
+    reg.add_argument("--ca-file", default=None, help="verifies Apache's HTTPS (a private CA)")
 
     lab = commands.add_parser("labelling", help="Label Studio's exporter")
     lab.add_argument("--port", type=_port, required=True)
     lab.add_argument("--data-dir", required=True, help="Label Studio's storage")
     lab.add_argument("--jobs-dir", required=True)
     lab.add_argument("--label-studio-url", required=True)
+    lab.add_argument("--ca-file", default=None, help="verifies Label Studio's HTTPS")
     lab.add_argument("--agreement-file", required=True)
     lab.add_argument(
         "--gate-threshold-file", default=None, help="holds the export gate's threshold, if any"
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NoReturn:
                 status_url=args.status_url,
                 rclone_sockets=dict(args.sockets),
                 pinned_version_file=args.pinned_version_file,
+                ca_file=args.ca_file,
             )
         )
     else:
@@ -77,6 +80,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> NoReturn:
                 token=token,
                 agreement_file=args.agreement_file,
                 gate_threshold_file=args.gate_threshold_file,
+                ca_file=args.ca_file,
             )
         )
     common.serve(args.port, collectors)

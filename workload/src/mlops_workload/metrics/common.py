@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -43,19 +44,31 @@ def storage(path: str) -> list[Family]:
     ]
 
 
-def answers(url: str, timeout: float = TIMEOUT) -> bool:
-    """Whether ``url`` answers 2xx."""
+def _tls_context(cafile: str | None) -> ssl.SSLContext | None:
+    """Verification with ``cafile`` only (a private CA), read anew: it may be renewed."""
+    return ssl.create_default_context(cafile=cafile) if cafile else None
+
+
+def answers(url: str, timeout: float = TIMEOUT, cafile: str | None = None) -> bool:
+    """Whether ``url`` answers 2xx (an https URL verified with ``cafile`` when given)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - our URL
+        context = _tls_context(cafile)
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:  # noqa: S310
             return 200 <= response.status < 300
     except (OSError, ValueError):
         return False
 
 
-def read_page(url: str, timeout: float = TIMEOUT, headers: dict[str, str] | None = None) -> str:
+def read_page(
+    url: str,
+    timeout: float = TIMEOUT,
+    headers: dict[str, str] | None = None,
+    cafile: str | None = None,
+) -> str:
     """The body of ``url``; raises ``OSError`` when it does not answer 200."""
     request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - our URL
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    context = _tls_context(cafile)
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
         return response.read().decode("utf-8", "replace")
 
 

@@ -36,9 +36,11 @@ class LabellingSources:
     token: str
     agreement_file: str
     gate_threshold_file: str | None = None
+    # The CA of Label Studio's certificate when it serves HTTPS (the URL is then https://).
+    ca_file: str | None = None
 
 
-def counts(url: str, token: str) -> list[Family]:
+def counts(url: str, token: str, ca_file: str | None = None) -> list[Family]:
     """The projects, tasks and answers Label Studio counts (one request per 100 projects)."""
     headers = {"Authorization": f"Token {token}"}
     fields = ",".join(["id", *(field for field, _, _ in _COUNTS)])
@@ -49,7 +51,10 @@ def counts(url: str, token: str) -> list[Family]:
             query = urllib.parse.urlencode(
                 {"page": page, "page_size": PAGE_SIZE, "include": fields}
             )
-            answer = json.loads(common.read_page(f"{url}/api/projects?{query}", headers=headers))
+            page_text = common.read_page(
+                f"{url}/api/projects?{query}", headers=headers, cafile=ca_file
+            )
+            answer = json.loads(page_text)
             results = answer.get("results") or []
             projects = int(answer.get("count") or 0)
             for project in results:
@@ -127,10 +132,10 @@ def collectors(sources: LabellingSources) -> list:
             gauge(
                 "mlops_labelling_up",
                 "Whether Label Studio answers its health URL.",
-                common.answers(f"{sources.url}/health"),
+                common.answers(f"{sources.url}/health", cafile=sources.ca_file),
             )
         ],
-        lambda: counts(sources.url, sources.token),
+        lambda: counts(sources.url, sources.token, sources.ca_file),
         lambda: agreement(sources.agreement_file, gate_threshold(sources.gate_threshold_file)),
         lambda: common.storage(sources.data_dir),
         jobs.collect,

@@ -36,12 +36,14 @@ class RegistrySources:
     status_url: str
     rclone_sockets: dict[str, str]
     pinned_version_file: str | None = None
+    # The CA of Apache's certificate when it serves HTTPS (the URLs are then https://).
+    ca_file: str | None = None
 
 
-def apache(status_url: str) -> list[Family]:
+def apache(status_url: str, ca_file: str | None = None) -> list[Family]:
     """Apache's own figures from mod_status' machine-readable page."""
     try:
-        text = common.read_page(status_url)
+        text = common.read_page(status_url, cafile=ca_file)
     except OSError:
         return [gauge("apache_up", "Whether Apache's status page answers.", 0)]
     families = [gauge("apache_up", "Whether Apache's status page answers.", 1)]
@@ -155,10 +157,10 @@ def collectors(sources: RegistrySources, size_interval: float = 60.0) -> list:
             gauge(
                 "mlops_registry_up",
                 "Whether the registry's git server answers its health URL.",
-                common.answers(sources.health_url),
+                common.answers(sources.health_url, cafile=sources.ca_file),
             )
         ],
-        lambda: apache(sources.status_url),
+        lambda: apache(sources.status_url, sources.ca_file),
         lambda: rclone(sources.rclone_sockets),
         lambda: versions(sources.repository, sources.pinned_version_file),
         cached_sizes.collect,

@@ -10,7 +10,10 @@ Configured by the environment and the arguments only (a Kubernetes Job or a syst
 - tracking: ``MLFLOW_TRACKING_URI``, ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``,
   ``MLFLOW_EXPERIMENT_NAME``; ``MLOPS_APPROACH`` is the default ``--approach`` and
   ``MLOPS_APPROACH_REVISION`` of ``--approach-revision`` (the training charm sets both when the
-  approach switch is related: every run is tagged with them).
+  approach switch is related: every run is tagged with them);
+- HTTPS: ``GIT_SSL_CAINFO``, ``AWS_CA_BUNDLE`` and ``MLFLOW_TRACKING_SERVER_CERT_PATH`` name the
+  CA files the charm wrote when the registry or tracking serves HTTPS
+  (``mlops_charms.client_ca``): git, botocore and MLflow read them themselves.
 
 The result is one JSON object on stdout (what MLflow prints goes to stderr); a failure is one
 line, ``error: why``, on stderr, and exit status 1.
