@@ -260,6 +260,24 @@ def list_on_storage(files: Any, folder: str) -> dict[str, Any]:
 # --- the actions' flow, the same for every service ------------------------------------------
 
 
+def refused_here(
+    event: ops.ActionEvent, *, config_problem: str | None, unready: str | None, leader: bool
+) -> bool:
+    """Fail ``event`` when a backup action cannot run on this unit now; whether it did.
+
+    ``unready``: the action's one line when the substrate is not reachable yet.
+    """
+    if config_problem:
+        event.fail(f"cannot run while blocked: {config_problem}")
+    elif unready:
+        event.fail(unready)
+    elif not leader:
+        event.fail("run the action on the leader unit")
+    else:
+        return False
+    return True
+
+
 def create_for_action(
     event: ops.ActionEvent,
     runner: SlotRunner,

@@ -216,10 +216,9 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
         super().__init__(framework)
         self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="label_studio")
-        # HTTPS once the certificates relation issued the unit's certificate. Its library also
-        # removes, on secret-remove, the revision of any of the charm's secrets that no
-        # consumer tracks (what secrets.RevisionPruner did here): a second removal would fail.
-        self.certificate = ServerCertificate(self, self._tls_hosts)
+        # HTTPS once the certificates relation issued the unit's certificate; also what removes
+        # the old revisions of the charm's secrets (see mlops_charms.tls).
+        self.certificate = ServerCertificate(self, self._certificate_hosts)
         for event in (
             *self.certificate.events,
             self.on[DATASET_ENDPOINT].relation_created,
@@ -261,7 +260,7 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
     def _server_host(self) -> str:
         """The name or address annotators and the stack reach Label Studio at."""
 
-    def _tls_hosts(self) -> list[str]:
+    def _certificate_hosts(self) -> list[str]:
         """The names the unit's certificate is for: where it is reached, and ``localhost``.
 
         The charm, its jobs and the metrics exporter call Label Studio over ``localhost``.
@@ -999,16 +998,12 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
 
     def _backup_settings(self, event: ops.ActionEvent) -> ServerSettings | None:
         """Settings for a backup action (the leader's; Label Studio need not be healthy)."""
-        config_problem = self._config_problem()
-        if config_problem:
-            event.fail(f"cannot run while blocked: {config_problem}")
-            return None
-        unready = self._substrate_unready()
-        if unready:
-            event.fail(unready)
-            return None
-        if not self.unit.is_leader():
-            event.fail("run the action on the leader unit")
+        if backup.refused_here(
+            event,
+            config_problem=self._config_problem(),
+            unready=self._substrate_unready(),
+            leader=self.unit.is_leader(),
+        ):
             return None
         server_secret = secrets.admin_secret_or_fail(self.model, SERVER_SECRET, event)
         if server_secret is None:

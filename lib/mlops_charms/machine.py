@@ -247,7 +247,9 @@ class Venv:
         )
         if stamps.done(stamp, fingerprint) and self.bin(probe).exists():
             return False
-        _run([self.python, "-m", "venv", str(self.path)])
+        # A changed install starts from an empty venv and builds without pip's wheel cache: a
+        # package built from source (uWSGI) is rebuilt against what apt installed since.
+        _run([self.python, "-m", "venv", "--clear", str(self.path)])
         options: list[str] = []
         if wheelhouse is not None:
             wheels = self.path.parent / "wheelhouse"
@@ -262,7 +264,9 @@ class Venv:
             options = ["--no-index", "--find-links", str(wheels)]
         elif index_url:
             options = ["--index-url", index_url]
-        _run([str(self.bin("pip")), "install", "--quiet", *options, *requirements])
+        _run(
+            [str(self.bin("pip")), "install", "--quiet", "--no-cache-dir", *options, *requirements]
+        )
         stamps.record(stamp, fingerprint)
         return True
 

@@ -212,9 +212,8 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
         super().__init__(framework)
         self.tracing = charm_tracing.trace_charm(self)
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name=self._requested_bucket())
-        # HTTPS once the certificates relation issued the unit's certificate. Its library also
-        # removes, on secret-remove, the revision of any of the charm's secrets that no
-        # consumer tracks (what secrets.RevisionPruner does): a second removal would fail.
+        # HTTPS once the certificates relation issued the unit's certificate; also what removes
+        # the old revisions of the charm's secrets (see mlops_charms.tls).
         self.certificate = tls.ServerCertificate(self, self._certificate_hosts)
         self._problem: str | None = None
         for event in (
@@ -826,16 +825,15 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
 
     def _action_settings(self, event: ops.ActionEvent) -> RegistrySettings | None:
         """Settings for a ready registry, or None after failing ``event`` saying why."""
-        config_problem = self._config_problem()
-        if config_problem:
-            event.fail(f"cannot run while blocked: {config_problem}")
-            return None
         substrate_status = self._substrate_status()
-        if substrate_status is not None:
-            event.fail(f"the registry is not ready: {substrate_status.message}")
-            return None
-        if not self.unit.is_leader():
-            event.fail("run the action on the leader unit")
+        if backup.refused_here(
+            event,
+            config_problem=self._config_problem(),
+            unready=None
+            if substrate_status is None
+            else f"the registry is not ready: {substrate_status.message}",
+            leader=self.unit.is_leader(),
+        ):
             return None
         settings = self._ready_settings()
         if settings is None:

@@ -67,21 +67,6 @@ def remove_app_secret(model: ops.Model, label: str) -> None:
         return
 
 
-class RevisionPruner(ops.Object):
-    """Removes a revision of the charm's secrets once no consumer tracks it (secret-remove).
-
-    The charm's secrets change content when keys change; without this, every old revision,
-    with its old keys, would stay in Juju.
-    """
-
-    def __init__(self, charm: ops.CharmBase):
-        super().__init__(charm, "secret-revisions")
-        charm.framework.observe(charm.on.secret_remove, self._on_secret_remove)
-
-    def _on_secret_remove(self, event: ops.SecretRemoveEvent) -> None:
-        event.remove_revision()
-
-
 def granted_secret_id(
     model: ops.Model, relation: ops.Relation, label: str, published_id: str | None
 ) -> str | None:

@@ -8,6 +8,10 @@ receives the certificate, the chain and the CA. ``ServerCertificate`` wraps it f
 - ``status()``: why a related unit has no certificate yet (waiting, or the CA's refusal);
 - ``events``: what to reconcile on (a certificate issued or renewed, the relation gone).
 
+Its library also removes, on every secret-remove, the revision of any of the charm's secrets
+that no consumer tracks any more: a charm with ``ServerCertificate`` must not do it too (a
+second removal of the same revision fails the hook).
+
 Without the relation a service serves plain HTTP as before. Related, it keeps its current
 state until the certificate arrives, then serves HTTPS only: the charm's consumers get the CA
 with the URL (``ca`` in their relation data) and verify the server with it.

@@ -79,16 +79,12 @@ class TrackingBackups(ops.Object):
     def _settings(self, event: ops.ActionEvent) -> ServerSettings | None:
         """Settings for a backup action (the leader's; MLflow need not be healthy)."""
         charm = self._charm
-        config_problem = charm._config_problem()
-        if config_problem:
-            event.fail(f"cannot run while blocked: {config_problem}")
-            return None
-        unready = charm._backup_substrate_unready()
-        if unready:
-            event.fail(unready)
-            return None
-        if not charm.unit.is_leader():
-            event.fail("run the action on the leader unit")
+        if backup.refused_here(
+            event,
+            config_problem=charm._config_problem(),
+            unready=charm._backup_substrate_unready(),
+            leader=charm.unit.is_leader(),
+        ):
             return None
         if charm.database.status() or charm.s3.status():
             event.fail("the server's stores are not ready: check `juju status`")

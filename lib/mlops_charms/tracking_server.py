@@ -138,9 +138,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
         self.tracing = charm_tracing.trace_charm(self)
         self.database = PostgreSQLRequirer(self, "database", database_name="mlflow")
         self.s3 = S3Requirer(self, "s3-credentials", bucket_name="mlflow")
-        # HTTPS once the certificates relation issued the unit's certificate. Its library also
-        # removes, on secret-remove, the revision of any of the charm's secrets that no
-        # consumer tracks (what secrets.RevisionPruner did here): a second removal would fail.
+        # HTTPS once the certificates relation issued the unit's certificate; also what removes
+        # the old revisions of the charm's secrets (see mlops_charms.tls).
         self.certificate = ServerCertificate(self, self._certificate_hosts)
         for event in (
             self.on[TRACKING_ENDPOINT].relation_joined,

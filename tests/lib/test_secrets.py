@@ -10,7 +10,6 @@ import pytest
 from ops import testing
 
 from mlops_charms.secrets import (
-    RevisionPruner,
     ensure_app_secret,
     generate_password,
     granted_secret_id,
@@ -23,9 +22,7 @@ LABEL = "admin-credentials"
 
 
 class SecretsCharm(ops.CharmBase):
-    def __init__(self, framework: ops.Framework):
-        super().__init__(framework)
-        self.pruner = RevisionPruner(self)
+    pass
 
 
 @pytest.fixture
@@ -183,15 +180,7 @@ def test_remove_lets_another_error_reach_the_caller(ctx, monkeypatch):
             remove_app_secret(manager.charm.model, LABEL)
 
 
-# --- revisions and grants --------------------------------------------------------------------
-
-
-def test_a_revision_no_consumer_tracks_is_removed_on_secret_remove(ctx):
-    secret = admin_secret()
-
-    ctx.run(ctx.on.secret_remove(secret, revision=2), testing.State(leader=True, secrets={secret}))
-
-    assert ctx.removed_secret_revisions == [2]
+# --- grants --------------------------------------------------------------------------
 
 
 def test_a_consumer_is_granted_the_secret_once_and_given_its_id(ctx):

@@ -42,10 +42,10 @@ class LabellingCharm(LabellingServerCharm):
     def _server_host(self) -> str:
         return sidecar.service_host(self)
 
-    def _tls_hosts(self) -> list[str]:
+    def _certificate_hosts(self) -> list[str]:
         # The service's shorter names too: clients in the cluster may use them.
         app, model = self.app.name, self.model.name
-        return [*super()._tls_hosts(), app, f"{app}.{model}", f"{app}.{model}.svc"]
+        return [*super()._certificate_hosts(), app, f"{app}.{model}", f"{app}.{model}.svc"]
 
     @property
     def _binaries(self) -> Binaries:

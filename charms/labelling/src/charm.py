@@ -92,9 +92,9 @@ class LabellingMachineCharm(LabellingServerCharm):
     def _server_host(self) -> str:
         return self._address
 
-    def _tls_hosts(self) -> list[str]:
+    def _certificate_hosts(self) -> list[str]:
         # The machine's name too: annotators may reach it by name rather than address.
-        return [*super()._tls_hosts(), socket.getfqdn()]
+        return [*super()._certificate_hosts(), socket.getfqdn()]
 
     @property
     def _binaries(self) -> Binaries:
@@ -129,7 +129,7 @@ class LabellingMachineCharm(LabellingServerCharm):
         machine.Venv(Path(PATHS.venv), PATHS.python).ensure(
             stamps,
             label_studio_unit.REQUIREMENTS,
-            fingerprint=" ".join(label_studio_unit.REQUIREMENTS),
+            fingerprint=label_studio_unit.VENV_FINGERPRINT,
             wheelhouse=machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
             probe="uwsgi",

@@ -28,6 +28,9 @@ WORKLOAD_REQUIREMENTS = ("dvc==3.67.1", "dvc-s3==3.3.0")
 # uWSGI is built from its source (PyPI has no wheel): a compiler and Python's headers, and
 # OpenSSL's, for its HTTPS router (the certificates relation).
 APT_PACKAGES = ("python3-venv", "python3-dev", "build-essential", "libssl-dev", "git")
+# What Label Studio's venv holds, for its install stamp: "openssl" since uWSGI is built with it,
+# so that a unit installed before rebuilds it (machine.Venv.ensure).
+VENV_FINGERPRINT = " ".join([*REQUIREMENTS, "uwsgi-built-with=openssl"])
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeMachine:
     python.chmod(0o755)
     stamps = machine_install.Stamps(Path(paths.state_dir))
     stamps.record("apt", " ".join(label_studio_unit.APT_PACKAGES))
-    stamps.record("label-studio-venv", " ".join([*label_studio_unit.REQUIREMENTS, ""]))
+    stamps.record("label-studio-venv", " ".join([label_studio_unit.VENV_FINGERPRINT, ""]))
     monkeypatch.setattr(label_studio_unit, "PATHS", paths)
     monkeypatch.setattr(charm, "PATHS", paths)
     # The workload package's install is machine.ensure_workload's (tested with it); here it is
