@@ -171,7 +171,9 @@ def test_the_cli_refuses_in_one_line_as_the_charm_reports_it(
     monkeypatch: pytest.MonkeyPatch,
 ):
     _import(label_studio, tmp_path, "v1")
-    monkeypatch.setattr(labelling_cli, "LabelStudio", lambda _url, _token: label_studio)
+    monkeypatch.setattr(
+        labelling_cli, "LabelStudio", lambda _url, _token, ca_file=None: label_studio
+    )
     for name, value in {
         "LABEL_STUDIO_URL": "http://127.0.0.1:8080",
         "LABEL_STUDIO_API_KEY": "token",
