@@ -43,6 +43,35 @@ BAD_RESTORE = {
 }
 
 
+def write_backup(
+    data_dir: Path,
+    backup_id: str = BACKUP_ID,
+    *,
+    service: str,
+    members: dict[str, int],
+    excluded: dict[str, str],
+) -> None:
+    """A backup on the storage, as ``mlops-workload backup create`` leaves it.
+
+    ``members``: path to its number of files; ``excluded``: what to why.
+    """
+    folder = data_dir / "backups"
+    folder.mkdir(exist_ok=True)
+    (folder / f"{backup_id}.tar.gz").write_bytes(b"archive")
+    manifest = {
+        "format": 1,
+        "id": backup_id,
+        "service": service,
+        "created": "2026-01-01T12:00:00Z",
+        "archive": {"name": f"{backup_id}.tar.gz", "size": 7, "sha256": "0" * 64},
+        "members": [{"path": path, "files": files} for path, files in members.items()],
+        "files": sum(members.values()),
+        "bytes": 100,
+        "excluded": [{"what": what, "why": why} for what, why in excluded.items()],
+    }
+    (folder / f"{backup_id}.json").write_text(json.dumps(manifest))
+
+
 def job_record(data_dir: Path, job_id: str) -> dict:
     return json.loads((data_dir / "jobs" / job_id / "job.json").read_text())
 

@@ -24,38 +24,25 @@ from pathlib import Path
 import pytest
 from ops import testing
 
+from tests import backup_cases
+from tests.backup_cases import BACKUP_ID
 from tests.labelling_testing import database_relation, database_secret
-
-BACKUP_ID = "20260101T120000Z"
+from tests.registry_action_cases import refused
 
 
 def write_backup(data_dir: Path, backup_id: str = BACKUP_ID) -> None:
     """A backup on the storage, as ``mlops-workload backup create`` leaves it."""
-    folder = data_dir / "backups"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{backup_id}.tar.gz").write_bytes(b"archive")
-    manifest = {
-        "format": 1,
-        "id": backup_id,
-        "service": "labelling",
-        "created": "2026-01-01T12:00:00Z",
-        "archive": {"name": f"{backup_id}.tar.gz", "size": 7, "sha256": "0" * 64},
-        "members": [{"path": "label_studio.sqlite3", "files": 1}, {"path": "media", "files": 4}],
-        "files": 5,
-        "bytes": 100,
-        "excluded": [{"what": "secrets", "why": "rendered by the charm"}],
-    }
-    (folder / f"{backup_id}.json").write_text(json.dumps(manifest))
+    backup_cases.write_backup(
+        data_dir,
+        backup_id,
+        service="labelling",
+        members={"label_studio.sqlite3": 1, "media": 4},
+        excluded={"secrets": "rendered by the charm"},
+    )
 
 
 def jobs_recorded(data_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((data_dir / "jobs").glob("*/job.json"))]
-
-
-def refused(ctx, state: testing.State, action: str, **params) -> str:
-    with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action(action, params=params), state)
-    return failure.value.message
 
 
 class LabellingBackupCases:

@@ -24,7 +24,9 @@ import pytest
 from ops import testing
 
 from mlops_charms import backup
+from tests import backup_cases
 from tests.backup_cases import BACKUP_ID, BAD_RESTORE, job_record
+from tests.registry_action_cases import refused
 from tests.tracking_testing import (
     ADMIN_PASSWORD,
     DB_PASSWORD,
@@ -40,32 +42,18 @@ RESTORED = {"id": BACKUP_ID, "restored": ["mlflow.db", "artifacts"], "files": 3}
 
 def write_backup(data_dir: Path, backup_id: str = BACKUP_ID) -> None:
     """A backup on the storage, as ``mlops-workload backup create`` leaves it."""
-    folder = data_dir / "backups"
-    folder.mkdir(exist_ok=True)
-    (folder / f"{backup_id}.tar.gz").write_bytes(b"archive")
-    manifest = {
-        "format": 1,
-        "id": backup_id,
-        "service": "tracking",
-        "created": "2026-01-01T12:00:00Z",
-        "archive": {"name": f"{backup_id}.tar.gz", "size": 7, "sha256": "0" * 64},
-        "members": [{"path": "mlflow.db", "files": 1}, {"path": "artifacts", "files": 2}],
-        "files": 3,
-        "bytes": 100,
-        "excluded": [{"what": "basic_auth.db", "why": "the deployment's own users"}],
-    }
-    (folder / f"{backup_id}.json").write_text(json.dumps(manifest))
+    backup_cases.write_backup(
+        data_dir,
+        backup_id,
+        service="tracking",
+        members={"mlflow.db": 1, "artifacts": 2},
+        excluded={"basic_auth.db": "the deployment's own users"},
+    )
 
 
 def jobs_recorded(data_dir: Path) -> list[dict]:
     """Every job the charm started (none when it never made its jobs folder)."""
     return [json.loads(p.read_text()) for p in sorted((data_dir / "jobs").glob("*/job.json"))]
-
-
-def refused(ctx, state: testing.State, action: str, **params) -> str:
-    with pytest.raises(testing.ActionFailed) as failure:
-        ctx.run(ctx.on.action(action, params=params), state)
-    return failure.value.message
 
 
 def _no_secret_in(text: str) -> None:

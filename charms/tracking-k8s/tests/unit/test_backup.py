@@ -16,7 +16,8 @@ import charm
 import mlflow_server
 from mlops_charms import jobs, tracking_backup
 from tests.backup_cases import BACKUP_ID
-from tests.tracking_backup_cases import TrackingBackupCases, refused
+from tests.registry_action_cases import refused
+from tests.tracking_backup_cases import TrackingBackupCases
 from tests.tracking_testing import DATA_DIR, S3_SECRET_KEY, s3_relation, s3_secret
 
 JOB_SERVICE = f"{tracking_backup.JOB_SLOT}-job"
