@@ -73,6 +73,12 @@ class ServerCertificate(ops.Object):
             # The names may change with config (allowed hosts) or an ingress.
             refresh_events=[charm.on.config_changed],
         )
+        # Read once per hook: each read asks Juju for the unit's address, the relation and the
+        # key's secret, and a hook's reconcile, URLs and status all ask. Forgotten when the
+        # library reports a new certificate or the relation goes (observed before the charm).
+        self._read: tuple[ServerTLS | None] | None = None
+        for event in self.events:
+            charm.framework.observe(event, self._forget)
 
     @property
     def events(self) -> tuple[ops.BoundEvent, ...]:
@@ -111,8 +117,16 @@ class ServerCertificate(ops.Object):
             return []  # no network info yet: the names alone, the address at the next request
         return [str(address)] if address else []
 
+    def _forget(self, _event: ops.EventBase) -> None:
+        self._read = None
+
     def server_tls(self) -> ServerTLS | None:
         """The unit's issued certificate, key and CA; None unrelated or not issued yet."""
+        if self._read is None:
+            self._read = (self._issued(),)
+        return self._read[0]
+
+    def _issued(self) -> ServerTLS | None:
         requests = self._requests(None)
         if not self.related or not requests:
             return None
