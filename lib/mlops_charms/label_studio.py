@@ -108,6 +108,11 @@ class ServerSettings:
         return f"{self.data_dir}/secrets/label-studio-ca.pem"
 
     @property
+    def tls_files(self) -> tuple[str, ...]:
+        """The files of HTTPS, the key first (removed when the server serves HTTP)."""
+        return (self.tls_key_path, self.tls_certificate_path, self.tls_ca_path)
+
+    @property
     def secrets_env_path(self) -> str:
         return f"{self.data_dir}/secrets/secrets.env"
 

@@ -65,7 +65,7 @@ from mlops_charms.label_studio import (
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.relabel import RelabelBatch, RelabelProviderData, RelabelRequirerData
 from mlops_charms.rest import RESTError
-from mlops_charms.tls import ServerCertificate, ServerTLS
+from mlops_charms.tls import ServerCertificate, ServerTLS, remove_server_files
 from mlops_charms.workload_exec import WorkloadError
 
 logger = logging.getLogger(__name__)
@@ -481,6 +481,8 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             return None  # the server stays stopped: the restore's end wakes the charm again
         if not self._database_migrated(settings):
             return None
+        if settings.tls is None:
+            remove_server_files(self._storage_files(), settings.tls_files)
         self._run_server(settings)
         self._record_gate(settings)
         runner = self._jobs()

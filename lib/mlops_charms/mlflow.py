@@ -134,6 +134,11 @@ class ServerSettings:
         return f"{self.data_dir}/secrets/server-ca.pem"
 
     @property
+    def tls_files(self) -> tuple[str, ...]:
+        """The files of HTTPS, the key first (removed when the server serves HTTP)."""
+        return (self.tls_key_path, self.tls_certificate_path, self.tls_ca_path)
+
+    @property
     def auth_config_path(self) -> str:
         return f"{self.data_dir}/secrets/basic_auth.ini"
 

@@ -261,6 +261,11 @@ class RegistrySettings:
         return f"{self.conf_dir}/tls-ca.pem"
 
     @property
+    def tls_files(self) -> tuple[str, ...]:
+        """The files of HTTPS, the key first (removed when the registry serves HTTP)."""
+        return (self.tls_key_file, self.tls_certificate_file, self.tls_ca_file)
+
+    @property
     def local_git_base(self) -> str:
         """Apache's git port as the workload calls it (``localhost``: in the certificate)."""
         host = "localhost" if self.tls else "127.0.0.1"

@@ -456,6 +456,8 @@ class RegistryServerCharm(ops.CharmBase, abc.ABC):
     def _apply(self, settings: RegistrySettings) -> None:
         """Write the files, bootstrap the repository until it succeeded once, run the servers."""
         files = self._files
+        if settings.tls is None:
+            tls.remove_server_files(files, settings.tls_files)
         for directory in settings.directories:
             if not files.exists(directory):
                 files.make_dir(

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import ops
 from charmlibs.interfaces.tls_certificates import (
@@ -32,6 +33,9 @@ from charmlibs.interfaces.tls_certificates import (
     TLSCertificatesError,
     TLSCertificatesRequiresV4,
 )
+
+if TYPE_CHECKING:
+    from mlops_charms.host_files import HostFiles
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,19 @@ class ServerTLS:
     certificate: str  # PEM: the server's certificate, then the chain up to (not incl.) the CA
     private_key: str  # PEM
     ca: str  # PEM
+
+
+def remove_server_files(files: ops.Container | HostFiles, paths: Sequence[str]) -> None:
+    """Delete the certificate files of a server that serves plain HTTP now (the relation went).
+
+    ``paths``: the key first. No private key is left on the storage that nothing uses.
+    """
+    if not files.exists(paths[0]):
+        return  # never issued, or removed already: one look per hook
+    for path in paths:
+        if files.exists(path):
+            files.remove_path(path)
+    logger.info("removed the server's certificate and key: it serves plain HTTP")
 
 
 class ServerCertificate(ops.Object):

@@ -38,7 +38,7 @@ from mlops_charms.mlflow import MLflowAPI, ServerSettings
 from mlops_charms.postgresql import PostgreSQLRequirer
 from mlops_charms.rest import RESTError
 from mlops_charms.s3 import S3Requirer
-from mlops_charms.tls import ServerCertificate, ServerTLS
+from mlops_charms.tls import ServerCertificate, ServerTLS, remove_server_files
 from mlops_charms.tracking import TrackingProviderData, TrackingRequirerData
 from mlops_charms.tracking_backup import TrackingBackups
 
@@ -254,7 +254,9 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             port=config.port,
             metrics_port=config.metrics_port,
             workers=config.workers,
-            job_execution=config.enable_job_execution,
+            # MLflow 3.17's job runner calls its server at a hard-coded http:// address
+            # (mlflow/server/__init__.py): over HTTPS its jobs could never reach it.
+            job_execution=config.enable_job_execution and self._server_tls() is None,
             default_permission=config.default_permission,
             admin_password=server_secret["admin-password"],
             flask_secret_key=server_secret["flask-secret-key"],
@@ -330,6 +332,8 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             return
         if self.backups.hold_server():
             return  # a restore runs: MLflow stays stopped until the job's end wakes the charm
+        if settings.tls is None:
+            remove_server_files(self._storage_files(), settings.tls_files)
         self._run_server(settings)
         if self.unit.is_leader():
             self._provide_tracking(config, server_secret)
@@ -514,7 +518,13 @@ class TrackingServerCharm(ops.CharmBase, abc.ABC):
             event.add_status(ops.MaintenanceStatus(f"restoring {restoring}"))
         if not self._admin_api(self._config(), server_secret).is_healthy():
             event.add_status(ops.WaitingStatus("waiting for MLflow to become ready"))
-        event.add_status(ops.ActiveStatus(f"serving at {self._public_url}"))
+        event.add_status(ops.ActiveStatus(self._serving_message()))
+
+    def _serving_message(self) -> str:
+        serving = f"serving at {self._public_url}"
+        if self._config().enable_job_execution and self._server_tls():
+            serving += "; job execution off: MLflow's jobs cannot call it over HTTPS"
+        return serving
 
     def _relation_statuses(self) -> list[ops.StatusBase]:
         """What each relation is waiting for or what is wrong with its remote data."""

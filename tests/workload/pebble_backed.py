@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -156,6 +157,17 @@ class PebbleBackedCharm:
         container.stop()
         container.start()
 
+    def refreshed(
+        self, charm_class: type[ops.CharmBase], charm_root: Path, **kwargs: Any
+    ) -> PebbleBackedCharm:
+        """The unit after ``juju refresh`` to ``charm_class``: the same storage and daemons."""
+        unit = PebbleBackedCharm(charm_class, charm_root, self.base, **kwargs)
+        unit.containers.update(
+            {name: c for name, c in self.containers.items() if name in unit.containers}
+        )
+        unit.hooks_run = self.hooks_run
+        return unit
+
     # --- the charm --------------------------------------------------------------------------
 
     def container_state(self, name: str, **kwargs: Any) -> testing.Container:
@@ -225,13 +237,16 @@ class PebbleBackedCharm:
                 return pebble.Client(socket_path=real[socket_path])
             return original(backend, socket_path)
 
-        local_pebble = workload.PebbleInContainer(
+        # The charm's own workload module: a previous release's while it runs (see
+        # tests/previous_release.py).
+        charm_workload = sys.modules.get(workload.__name__, workload)
+        local_pebble = charm_workload.PebbleInContainer(
             binary=shutil.which("pebble") or "pebble",
             socket=str(next(iter(self.containers.values())).socket_path),
         )
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(mocking._MockModelBackend, "get_pebble", get_pebble)
-            patch.setattr(workload, "JUJU_PEBBLE", local_pebble)
+            patch.setattr(charm_workload, "JUJU_PEBBLE", local_pebble)
             for module, binaries in self._rock_paths.items():
                 patch.setattr(module, "ROCK", binaries)
             yield

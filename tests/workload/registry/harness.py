@@ -27,7 +27,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
+import ops
 import pytest
 from ops import pebble, testing
 
@@ -301,12 +303,24 @@ def charm_settings(unit: PebbleBackedCharm, state: testing.State) -> registry.Re
     return settings
 
 
-def registry_unit(base: Path) -> PebbleBackedCharm:
-    """The data-versioning charm with its container on a real Pebble under ``base``."""
-    binaries = local_binaries()
+def registry_unit(
+    base: Path,
+    charm_class: type[ops.CharmBase] | None = None,
+    charm_root: Path = CHARM_ROOT,
+    registry_module: ModuleType = registry,
+) -> PebbleBackedCharm:
+    """The data-versioning charm with its container on a real Pebble under ``base``.
+
+    By default the current charm; a previous release's (tests/previous_release.py) with its
+    folder and its own ``mlops_charms.registry``, whose ``ROCK`` its code reads.
+    """
+    binaries = registry_module.Binaries(**dataclasses.asdict(local_binaries()))
     service_owner()
     return PebbleBackedCharm(
-        charm.DataVersioningCharm, CHARM_ROOT, base, rock_paths={registry: binaries}
+        charm_class or charm.DataVersioningCharm,
+        charm_root,
+        base,
+        rock_paths={registry_module: binaries},
     )
 
 

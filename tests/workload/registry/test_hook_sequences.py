@@ -21,18 +21,24 @@ from ops import testing
 
 from mlops_charms import jobs, registry_server
 from mlops_charms.approach import APPROACH_ENDPOINT
-from tests import provider_data
-from tests.workload.pebble_backed import wait_until
+from tests import previous_release, provider_data
+from tests.workload.pebble_backed import shared_folder, wait_until
 from tests.workload.processes import free_port
 from tests.workload.registry.harness import (
+    CHARM_ROOT,
     RunningRegistry,
     charm,
     chown_tree,
+    consumer_relation,
+    deploy,
     dvc,
+    first_state,
     git,
+    local_binaries,
     make_files,
     read_tree,
     registry,
+    registry_unit,
     start_registry,
 )
 from tests.workload.s3_server import S3Server, run_s3_server
@@ -432,3 +438,58 @@ def test_a_departed_consumer_loses_access(running_registry, tmp_path):
         )
         not in labels
     )
+
+
+def test_an_upgrade_from_the_previous_release_keeps_versions_and_consumers(tmp_path):
+    """`juju refresh` from the previous release: versions, consumers' credentials, secrets stay."""
+    release = previous_release.released_charm("data-versioning-k8s")
+    with shared_folder("registry-upgrade-") as base:
+        released_registry = release.module(registry.__name__)
+        unit = registry_unit(base, release.charm_class, release.root, released_registry)
+        relations = {
+            "training": consumer_relation("training"),
+            "labelling": consumer_relation("labelling", "write"),
+        }
+        unit.start()
+        try:
+            with release.active():
+                state = deploy(unit, first_state(unit, relations.values()))
+                running = RunningRegistry(unit=unit, base=base, state=state, relations=relations)
+                assert type(running.settings) is released_registry.RegistrySettings
+                life = Life(running, tmp_path)
+                released = life.cut("on-the-release")
+                life.check("previous release")
+                consumers = (running.reader, running.labelling)
+                secrets_before = {s.id: s.latest_content for s in running.state.secrets}
+                life.hook(running.context.on.stop())  # the old pod goes
+
+            # The pod comes back with the new charm: Pebble's plan is gone, the storage stays.
+            running.unit = unit.refreshed(
+                charm.DataVersioningCharm, CHARM_ROOT, rock_paths={registry: local_binaries()}
+            )
+            running.unit.restart_container(charm.CONTAINER)
+            ctx = running.context
+            container = running.state.get_container(charm.CONTAINER)
+            for event in (
+                ctx.on.upgrade_charm(),
+                ctx.on.config_changed(),
+                ctx.on.start(),
+                ctx.on.pebble_ready(container),
+                ctx.on.update_status(),
+            ):
+                life.hook(event)
+            life.container.wait_for_checks(timeout=60)
+            assert type(running.settings) is registry.RegistrySettings  # the current charm's
+            assert running.state.unit_status == testing.ActiveStatus(f"latest {released}")
+            life.check("upgraded")
+            # Consumers keep what the release published them: URLs, users, keys, versions.
+            assert (running.reader, running.labelling) == consumers
+            secrets_after = {s.id: s.latest_content for s in running.state.secrets}
+            for secret_id, content in secrets_before.items():
+                assert secrets_after.get(secret_id) == content, f"secret {secret_id} changed"
+            assert "refs/heads/main" in git("ls-remote", running.url_for(running.labelling))
+            # The current charm cuts a version on the release's repository and remote.
+            life.cut("after-the-upgrade")
+            life.check("a version cut after the upgrade")
+        finally:
+            unit.stop()

@@ -25,6 +25,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,7 @@ import mlflow_server
 from mlops_charms import mlflow_schema, tracking_server
 from mlops_charms.approach import APPROACH_ENDPOINT
 from mlops_charms.mlflow import MLflowAPI
-from tests import provider_data
+from tests import previous_release, provider_data
 from tests.provider_data import postgresql_k8s_relation
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
 from tests.workload.processes import PostgreSQLServer, free_port, missing
@@ -208,14 +209,16 @@ class Life:
     def hook(self, event, state: testing.State | None = None) -> testing.State:
         """One hook; the MLflow API calls the charm makes in it are kept in ``mlflow_calls``."""
         calls: list[tuple[str, str]] = []
-        original = MLflowAPI._call
+        # The hook's own client: a previous release's while it runs (tests/previous_release.py).
+        api_class = sys.modules[MLflowAPI.__module__].MLflowAPI
+        original = api_class._call
 
         def spy(api, method, path, body):
             calls.append((method, path))
             return original(api, method, path, body)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(MLflowAPI, "_call", spy)
+            patch.setattr(api_class, "_call", spy)
             self.state = self.unit.run(event, self.state if state is None else state)
         self.mlflow_calls = calls
         return self.state
@@ -659,3 +662,57 @@ def test_the_approach_is_acknowledged_once_mlflow_answers(life: Life):
         life.state, relations=life.state.relations - {life.state.get_relation(relation.id)}
     )
     life.check("approach removed", life.trainer)
+
+
+def test_an_upgrade_from_the_previous_release_keeps_runs_users_and_secrets(
+    cluster_dns: None, tmp_path: Path
+):
+    """A refresh from the previous release: runs, the consumer's user and every secret stay."""
+    release = previous_release.released_charm("tracking-k8s")
+    with shared_folder("tracking-upgrade-") as base:
+        previous = PebbleBackedCharm(release.charm_class, release.root, base)
+        previous.start()
+        try:
+            with release.active():
+                life = Life(previous, first_state(previous), tmp_path)
+                life.deploy()
+                consumer = relate_consumer(life)
+                life.log_run(consumer, "previous-release")
+                life.check("previous release", consumer)
+                secrets_before = {s.id: s.tracked_content for s in life.state.secrets}
+                life.hook(life.ctx.on.stop())  # the old pod goes
+
+            # The pod comes back with the new charm: Pebble's plan is gone, the storage stays.
+            life.unit = previous.refreshed(charm.TrackingCharm, CHARM_ROOT)
+            life.unit.restart_container(charm.CONTAINER)
+            life.restarting(life.ctx.on.upgrade_charm(), "upgrade-charm")
+            assert not life.mlflow_writes(), "the upgrade provisioned the consumer again"
+            container = life.state.get_container(charm.CONTAINER)
+            for event, step in (
+                (life.ctx.on.config_changed(), "config-changed"),
+                (life.ctx.on.start(), "start"),
+                (life.ctx.on.pebble_ready(container), "pebble-ready"),
+                (life.ctx.on.update_status(), "update-status"),
+            ):
+                life.quiet(event, f"after the upgrade: {step}")
+            life.check("upgraded", consumer)
+            for secret in life.state.secrets:
+                if secret.id in secrets_before:
+                    assert secret.tracked_content == secrets_before[secret.id], secret.label
+            assert life.consumer(_consumer_relation(life)) == consumer
+            life.log_run(consumer, "after-upgrade")
+            life.check("a run logged after the upgrade", consumer)
+            # What the release did not have works on the state it left: a backup.
+            results, life.state = life.unit.run_action("list-backups", life.state)
+            assert not isinstance(results, Exception), results
+        finally:
+            print_service_logs(previous)
+            previous.stop()
+
+
+def _consumer_relation(life: Life) -> testing.Relation:
+    (relation,) = [
+        r for r in life.state.relations if r.endpoint == tracking_server.TRACKING_ENDPOINT
+    ]
+    assert isinstance(relation, testing.Relation)
+    return relation

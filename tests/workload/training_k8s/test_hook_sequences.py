@@ -14,11 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 from ops import testing
 
 from mlops_charms.jobs import NOTICE_KEY
+from tests import previous_release
 from tests.charm_testing import load_charm_module
 from tests.fake_kubernetes import FakeKubernetes
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
@@ -59,22 +62,33 @@ def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKub
         yield fake
 
 
+def _rock(workload: ModuleType, base: Path, cluster: FakeKubernetes) -> Any:
+    """``workload``'s rock paths on this machine: the watcher of the image, the fake cluster."""
+    account = base / "service-account"
+    account.mkdir(exist_ok=True)
+    (account / "token").write_text("token-of-the-pod\n")
+    return workload.Binaries(
+        python=sys.executable,
+        watcher=str(CHARM_ROOT / "src" / "job_watcher.py"),
+        api_server=cluster.url,
+        service_account=str(account),
+    )
+
+
+def _training_unit(
+    charm_class: type, charm_root: Path, workload: ModuleType, base: Path, cluster: FakeKubernetes
+) -> PebbleBackedCharm:
+    harness = PebbleBackedCharm(
+        charm_class, charm_root, base, rock_paths={workload: _rock(workload, base, cluster)}
+    )
+    harness.context.app_name = "training-k8s"
+    return harness
+
+
 @pytest.fixture
 def unit(cluster: FakeKubernetes) -> Iterator[PebbleBackedCharm]:
     with shared_folder("mlops-training-") as base:
-        account = base / "service-account"
-        account.mkdir()
-        (account / "token").write_text("token-of-the-pod\n")
-        rock = training_workload.Binaries(
-            python=sys.executable,
-            watcher=str(CHARM_ROOT / "src" / "job_watcher.py"),
-            api_server=cluster.url,
-            service_account=str(account),
-        )
-        harness = PebbleBackedCharm(
-            charm.TrainingCharm, CHARM_ROOT, base, rock_paths={training_workload: rock}
-        )
-        harness.context.app_name = "training-k8s"
+        harness = _training_unit(charm.TrainingCharm, CHARM_ROOT, training_workload, base, cluster)
         harness.start()
         try:
             yield harness
@@ -225,3 +239,61 @@ def test_the_data_centric_loop_trains_a_new_version_then_analyses_it_hook_by_hoo
     last = container.last_change_id()
     state = unit.run(unit.context.on.update_status(), state)
     assert container.changes_since(last) == [] and len(_runs(cluster)) == 3
+
+
+def test_a_run_started_by_the_previous_release_ends_with_this_charm(
+    cluster: FakeKubernetes, tmp_path: Path
+):
+    """A refresh while a train Job runs: the new charm's watcher sees its end and records it."""
+    release = previous_release.released_charm("training-k8s")
+    with shared_folder("mlops-training-upgrade-") as base:
+        previous = _training_unit(
+            release.charm_class,
+            release.root,
+            release.module(training_workload.__name__),
+            base,
+            cluster,
+        )
+        previous.start()
+        try:
+            with release.active():
+                state = _state(previous, tmp_path, relabel_relation())
+                state = previous.run(
+                    previous.context.on.pebble_ready(previous.container_state("training")), state
+                )
+                results, state = previous.run_action("train", state, spec="image-svc")
+                assert not isinstance(results, testing.ActionFailed), results.message
+                state = previous.run(previous.context.on.stop(), state)  # the old pod goes
+
+            # The pod comes back with the new charm (the storage stays) while the Job runs.
+            unit = previous.refreshed(
+                charm.TrainingCharm,
+                CHARM_ROOT,
+                rock_paths={training_workload: _rock(training_workload, base, cluster)},
+            )
+            unit.context.app_name = "training-k8s"
+            unit.restart_container("training")
+            container = unit.container_state("training")
+            for event in (
+                unit.context.on.upgrade_charm(),
+                unit.context.on.config_changed(),
+                unit.context.on.start(),
+                unit.context.on.pebble_ready(container),
+            ):
+                state = unit.run(event, state)
+            running = unit.containers["training"]
+            wait_until(lambda: "job-watcher" in running.running(), 10, "the new watcher to run")
+            assert state.unit_status == testing.ActiveStatus("backend: Job; 1 job(s) running")
+
+            seen = _notices(unit)
+            cluster.run_pod(
+                MODEL, results["name"], json.dumps({"run_id": "r9"}) + "\n", exit_code=0
+            )
+            cluster.finish(MODEL, "jobs", results["name"], succeeded=True)
+            state = _run_on_next_notice(unit, state, seen)
+            listed, state = unit.run_action("list-jobs", state)
+            (job,) = json.loads(listed["jobs"])
+            assert (job["id"], job["state"]) == (results["job"], "succeeded"), job
+            assert state.unit_status == testing.ActiveStatus("backend: Job; no job running")
+        finally:
+            previous.stop()

@@ -128,8 +128,12 @@ def test_a_refused_request_blocks_and_keeps_plain_http(ctx, requested, ca, consu
 
 def test_without_the_relation_it_serves_plain_http_again(ctx, issued, consumer, data_dir):
     (relation,) = [r for r in issued.relations if r.endpoint == "certificates"]
+    assert _conf(data_dir, "tls.key").exists()
     state = ctx.run(ctx.on.relation_broken(relation), issued)
     data = provided(state, consumer)
     assert data["registry_url"] == f"http://{HOST}:8080/registry.git"
     assert "ca" not in data
     assert "SSLEngine" not in _conf(data_dir, "httpd.conf").read_text()
+    # No private key is left behind.
+    for name in ("tls.key", "tls.crt", "tls-ca.pem"):
+        assert not _conf(data_dir, name).exists(), name

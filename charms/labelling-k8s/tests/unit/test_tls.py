@@ -140,11 +140,16 @@ def test_a_renewed_certificate_restarts_label_studio(ctx, make_state, ca, pebble
     assert "restart" in pebble_calls or "replan" in pebble_calls
 
 
-def test_the_relation_gone_serves_plain_http_again(ctx, make_state, ca):
+def test_the_relation_gone_serves_plain_http_again(ctx, make_state, ca, data_dir: Path):
     state = _issued(ctx, make_state, ca)
     relation = next(r for r in state.relations if r.endpoint == "certificates")
+    secrets_dir = data_dir / "secrets"
+    assert (secrets_dir / "label-studio.key").exists()
     state = ctx.run(ctx.on.relation_broken(relation), state)
     command = _plan(state).services[SERVICE].command
     assert "--http 0.0.0.0:8080" in command
     assert "--https" not in command
     assert state.unit_status.message.startswith(f"serving at http://{HOST}:8080")
+    # No private key is left behind on the storage.
+    for name in ("label-studio.crt", "label-studio.key", "label-studio-ca.pem"):
+        assert not (secrets_dir / name).exists(), name

@@ -21,6 +21,7 @@ from tests.tracking_testing import (
     DATA_DIR,
     SERVICE_HOST,
     consumer_relation,
+    environment,
     option,
     server_args,
     stored,
@@ -140,10 +141,24 @@ def test_the_same_certificate_changes_nothing_a_renewed_one_restarts_mlflow(
     assert pebble_calls == ["restart"]
 
 
-def test_without_the_relation_mlflow_serves_plain_http_again(ctx, https):
+def test_without_the_relation_mlflow_serves_plain_http_again(ctx, https, data_dir):
     (relation,) = [r for r in https.relations if r.endpoint == "certificates"]
+    assert stored(data_dir, KEY).exists()
 
     state = ctx.run(ctx.on.relation_broken(relation), https)
 
     assert "--uvicorn-opts" not in server_args(state)
     assert state.unit_status == ops.ActiveStatus(f"serving at http://{SERVICE_HOST}:5000")
+    # No private key is left behind on the storage.
+    for path in (KEY, CERTIFICATE, CA):
+        assert not stored(data_dir, path).exists(), path
+
+
+def test_job_execution_stays_off_over_https_and_the_status_says_why(ctx, make_state, ca):
+    # MLflow's job runner would call the server over plain HTTP, which it no longer serves.
+    state = make_state(config={"enable-job-execution": True})
+    state = issued(ctx, requested(ctx, state, ca), ca)
+    assert environment(state)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert state.unit_status == ops.ActiveStatus(
+        f"serving at {HTTPS_URL}; job execution off: MLflow's jobs cannot call it over HTTPS"
+    )

@@ -78,3 +78,19 @@ def test_a_renewed_certificate_restarts_mlflow_and_its_exporter(ctx, https, ca, 
     issued(ctx, https, ca)  # signed again: a new certificate for the same request
     restarted = [call[1] for call in machine.calls("systemctl")[before:] if call[0] == "restart"]
     assert sorted(restarted) == ["mlflow", "mlflow-metrics"]
+
+
+def test_without_the_relation_mlflow_serves_http_and_the_key_is_gone(ctx, https):
+    secrets = (
+        Path(unit_settings(Path(mlflow_unit.PATHS.unit_file).read_text())["WorkingDirectory"][0])
+        / "secrets"
+    )
+    assert (secrets / "server-key.pem").exists()
+    (relation,) = [r for r in https.relations if r.endpoint == "certificates"]
+
+    state = ctx.run(ctx.on.relation_broken(relation), https)
+
+    assert state.unit_status == ops.ActiveStatus(f"serving at http://{ADDRESS}:5000")
+    assert "--uvicorn-opts" not in Path(mlflow_unit.PATHS.unit_file).read_text()
+    for name in ("server-key.pem", "server-certificate.pem", "server-ca.pem"):
+        assert not (secrets / name).exists(), name
