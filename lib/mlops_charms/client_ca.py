@@ -13,10 +13,16 @@ that server's CA only:
 
 Without a CA nothing is added: plain HTTP, or a server the system's CAs already trust.
 The files are public (no key); the variables are plain settings, not credentials.
+
+A pod that mounts no file (a Kubeflow TrainJob) gets the files as variables instead
+(``ClientCA.inline``), and ``mlops-workload`` writes them before it runs
+(``mlops_workload.inline_files``).
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 
 REGISTRY_CA_FILE = "registry-ca.pem"
@@ -26,6 +32,9 @@ TRACKING_CA_VARIABLES = ("MLFLOW_TRACKING_SERVER_CERT_PATH",)
 # Over HTTPS botocore sends an upload's checksum in an aws-chunked body without a length,
 # which the registry's S3 (rclone) refuses (MissingContentLength): only when S3 requires one.
 REGISTRY_HTTPS_SETTINGS = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
+# Read by mlops-workload at its start (mlops_workload.inline_files.VARIABLE): each path -> the
+# variable holding the file's content.
+INLINE_FILES_VARIABLE = "MLOPS_INLINE_FILES"
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,20 @@ class ClientCA:
     def paths(self) -> dict[str, str]:
         """Each file's full path -> its PEM: what the substrate writes (mode 0644)."""
         return {f"{self.folder}/{name}": pem for name, pem in self.files.items()}
+
+    def inline(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The files as variables, for a pod that mounts none: ``(settings, variables)``.
+
+        ``variables``: each variable -> the file (name) whose content it holds;
+        ``settings``: ``INLINE_FILES_VARIABLE``, each file's path -> its variable, from which
+        ``mlops-workload`` writes the files where ``environment`` points before it runs.
+        """
+        variables = {
+            "MLOPS_INLINE_" + re.sub("[^A-Z0-9]", "_", name.upper()): name
+            for name in sorted(self.files)
+        }
+        paths = {f"{self.folder}/{name}": variable for variable, name in variables.items()}
+        return {INLINE_FILES_VARIABLE: json.dumps(paths, sort_keys=True)}, variables
 
 
 def client_ca(

@@ -399,7 +399,9 @@ class TrainingCharm(ops.CharmBase):
         ``shown``: more job parameters for list-jobs (who started it).
         """
         version = access.version
-        settings, credentials = training_workload.environment(access, params)
+        settings, credentials = training_workload.environment(
+            access, params, folder=training_workload.ca_dir(config.backend)
+        )
         secret = Credentials(
             kubernetes_jobs.credentials_name(self.app.name),
             credentials,
@@ -468,7 +470,7 @@ class TrainingCharm(ops.CharmBase):
             owner=owner,
             image_pull_secret=pull_secret,
             workdir=training_workload.WORKDIR,
-            ca_dir=training_workload.CA_DIR,
+            ca_dir=training_workload.ca_dir(config.backend),
         )
 
     def _trainer_image(self, config: TrainingConfig) -> tuple[str, tuple[str, str] | None]:

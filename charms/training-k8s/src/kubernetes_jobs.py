@@ -56,6 +56,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import CascadeType
 
 from job_watcher import JOB_ID_LABEL, JOBS, TRAINER_CONTAINERS, TRAINJOBS, outcome
+from mlops_charms.client_ca import ClientCA
 
 APP_LABEL = "mlops-stack.dev/app"
 KIND_LABEL = "mlops-stack.dev/job-kind"
@@ -302,17 +303,26 @@ def trainjob_manifest(run: TrainingRun) -> Any:
     tolerations live in the ClusterTrainingRuntime (2.1 overrides them with
     ``podTemplateOverrides``, 2.2 with ``runtimePatches``: no field works in both).
     """
+    env = run.env()
     if run.credentials.files:
         # Mounting a file needs podTemplateOverrides (2.1) or runtimePatches (2.2): no common
-        # field. Refused here rather than failing later on an unverifiable certificate.
-        raise ValueError(
-            "num-nodes > 1 cannot verify an HTTPS registry or tracking server yet: "
-            "a TrainJob cannot mount their CA"
-        )
+        # field. The CAs come as variables from the run's Secret instead, and mlops-workload
+        # writes them to ``run.ca_dir`` (where the path variables point) before it runs.
+        settings, variables = ClientCA(run.ca_dir, dict(run.credentials.files)).inline()
+        env += [EnvVar(name=name, value=value) for name, value in settings.items()]
+        env += [
+            EnvVar(
+                name=variable,
+                valueFrom=EnvVarSource(
+                    secretKeyRef=SecretKeySelector(name=run.credentials.name, key=file)
+                ),
+            )
+            for variable, file in variables.items()
+        ]
     trainer: dict[str, Any] = {
         "image": run.image,
         "command": list(run.command),
-        "env": [env.to_dict() for env in run.env()],
+        "env": [variable.to_dict() for variable in env],
         "numNodes": run.num_nodes,
     }
     if run.placement.gpus:

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 WATCHER_SERVICE = "job-watcher"
 WORKDIR = "/var/lib/mlops-training"  # kubernetes_jobs.WORKDIR: the Job's scratch volume
-CA_DIR = "/etc/mlops-training/ca"  # TrainingRun.ca_dir: where the Job mounts the CA files
+CA_DIR = "/etc/mlops-training/ca"  # TrainingRun.ca_dir: where a Job mounts the CA files
+# A TrainJob mounts nothing: mlops-workload writes the CA files there (ClientCA.inline).
+INLINE_CA_DIR = f"{WORKDIR}/ca"
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,28 @@ def command(name: str, arguments: list[str]) -> list[str]:
     return training.command(ROCK.mlops_workload, name, arguments)
 
 
+def ca_dir(backend: str) -> str:
+    """Where a run of ``backend`` (Job or TrainJob) finds the providers' CA files."""
+    return INLINE_CA_DIR if backend == "TrainJob" else CA_DIR
+
+
 def environment(
-    access: training.RunAccess, params: training.RunParams
+    access: training.RunAccess, params: training.RunParams, *, folder: str = CA_DIR
 ) -> tuple[dict[str, str], dict[str, str]]:
-    """The trainer's environment in a Job: ``(settings, credentials)``, CA paths included."""
+    """The trainer's environment: ``(settings, credentials)``, CA paths under ``folder``."""
     settings, credentials = training.run_environment(access, params, workdir=WORKDIR)
-    return {**settings, **run_ca(access.registry, access.tracking).environment}, credentials
+    ca = run_ca(access.registry, access.tracking, folder=folder)
+    return {**settings, **ca.environment}, credentials
 
 
 def run_ca(
-    registry: training.RegistryAccess, tracking: training.TrackingAccess | None
+    registry: training.RegistryAccess,
+    tracking: training.TrackingAccess | None,
+    *,
+    folder: str = CA_DIR,
 ) -> ClientCA:
-    """The providers' CAs as the Job sees them: files mounted in ``CA_DIR``, and their paths."""
-    return training.run_ca(registry, tracking, folder=CA_DIR)
+    """The providers' CAs as a run sees them: files in ``folder``, and their paths."""
+    return training.run_ca(registry, tracking, folder=folder)
 
 
 # --- the job watcher ----------------------------------------------------------------------------

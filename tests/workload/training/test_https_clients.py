@@ -173,6 +173,7 @@ def _export_with_labelling_env(servers_base: Path, s3: S3Server, bare: Path) -> 
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     _ok(_run([*git, "add", "--all"], env, work))
     _ok(_run([*git, "commit", "--quiet", "-m", "v1"], env, work))
+    _ok(_run(["git", "tag", "v1"], env, work))  # a version is a tag
     _ok(
         _run(
             ["git", "clone", "--quiet", "--bare", "--no-local", str(work), str(bare)],
@@ -197,8 +198,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         yield Servers(base, tls, s3, f"{files_url}/registry.git", mlflow_started())
 
 
-def _run_env(servers: Servers, folder: Path) -> dict[str, str]:
-    """A training run's environment as the charm builds it, its CA files written."""
+def _accesses(servers: Servers) -> tuple[training.RegistryAccess, training.TrackingAccess]:
+    """What a training unit reads from its relations with the two HTTPS servers."""
     registry = training.RegistryAccess(
         git_url=servers.registry_url,
         username="training",
@@ -211,6 +212,12 @@ def _run_env(servers: Servers, folder: Path) -> dict[str, str]:
     tracking = training.TrackingAccess(
         uri=servers.tracking_url, username="", password="", ca=servers.tls.ca_pem
     )
+    return registry, tracking
+
+
+def _run_env(servers: Servers, folder: Path) -> dict[str, str]:
+    """A training run's environment as the charm builds it, its CA files written."""
+    registry, tracking = _accesses(servers)
     settings, credentials = training.environment(registry, tracking, workdir=str(folder))
     ca = training.run_ca(registry, tracking, folder=str(folder))
     _write(ca)
@@ -248,6 +255,39 @@ print(run.info.run_id)
 """
 
 
+def test_a_trainjob_pod_writes_its_cas_from_variables_then_pulls_over_https(servers, tmp_path):
+    # A TrainJob's pod: no file mounted; each CA is a variable Kubernetes set from the run's
+    # Secret, and MLOPS_INLINE_FILES says where mlops-workload writes it before git and DVC run.
+    registry, tracking = _accesses(servers)
+    work = tmp_path / "work"
+    settings, credentials = training.environment(registry, tracking, workdir=str(work))
+    ca = training.run_ca(registry, tracking, folder=str(work / "ca"))
+    inline, variables = ca.inline()
+    from_secret = {variable: ca.files[name] for variable, name in variables.items()}
+    env = {
+        **_base_env(tmp_path),
+        **settings,
+        **credentials,
+        **ca.environment,
+        **inline,
+        **from_secret,
+    }
+    train = [str(VENV_BIN / "mlops-workload"), "training", "train", "--version", "v1"]
+    train += ["--spec", "text-tfidf-logreg", "--skip-unlabelled", "--no-register"]
+    # Without the variables the CA files are missing, and git refuses the server.
+    without = {k: v for k, v in env.items() if k not in inline}
+    refused = _run(train, without, tmp_path)
+    # git's own words for a CA file that is not there.
+    assert refused.returncode == 1 and "ssl ca cert" in refused.stderr.lower(), refused.stderr
+    assert not (work / "ca").exists()
+    ran = _run(train, env, tmp_path)
+    _ok(ran)
+    # The version was cloned and pulled over HTTPS; it has no labels yet (a raw version).
+    assert json.loads(ran.stdout)["version"] == "v1", ran.stdout
+    for name, pem in ca.files.items():
+        assert (work / "ca" / name).read_text() == pem
+
+
 def test_a_run_logs_to_mlflow_over_https_with_the_ca(servers, tmp_path):
     env = {**_run_env(servers, tmp_path), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     logged = _run([str(VENV_BIN / "python"), "-c", _LOG_A_RUN], env, tmp_path)
@@ -263,3 +303,22 @@ def test_a_run_logs_to_mlflow_over_https_with_the_ca(servers, tmp_path):
     artifacts = f"{servers.tracking_url}/api/2.0/mlflow/artifacts/list?run_id={run_id}"
     with urllib.request.urlopen(artifacts, context=context, timeout=10) as answer:
         assert [f["path"] for f in json.load(answer)["files"]] == ["note.txt"]
+
+
+@pytest.mark.parametrize(
+    ("inline", "error"),
+    [
+        ("{not json", "MLOPS_INLINE_FILES is not JSON: Expecting property name enclosed in"),
+        ('["a list"]', "MLOPS_INLINE_FILES must map each file's path to a variable"),
+        (
+            '{"/tmp/x/a.pem": "MISSING"}',
+            "MLOPS_INLINE_FILES: MISSING (the content of /tmp/x/a.pem)",
+        ),
+    ],
+)
+def test_bad_inline_files_fail_the_command_in_one_line(tmp_path, inline, error):
+    env = {**_base_env(tmp_path), "MLOPS_INLINE_FILES": inline}
+    failed = _run([str(VENV_BIN / "mlops-workload"), "training", "list-specs"], env, tmp_path)
+    assert failed.returncode == 1
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith(f"error: {error}"), line

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops_workload import backup, dataset
+from mlops_workload import backup, dataset, inline_files
 from mlops_workload.labelling import cli as labelling_cli  # labelling's command group
 from mlops_workload.metrics import cli as metrics_cli  # the services' exporters
 from mlops_workload.training import cli as training_cli  # training's command group
@@ -136,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.group == "metrics":  # an exporter: serves until killed, prints no result
         metrics_cli.run(args, parser)
     try:
+        inline_files.write(os.environ)  # a TrainJob's CA files, before any client reads them
         result = run(args, parser)
-    except RegistryError as exc:
+    except (RegistryError, inline_files.InlineFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     json.dump(result, sys.stdout)

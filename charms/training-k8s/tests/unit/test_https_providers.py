@@ -107,12 +107,37 @@ def test_a_ca_that_is_not_pem_blocks_naming_the_field(ctx, make_state, kubernete
     assert kubernetes.list(MODEL, "jobs") == []
 
 
-def test_a_multi_node_run_with_a_ca_fails_saying_why(ctx, make_state, kubernetes):
+def test_a_multi_node_run_gets_the_cas_as_variables_that_mlops_workload_writes(
+    ctx, make_state, kubernetes
+):
+    # A TrainJob mounts nothing: each CA comes from the Secret as a variable, and
+    # MLOPS_INLINE_FILES says where mlops-workload writes it (tests/workload/training).
     kubernetes.crds.add(TRAINJOB_CRD)
-    state = _state(make_state, registry_ca=REGISTRY_CA, config={"num-nodes": 2})
-    with pytest.raises(testing.ActionFailed, match="a TrainJob cannot mount their CA"):
-        _train(ctx, state)
-    assert kubernetes.list(MODEL, "trainjobs") == []
+    state = _state(
+        make_state, registry_ca=REGISTRY_CA, tracking_ca=TRACKING_CA, config={"num-nodes": 2}
+    )
+    _train(ctx, state)
+    (trainjob,) = kubernetes.list(MODEL, "trainjobs")
+    env = {var["name"]: var for var in trainjob["spec"]["trainer"]["env"]}
+    folder = "/var/lib/mlops-training/ca"  # the run's work folder, writable
+    assert {name: env[name]["value"] for name in CA_VARIABLES} == {
+        name: path.replace(CA_DIR, folder) for name, path in CA_VARIABLES.items()
+    }
+    assert json.loads(env["MLOPS_INLINE_FILES"]["value"]) == {
+        f"{folder}/registry-ca.pem": "MLOPS_INLINE_REGISTRY_CA_PEM",
+        f"{folder}/tracking-ca.pem": "MLOPS_INLINE_TRACKING_CA_PEM",
+    }
+    for variable, key in (
+        ("MLOPS_INLINE_REGISTRY_CA_PEM", "registry-ca.pem"),
+        ("MLOPS_INLINE_TRACKING_CA_PEM", "tracking-ca.pem"),
+    ):
+        assert env[variable]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{APP}-training-credentials",
+            "key": key,
+        }
+    credentials = _credentials(kubernetes)
+    assert credentials["registry-ca.pem"] == REGISTRY_CA
+    assert "BEGIN CERTIFICATE" not in json.dumps(trainjob)
 
 
 def test_rotated_credentials_keep_the_cas_in_the_runs_secret(ctx, make_state, kubernetes):
