@@ -147,6 +147,14 @@ def _tolerations(text: str) -> list[dict[str, Any]]:
     return value
 
 
+def _provider_changed(event: ops.EventBase) -> bool:
+    """Whether a provider may have changed what runs read: a secret, or its CA (its data)."""
+    return isinstance(event, ops.SecretChangedEvent) or (
+        isinstance(event, ops.RelationChangedEvent)
+        and event.relation.name in (training.DATASET_ENDPOINT, training.TRACKING_ENDPOINT)
+    )
+
+
 class TrainingCharm(ops.CharmBase):
     """Runs training work as Kubernetes Jobs and reports their ends."""
 
@@ -212,7 +220,7 @@ class TrainingCharm(ops.CharmBase):
         pebble.apply_layer(self.container, LAYER, layer, restart=False)
         if not leader:
             return
-        if isinstance(event, ops.SecretChangedEvent):
+        if _provider_changed(event):
             self._refresh_run_credentials()
         records = self._records()
         for job in records.unreported():
@@ -224,7 +232,7 @@ class TrainingCharm(ops.CharmBase):
         training_loop.reconcile(self.model, records, self._start_for_loop(config))
 
     def _refresh_run_credentials(self) -> None:
-        """A provider rotated a secret: the runs' Secret gets the new credentials.
+        """A provider rotated a secret or changed its CA: the runs' Secret gets them.
 
         Pods started from now on (a Job's retry included) read them; a running pod keeps the
         values it started with (Kubernetes resolves secretKeyRef at container start).

@@ -155,3 +155,17 @@ def test_rotated_credentials_keep_the_cas_in_the_runs_secret(ctx, make_state, ku
     assert credentials["MLFLOW_TRACKING_PASSWORD"] == "new"
     assert credentials["registry-ca.pem"] == REGISTRY_CA
     assert credentials["tracking-ca.pem"] == TRACKING_CA
+
+
+def test_a_renewed_ca_reaches_the_runs_secret_on_relation_changed(ctx, make_state, kubernetes):
+    # The registry's CA changed (a new CA behind its certificates relation): the pods started
+    # from now on mount the new one, without waiting for the next run.
+    _train(ctx, _state(make_state, registry_ca=REGISTRY_CA))
+    renewed = TRACKING_CA  # any other PEM certificate
+    dataset, dataset_secret = dataset_relation(ca=renewed)
+    tracking, tracking_secret = tracking_relation()
+    state = make_state(
+        related=False, relations={dataset, tracking}, secrets={dataset_secret, tracking_secret}
+    )
+    ctx.run(ctx.on.relation_changed(dataset, remote_unit=0), state)
+    assert _credentials(kubernetes)["registry-ca.pem"] == renewed
