@@ -1,12 +1,12 @@
-r"""The Kubernetes charms as the previous release shipped them, for the upgrade tests.
+r"""The charms as the previous release shipped them, for the upgrade tests.
 
 Nothing is on Charmhub yet, so the previous release is main as it landed before TLS, labelling's
 peers and tracking's backups: commit ``RELEASE``. Its charm code (``lib/mlops_charms`` and each
-Kubernetes charm's ``src`` and ``charmcraft.yaml``) ships beside this module as a git
+service charm's ``src`` and ``charmcraft.yaml``) ships beside this module as a git
 archive, as a released charm would be fetched rather than rebuilt. Made with::
 
     git archive --format=tar.gz -o tests/previous-release.tar.gz <RELEASE> -- lib/mlops_charms \\
-        charms/{tracking,labelling,data-versioning,training}-k8s/{src,charmcraft.yaml}
+        charms/{tracking,labelling,data-versioning,training}{,-k8s}/{src,charmcraft.yaml}
 
 When a release is cut, the archive and ``RELEASE`` move to it.
 
