@@ -22,7 +22,7 @@ from typing import Any
 
 import ops
 
-from mlops_charms import jobs
+from mlops_charms import client_ca, jobs
 from mlops_charms.jobs import Job, JobSpec, SlotRunner
 
 CREATE_KIND = "create-backup"
@@ -62,7 +62,11 @@ def s3_destination(
     ca_file: str | None = None,
 ) -> tuple[str, dict[str, str]]:
     """``s3://<bucket>/backups/<app>`` and the environment that reaches it."""
-    environment = {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    environment = {
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        **client_ca.S3_UPLOAD_SETTINGS,
+    }
     if endpoint:
         environment["MLOPS_BACKUP_S3_ENDPOINT"] = endpoint
     if region:

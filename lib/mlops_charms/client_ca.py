@@ -7,7 +7,7 @@ that server's CA only:
 
 - the registry (``mlops_dataset``): git over HTTPS (``GIT_SSL_CAINFO``), and botocore, under
   DVC's S3 remote and under the workload's own s3fs calls to it (``AWS_CA_BUNDLE``, with
-  uploads the registry's S3 reads over HTTPS: ``REGISTRY_HTTPS_SETTINGS``);
+  uploads the registry's S3 reads over HTTPS: ``S3_UPLOAD_SETTINGS``);
 - tracking (``mlops_tracking``): the MLflow client (``MLFLOW_TRACKING_SERVER_CERT_PATH``), its
   artifacts included (the server proxies them).
 
@@ -29,9 +29,10 @@ REGISTRY_CA_FILE = "registry-ca.pem"
 TRACKING_CA_FILE = "tracking-ca.pem"
 REGISTRY_CA_VARIABLES = ("GIT_SSL_CAINFO", "AWS_CA_BUNDLE")
 TRACKING_CA_VARIABLES = ("MLFLOW_TRACKING_SERVER_CERT_PATH",)
-# Over HTTPS botocore sends an upload's checksum in an aws-chunked body without a length,
-# which the registry's S3 (rclone) refuses (MissingContentLength): only when S3 requires one.
-REGISTRY_HTTPS_SETTINGS = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
+# Over HTTPS botocore (1.36+) sends an upload's checksum in an aws-chunked body without a
+# length, which S3 servers such as rclone's (the registry's) refuse (MissingContentLength):
+# checksums only where S3 requires one. Every boto3 uploader of the stack sets it.
+S3_UPLOAD_SETTINGS = {"AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}
 # Read by mlops-workload at its start (mlops_workload.inline_files.VARIABLE): each path -> the
 # variable holding the file's content.
 INLINE_FILES_VARIABLE = "MLOPS_INLINE_FILES"
@@ -82,5 +83,5 @@ def client_ca(
             files[name] = pem
             environment.update(dict.fromkeys(variables, f"{folder}/{name}"))
     if registry:
-        environment.update(REGISTRY_HTTPS_SETTINGS)
+        environment.update(S3_UPLOAD_SETTINGS)
     return ClientCA(folder, files, environment)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlops_charms import mlflow_schema, rotation, workload
+from mlops_charms import client_ca, mlflow_schema, rotation, workload
 from mlops_charms.rest import JSONClient, RESTError
 
 if TYPE_CHECKING:
@@ -301,6 +301,7 @@ def environment(settings: ServerSettings) -> dict[str, str]:
         if settings.database.ca:
             environment["PGSSLROOTCERT"] = settings.postgresql_ca_path
     if settings.artifacts:
+        environment.update(client_ca.S3_UPLOAD_SETTINGS)  # the artifact proxy's uploads
         if settings.artifacts.endpoint:
             environment["MLFLOW_S3_ENDPOINT_URL"] = settings.artifacts.endpoint
         if settings.artifacts.region:

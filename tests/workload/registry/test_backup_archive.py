@@ -1,9 +1,10 @@
 """The backup archive itself (mlops_workload.backup): what it holds, and what a restore refuses.
 
-No service runs: a state folder with a folder member, a live SQLite database and an optional
-member that is absent. A restore gives back exactly what was backed up; an archive whose
-content no longer matches its manifest, or that holds a path outside its members, is refused
-before anything of the state changes.
+A state folder with a folder member, a live SQLite database and an optional member that is
+absent. A restore gives back exactly what was backed up; an archive whose content no longer
+matches its manifest, or that holds a path outside its members, is refused before anything of
+the state changes. The S3 destination (what the charms use with ``s3-credentials``) runs the
+real CLI against a real S3 server (rclone's) behind a private CA.
 """
 
 from __future__ import annotations
@@ -11,13 +12,21 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from mlops_charms import backup as charm_backup
 from mlops_workload import backup
+from tests.workload.s3_server import run_s3_server
+from tests.workload.tls import server_certificate
+
+MLOPS_WORKLOAD = Path(sys.executable).with_name("mlops-workload")
 
 
 @pytest.fixture
@@ -121,3 +130,65 @@ def test_a_tampered_archive_is_refused_and_the_state_is_untouched(
     assert reason in str(refused.value)
     assert _notes(state) == ["kept", "current"]
     assert not (state / "escaped").exists() and not (state.parent / "escaped").exists()
+
+
+def test_a_backup_to_an_s3_bucket_behind_a_private_ca_is_listed_and_restored(
+    state: Path, tmp_path: Path
+):
+    # The charms' S3 destination (s3-credentials: its bucket, endpoint, keys and CA), through
+    # the real CLI and a real S3 server over HTTPS.
+    tls = server_certificate(tmp_path / "tls")
+    with run_s3_server(tmp_path / "s3", buckets=("team-bucket",), tls=tls) as s3:
+        ca_file = tmp_path / "s3-ca.pem"
+        ca_file.write_text(tls.ca_pem)
+        destination, environment = charm_backup.s3_destination(
+            "data-versioning",
+            bucket="team-bucket",
+            endpoint=s3.endpoint,
+            region=None,
+            access_key=s3.access_key,
+            secret_key=s3.secret_key,
+            path_style=True,
+            ca_file=str(ca_file),
+        )
+        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **environment}
+        staging = str(state / "backups" / ".staging")
+
+        def cli(*args: str, env: dict[str, str] = env) -> dict:
+            command = [str(MLOPS_WORKLOAD), "backup", *args, "--destination", destination]
+            ran = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            assert ran.returncode == 0, ran.stderr
+            return json.loads(ran.stdout)
+
+        root = ["--root", str(state), "--staging", staging]
+        made = cli(
+            "create",
+            *root,
+            "--service",
+            "test",
+            "--app",
+            "a",
+            "--unit",
+            "a/0",
+            "--member",
+            "git/repo.git",
+            "--member",
+            "db.sqlite3:sqlite",
+        )
+        stored = s3.root / "team-bucket" / "backups" / "data-versioning"
+        assert {p.name for p in stored.iterdir()} == {f"{made['id']}.tar.gz", f"{made['id']}.json"}
+        with sqlite3.connect(state / "db.sqlite3") as db:
+            db.execute("insert into notes values ('after the backup')")
+        assert [b["id"] for b in cli("list")["backups"]] == [made["id"]]
+        restored = cli("restore", *root, "--id", made["id"])
+        assert restored["restored"] == ["git/repo.git", "db.sqlite3"]
+        assert _notes(state) == ["kept"]
+        # Without the CA the bucket is not trusted: the listing fails, saying so.
+        untrusted = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"} | {
+            "AWS_MAX_ATTEMPTS": "1"
+        }
+        command = [str(MLOPS_WORKLOAD), "backup", "list", "--destination", destination]
+        refused = subprocess.run(
+            command, env=untrusted, capture_output=True, text=True, check=False
+        )
+        assert refused.returncode == 1 and "certificate" in refused.stderr.lower(), refused.stderr
