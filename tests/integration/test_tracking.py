@@ -1,4 +1,4 @@
-"""tracking-k8s on MicroK8s: deploy, log runs from outside the cluster, actions, PostgreSQL.
+"""tracking-k8s on MicroK8s: deploy, runs from outside, actions, databases, backup, rotation.
 
 The tests run in order and share one model (pytest-operator makes one per module). A client
 outside the cluster reaches the unit at its pod address (``juju status``), port 5000, with the
@@ -18,6 +18,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import shlex
@@ -421,3 +422,50 @@ async def test_removing_the_database_returns_to_sqlite(
     admin: Login = dataclasses.replace(shared["admin"], url=await server_url(unit_address))
     assert await asyncio.to_thread(run_exists, admin, shared["sqlite_run_id"])
     assert not await asyncio.to_thread(run_exists, admin, shared["postgresql_run_id"])
+
+
+async def test_a_restored_backup_brings_back_its_runs_and_drops_later_ones(
+    ops_test: OpsTest, run_action, unit_address, shared, tmp_path
+):
+    """create-backup, a run after it, restore: the backed-up run reads back, the later is gone."""
+    admin: Login = dataclasses.replace(shared["admin"], url=await server_url(unit_address))
+    created = await run_action(UNIT, "create-backup")
+    backup_id = created.results["backup-id"]
+    assert created.results["state"] == "succeeded"
+    listed = await run_action(UNIT, "list-backups")
+    assert backup_id in {entry["id"] for entry in json.loads(listed.results["backups"])}
+    later = await asyncio.to_thread(log_run, admin, EXPERIMENT, "after-the-backup")
+
+    restored = await run_action(UNIT, "restore", **{"backup-id": backup_id})
+    assert restored.results["state"] == "succeeded"
+    await wait_active(ops_test, [APP], DEPLOY_TIMEOUT_S)
+    admin = dataclasses.replace(admin, url=await server_url(unit_address))
+    await asyncio.to_thread(read_run, admin, shared["sqlite_run_id"], "admin", tmp_path)
+    assert not await asyncio.to_thread(run_exists, admin, later)
+
+
+async def test_rotating_the_admin_password_refuses_the_old_one(run_action, unit_address, shared):
+    """rotate-credentials target=admin: the new password works at once, the old gets 401."""
+    old: Login = dataclasses.replace(shared["admin"], url=await server_url(unit_address))
+    rotated = await run_action(UNIT, "rotate-credentials", target="admin")
+    assert old.password not in json.dumps(rotated.results)
+    fresh = await run_action(UNIT, "get-admin-credentials")
+    new = dataclasses.replace(old, password=fresh.results["password"])
+    assert new.password != old.password
+    api = f"{old.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert await asyncio.to_thread(http_status, api, new) == 200
+    assert await asyncio.to_thread(http_status, api, old) == 401
+    shared["admin"] = new
+
+
+async def test_a_refresh_keeps_every_run_and_the_admin(
+    ops_test: OpsTest, charm_builder, unit_address, shared, tmp_path
+):
+    """A refresh to a freshly packed charm: the pod is replaced, the runs and admin stay."""
+    charm = await charm_builder(APP)
+    await (
+        model_of(ops_test).applications[APP].refresh(path=charm, resources={"mlflow-image": IMAGE})
+    )
+    await wait_active(ops_test, [APP], DEPLOY_TIMEOUT_S)
+    admin: Login = dataclasses.replace(shared["admin"], url=await server_url(unit_address))
+    await asyncio.to_thread(read_run, admin, shared["sqlite_run_id"], "admin", tmp_path)
