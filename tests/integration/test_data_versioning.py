@@ -1,4 +1,4 @@
-"""data-versioning-k8s on MicroK8s: deploy it, cut and inspect versions by actions (jobs).
+"""data-versioning-k8s on MicroK8s: versions by actions (jobs), backup and restore, a refresh.
 
 The tests run in order and share one model (pytest-operator makes one per module). Data for
 a version is written into the registry container with ``juju ssh --container``; versions are
@@ -113,3 +113,38 @@ async def test_git_server_refuses_anonymous_clients(unit_address):
     assert refused.value.code == 401
     with urllib.request.urlopen(f"http://{address}:8080/healthz", timeout=30) as response:
         assert response.status == 200
+
+
+async def test_a_restored_backup_brings_back_its_versions_and_drops_later_ones(
+    ops_test: OpsTest, run_action, registry_files
+):
+    """create-backup, a version after it, restore: the versions before it diff as before."""
+    assert ops_test.model is not None
+    created = await run_action(UNIT, "create-backup")
+    assert created.results["state"] == "succeeded"
+    backup_id = created.results["backup-id"]
+    await registry_files(UNIT, INCOMING, {"a.txt": "after the backup"})
+    later = await run_action(UNIT, "create-version", source=INCOMING)
+
+    restored = await run_action(UNIT, "restore", **{"backup-id": backup_id})
+    assert restored.results["state"] == "succeeded"
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=DEPLOY_TIMEOUT_S)
+    listed = await run_action(UNIT, "list-versions")
+    names = [v["version"] for v in json.loads(listed.results["versions"])]
+    assert later.results["version"] not in names
+    assert names[:2] == ["v1", "v2"]
+    diff = await run_action(UNIT, "diff-versions", **{"from": "v1", "to": "v2"})
+    assert json.loads(diff.results["modified"]) == ["data/b.txt"]
+
+
+async def test_a_refresh_keeps_every_version(ops_test: OpsTest, charm_builder, run_action):
+    """A refresh to a freshly packed charm: the pod is replaced, the versions stay."""
+    assert ops_test.model is not None
+    before = await run_action(UNIT, "list-versions")
+    charm = await charm_builder(APP)
+    await ops_test.model.applications[APP].refresh(
+        path=charm, resources={"registry-image": REGISTRY_IMAGE}
+    )
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=DEPLOY_TIMEOUT_S)
+    after = await run_action(UNIT, "list-versions")
+    assert json.loads(after.results["versions"]) == json.loads(before.results["versions"])
