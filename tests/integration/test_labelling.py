@@ -5,7 +5,8 @@ data-versioning-k8s cuts ``v1`` from text files written into its container; labe
 related over ``mlops-dataset`` with write access, imports it into a project; two annotators
 label through Label Studio's REST API at the unit's address (with the admin token the
 ``get-admin-credentials`` action returns) with one planted disagreement; ``consistency-report``
-must find it; ``export-annotations`` must cut ``v2`` whose parent is ``v1``.
+must find it; ``export-annotations`` must cut ``v2`` whose parent is ``v1``. Then a backup is
+restored over a later project, and the admin token is rotated.
 
 Environment overrides:
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -163,3 +165,40 @@ async def test_export_cuts_a_version_whose_parent_is_v1(run_action):
         UNIT, "export-annotations", expect_failure=True, project="no-such-project"
     )
     assert "unknown project 'no-such-project'" in nothing.message
+
+
+def _project_titles(base: str, token: str) -> set[str]:
+    return {p["title"] for p in _api(base, token, "GET", "/api/projects")["results"]}
+
+
+async def test_a_restored_backup_brings_back_the_annotations_and_drops_later_projects(
+    ops_test: OpsTest, run_action, unit_address
+):
+    """create-backup, a project after it, restore: the annotated project stays, the later goes."""
+    assert ops_test.model is not None
+    token = (await run_action(UNIT, "get-admin-credentials")).results["api-token"]
+    base = f"http://{await unit_address(UNIT)}:{PORT}"
+    created = await run_action(UNIT, "create-backup")
+    assert created.results["state"] == "succeeded"
+    await asyncio.to_thread(_api, base, token, "POST", "/api/projects", {"title": "later"})
+
+    restored = await run_action(UNIT, "restore", **{"backup-id": created.results["backup-id"]})
+    assert restored.results["state"] == "succeeded"
+    await ops_test.model.wait_for_idle(apps=[APP], status="active", timeout=DEPLOY_TIMEOUT_S)
+    token = (await run_action(UNIT, "get-admin-credentials")).results["api-token"]
+    assert await asyncio.to_thread(_project_titles, base, token) == {"reviews"}
+    report = await run_action(UNIT, "consistency-report", project="reviews", threshold=0.5)
+    assert report.results["compared-tasks"] == "2"  # both annotators' answers came back
+
+
+async def test_rotating_the_admin_token_refuses_the_old_one(run_action, unit_address):
+    """rotate-credentials target=admin: the new token works, the old one gets 401."""
+    old = (await run_action(UNIT, "get-admin-credentials")).results["api-token"]
+    await run_action(UNIT, "rotate-credentials", target="admin")
+    new = (await run_action(UNIT, "get-admin-credentials")).results["api-token"]
+    assert new != old
+    base = f"http://{await unit_address(UNIT)}:{PORT}"
+    assert await asyncio.to_thread(_project_titles, base, new) == {"reviews"}
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        await asyncio.to_thread(_project_titles, base, old)
+    assert refused.value.code == 401
