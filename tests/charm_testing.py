@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import ops
 import pytest
@@ -27,6 +29,22 @@ def record_service_changes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         monkeypatch.setattr(ops.Container, name, spy)
     return calls
+
+
+def deployed(ctx: Any, state: Any, relations: Iterable[Any] = ()) -> Any:
+    """``state`` after a leader's first hooks in Juju's order, then each relation's.
+
+    install, leader-elected, config-changed, start; for each relation (with its remote
+    application's data already), relation-created then relation-changed.
+    """
+    for event in (ctx.on.install(), ctx.on.leader_elected(), ctx.on.config_changed()):
+        state = ctx.run(event, state)
+    state = ctx.run(ctx.on.start(), state)
+    for relation in relations:
+        state = ctx.run(ctx.on.relation_created(state.get_relation(relation.id)), state)
+        changed = ctx.on.relation_changed(state.get_relation(relation.id), remote_unit=0)
+        state = ctx.run(changed, state)
+    return state
 
 
 def load_charm_module(charm_src: Path, module_name: str) -> ModuleType:

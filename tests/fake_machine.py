@@ -136,6 +136,11 @@ class FakeMachine:
     def calls_file(self) -> bool:
         return (self.state / "calls.jsonl").exists()
 
+    def systemd_changes(self, since: int) -> list[list[str]]:
+        """The systemctl calls after the first ``since`` that change something (not queries)."""
+        changing = ("daemon-reload", "enable", "restart", "start", "stop")
+        return [call for call in self.calls("systemctl")[since:] if call[0] in changing]
+
     def running_units(self) -> set[str]:
         units = self.state / "units"
         return {path.name for path in units.iterdir()} if units.is_dir() else set()

@@ -32,6 +32,8 @@ from pathlib import Path
 from types import ModuleType
 
 import ops
+import yaml
+from ops import testing
 
 RELEASE = "56c0382"
 ARCHIVE = Path(__file__).with_name("previous-release.tar.gz")
@@ -59,6 +61,26 @@ class ReleasedCharm:
 
     def module(self, name: str) -> ModuleType:
         return self.modules[name]
+
+    def context(
+        self, *, app_name: str, storage_of: testing.Context | None = None
+    ) -> testing.Context:
+        """An ops.testing context of the release's charm, with the release's charmcraft.yaml.
+
+        ``storage_of``: the current charm's context, whose storage folders it uses (ops.testing
+        gives each context its own): a refresh keeps the unit's storage where it was.
+        """
+        raw = yaml.safe_load((self.root / "charmcraft.yaml").read_text())
+        context = testing.Context(
+            self.charm_class,
+            meta={key: value for key, value in raw.items() if key not in ("config", "actions")},
+            config=raw.get("config"),
+            actions=raw.get("actions"),
+            app_name=app_name,
+        )
+        if storage_of is not None:
+            context._get_storage_root = storage_of._get_storage_root  # no public way to share
+        return context
 
 
 def _take(ours: Callable[[str], bool]) -> dict[str, ModuleType]:

@@ -225,7 +225,9 @@ class LabellingServerCharm(ops.CharmBase, abc.ABC):
             self.on[DATASET_ENDPOINT].relation_changed,
             self.on[DATASET_ENDPOINT].relation_broken,
             self.on[RELABEL_ENDPOINT].relation_changed,
-            # The leader's mark of a migrated database: the other units may start.
+            # The leader's mark of a migrated database: the other units may start. Created
+            # (a refresh from a release without the endpoint): where the leader records it.
+            self.on[PEERS].relation_created,
             self.on[PEERS].relation_changed,
             *approach.relation_events(self),
             self.on.secret_changed,

@@ -235,18 +235,25 @@ class Venv:
         index_url: str,
         probe: str,
         stamp: str = "venv",
+        serving: Sequence[str] = (),
     ) -> bool:
         """pip-install ``requirements`` unless that exact install is there; whether it installed.
 
         ``fingerprint`` says what is installed (with the wheelhouse's digest and the index);
         ``probe`` names a program the install puts in the venv's ``bin``; ``stamp`` names the
-        record (one per venv where a charm has two).
+        record (one per venv where a charm has two). ``serving``: the systemd units that run
+        from this venv, stopped before it is rebuilt (a refresh with new pins): none serves
+        from files being replaced, and the charm's next ``apply_units`` starts them on the new
+        install.
         """
         fingerprint = " ".join(
             [fingerprint, *([tree_digest(wheelhouse)] if wheelhouse else []), index_url]
         )
         if stamps.done(stamp, fingerprint) and self.bin(probe).exists():
             return False
+        for unit in serving:
+            if host.service_running(unit) and not host.service_stop(unit):
+                raise InstallError(f"systemd did not stop {unit} before its venv is rebuilt")
         # A changed install starts from an empty venv and builds without pip's wheel cache: a
         # package built from source (uWSGI) is rebuilt against what apt installed since.
         _run([self.python, "-m", "venv", "--clear", str(self.path)])
@@ -281,13 +288,14 @@ def ensure_workload(
     wheelhouse: Callable[[], Path | None],
     index_url: str,
     stamp: str = "venv",
+    serving: Sequence[str] = (),
 ) -> bool:
     """Install the stack's workload package at ``source`` (with ``extras``) and ``also``.
 
     ``source`` is the ``workload/`` folder a machine charm carries (tools/stage.py); ``also``
     are more pinned requirements (DVC, as the rocks pin it). Once per change of the package or
     the pins; whether it installed. ``wheelhouse`` fetches the resource (``wheelhouse``);
-    ``stamp`` as for ``Venv.ensure``.
+    ``stamp`` and ``serving`` as for ``Venv.ensure``.
     """
     if not (source / "pyproject.toml").is_file():
         raise InstallError(f"the charm carries no workload package at {source}")
@@ -300,6 +308,7 @@ def ensure_workload(
         index_url=index_url,
         probe="mlops-workload",
         stamp=stamp,
+        serving=serving,
     )
 
 

@@ -384,9 +384,35 @@ def files(
 READ_ONLY_TO_BOOTSTRAP = ("MLFLOW_AUTH_ADMIN_PASSWORD",)
 
 
-def restart_needed(before: Mapping[str, str | None], after: Mapping[str, str]) -> bool:
-    """Whether the server must restart to read the files ``after`` over ``before``."""
-    return rotation.restart_needed(before, after, read_only_to_bootstrap=READ_ONLY_TO_BOOTSTRAP)
+@dataclass(frozen=True)
+class Restarts:
+    """Which of MLflow and its exporter must restart to read files that changed."""
+
+    server: bool
+    exporter: bool
+
+    @property
+    def any(self) -> bool:
+        return self.server or self.exporter
+
+
+def restarts(
+    settings: ServerSettings, before: Mapping[str, str | None], after: Mapping[str, str]
+) -> Restarts:
+    """What must restart to read the files ``after`` (``files``) over ``before``.
+
+    The exporter reads its script and the server's CA; MLflow reads the rest. So a refresh that
+    changes the exporter's script only does not restart MLflow.
+    """
+    exporter = {settings.metrics_exporter_path, settings.tls_ca_path}
+    server_before = {path: text for path, text in before.items() if path not in exporter}
+    server_after = {path: text for path, text in after.items() if path not in exporter}
+    return Restarts(
+        server=rotation.restart_needed(
+            server_before, server_after, read_only_to_bootstrap=READ_ONLY_TO_BOOTSTRAP
+        ),
+        exporter=any(before.get(path) != text for path, text in after.items() if path in exporter),
+    )
 
 
 class MLflowAPI:

@@ -142,6 +142,8 @@ class DataVersioningMachineCharm(RegistryServerCharm):
             also=registry_units.REQUIREMENTS,
             wheelhouse=lambda: machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
+            # rclone, DVC and mlops-workload run from it: every server but Apache's git.
+            serving=registry_units.VENV_UNITS,
         )
         systemd_jobs.install(self._job_paths())
 

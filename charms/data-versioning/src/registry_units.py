@@ -71,6 +71,11 @@ def server_unit(name: str) -> str:
 
 
 GIT_UNIT = server_unit(registry.GIT_SERVICE)
+# The servers that run from the venv (rclone, mlops-workload): stopped while it is rebuilt.
+VENV_UNITS = tuple(
+    server_unit(name)
+    for name in (registry.S3_SERVICE, registry.S3_READ_ONLY_SERVICE, registry.METRICS_SERVICE)
+)
 
 
 def unit_files(settings: RegistrySettings, juju_unit: str) -> dict[str, str]:

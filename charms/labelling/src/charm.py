@@ -134,6 +134,7 @@ class LabellingMachineCharm(LabellingServerCharm):
             index_url=config.pip_index_url,
             probe="uwsgi",
             stamp="label-studio-venv",
+            serving=(label_studio_unit.SERVICE,),
         )
         machine.ensure_workload(
             stamps,
@@ -143,6 +144,7 @@ class LabellingMachineCharm(LabellingServerCharm):
             wheelhouse=lambda: machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
             stamp="workload-venv",
+            serving=(label_studio_unit.METRICS_SERVICE,),  # the exporter runs mlops-workload
         )
         host.mkdir(self._data_dir, owner=PATHS.user, group=PATHS.user, perms=0o750)
         host.mkdir(f"{self._data_dir}/secrets", owner=PATHS.user, group=PATHS.user, perms=0o700)

@@ -91,7 +91,7 @@ class TrackingCharm(TrackingServerCharm):
         before = {path: self._read_file(path) for path in files}
         for path, content in files.items():
             pebble.push_if_changed(self.container, path, content)
-        restart = mlflow.restart_needed(before, files)
+        restart = mlflow.restarts(settings, before, files).any
         pebble.apply_layer(
             self.container, "mlflow", mlflow_server.layer(settings), restart=restart
         )

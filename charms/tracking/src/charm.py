@@ -112,6 +112,7 @@ class TrackingMachineCharm(TrackingServerCharm):
             wheelhouse=machine.wheelhouse(self.model),
             index_url=config.pip_index_url,
             probe="mlflow",
+            serving=(mlflow_unit.SERVICE, mlflow_unit.METRICS_SERVICE),
         )
         # The workload CLI for the backup jobs, in its own venv: its DVC pins never meet MLflow's.
         machine.ensure_workload(
@@ -152,9 +153,17 @@ class TrackingMachineCharm(TrackingServerCharm):
                 mlflow_unit.metrics_unit_file(settings, self.unit.name),
             ),
         }
-        # Both servers read the files at start: a change restarts them (not a rotated admin
+        # Each server reads its files at start: a change restarts it (not a rotated admin
         # password: MLflow reads it only to create the admin user).
-        restart = units if mlflow.restart_needed(before, files) else ()
+        restarts = mlflow.restarts(settings, before, files)
+        restart = [
+            name
+            for name, needed in (
+                (mlflow_unit.SERVICE, restarts.server),
+                (mlflow_unit.METRICS_SERVICE, restarts.exporter),
+            )
+            if needed
+        ]
         self._service_problem = machine.apply_units(units, restart=restart)
 
     def _stop_server(self, settings: ServerSettings) -> None:
