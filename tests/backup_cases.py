@@ -17,6 +17,7 @@ The jobs run nothing here: tests/workload/registry/test_backup.py runs the real 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,46 @@ def job_record(data_dir: Path, job_id: str) -> dict:
 def job_command(data_dir: Path, job_id: str) -> str:
     """What the job runs, as its record and environment show it (one text, for searching)."""
     return (data_dir / "jobs" / job_id / "env").read_text()
+
+
+def jobs_recorded(data_dir: Path) -> list[dict]:
+    """Every job the charm started (none when it never made its jobs folder)."""
+    return [json.loads(p.read_text()) for p in sorted((data_dir / "jobs").glob("*/job.json"))]
+
+
+class StorageBackupCases:
+    """The cases tracking's and labelling's backups share: backups on the unit's storage.
+
+    A subclass names its service's backup: ``write_backup(data_dir, backup_id=BACKUP_ID)``
+    leaves one on the storage, and ``LISTED`` is how list-backups shows its contents. The
+    fixtures are the charm's: ``ctx``, ``deployed``, ``data_dir``, ``state_dir``,
+    ``server_running``.
+    """
+
+    LISTED: str
+    write_backup: Callable[..., None]
+
+    def test_list_backups_reads_the_manifests_on_the_storage(
+        self, ctx, deployed, data_dir, state_dir
+    ):
+        self.write_backup(data_dir)
+        self.write_backup(data_dir, "20260102T120000Z")
+        ctx.run(ctx.on.action("list-backups"), deployed())
+        assert ctx.action_results["count"] == 2
+        assert ctx.action_results["destination"] == f"{state_dir}/backups"
+        listed = json.loads(ctx.action_results["backups"])
+        assert [b["id"] for b in listed] == ["20260102T120000Z", BACKUP_ID]
+        assert listed[0]["contents"] == self.LISTED
+
+    def test_restore_of_an_unknown_backup_fails_and_stops_nothing(
+        self, ctx, deployed, data_dir, state_dir, server_running
+    ):
+        self.write_backup(data_dir)
+        state = deployed()
+        message = refused(ctx, state, "restore", **{"backup-id": "20250101T000000Z"})
+        assert message == f"no backup 20250101T000000Z at {state_dir}/backups (list-backups)"
+        assert jobs_recorded(data_dir) == []
+        assert server_running(state)
 
 
 class RegistryBackupCases:

@@ -25,7 +25,7 @@ import pytest
 from ops import testing
 
 from tests import backup_cases
-from tests.backup_cases import BACKUP_ID
+from tests.backup_cases import BACKUP_ID, StorageBackupCases, jobs_recorded
 from tests.labelling_testing import database_relation, database_secret
 from tests.registry_action_cases import refused
 
@@ -41,12 +41,11 @@ def write_backup(data_dir: Path, backup_id: str = BACKUP_ID) -> None:
     )
 
 
-def jobs_recorded(data_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((data_dir / "jobs").glob("*/job.json"))]
-
-
-class LabellingBackupCases:
+class LabellingBackupCases(StorageBackupCases):
     """The substrate-neutral backup tests; a ``Test...`` subclass runs them on a charm."""
+
+    LISTED = "label_studio.sqlite3 (1 files), media (4 files)"
+    write_backup = staticmethod(write_backup)
 
     @pytest.mark.parametrize("action", ["create-backup", "list-backups", "restore"])
     def test_backup_actions_refuse_on_a_non_leader(self, ctx, make_state, data_dir, action):
@@ -65,26 +64,6 @@ class LabellingBackupCases:
         assert "backup-id must be an id as list-backups shows it" in message
         assert jobs_recorded(data_dir) == []
         assert server_running(state)
-
-    def test_restore_of_an_unknown_backup_fails_and_stops_nothing(
-        self, ctx, deployed, data_dir, state_dir
-    ):
-        write_backup(data_dir)
-        message = refused(ctx, deployed(), "restore", **{"backup-id": "20250101T000000Z"})
-        assert message == f"no backup 20250101T000000Z at {state_dir}/backups (list-backups)"
-        assert jobs_recorded(data_dir) == []
-
-    def test_list_backups_reads_the_manifests_on_the_storage(
-        self, ctx, deployed, data_dir, state_dir
-    ):
-        write_backup(data_dir)
-        write_backup(data_dir, "20260102T120000Z")
-        ctx.run(ctx.on.action("list-backups"), deployed())
-        assert ctx.action_results["count"] == 2
-        assert ctx.action_results["destination"] == f"{state_dir}/backups"
-        listed = json.loads(ctx.action_results["backups"])
-        assert [b["id"] for b in listed] == ["20260102T120000Z", BACKUP_ID]
-        assert listed[0]["contents"] == "label_studio.sqlite3 (1 files), media (4 files)"
 
     def test_create_backup_holds_the_database_and_the_media(
         self, ctx, deployed, data_dir, state_dir, job_will, job_command

@@ -25,7 +25,13 @@ from ops import testing
 
 from mlops_charms import backup
 from tests import backup_cases
-from tests.backup_cases import BACKUP_ID, BAD_RESTORE, job_record
+from tests.backup_cases import (
+    BACKUP_ID,
+    BAD_RESTORE,
+    StorageBackupCases,
+    job_record,
+    jobs_recorded,
+)
 from tests.registry_action_cases import refused
 from tests.tracking_testing import (
     ADMIN_PASSWORD,
@@ -51,18 +57,16 @@ def write_backup(data_dir: Path, backup_id: str = BACKUP_ID) -> None:
     )
 
 
-def jobs_recorded(data_dir: Path) -> list[dict]:
-    """Every job the charm started (none when it never made its jobs folder)."""
-    return [json.loads(p.read_text()) for p in sorted((data_dir / "jobs").glob("*/job.json"))]
-
-
 def _no_secret_in(text: str) -> None:
     for secret in (ADMIN_PASSWORD, DB_PASSWORD, S3_SECRET_KEY):
         assert secret not in text
 
 
-class TrackingBackupCases:
+class TrackingBackupCases(StorageBackupCases):
     """The substrate-neutral backup tests; a ``Test...`` subclass runs them on a charm."""
+
+    LISTED = "mlflow.db (1 files), artifacts (2 files)"
+    write_backup = staticmethod(write_backup)
 
     @pytest.mark.parametrize("action", ["create-backup", "list-backups", "restore"])
     def test_backup_actions_refuse_on_a_non_leader(self, ctx, make_state, data_dir, action):
@@ -137,28 +141,6 @@ class TrackingBackupCases:
         message = refused(ctx, state, "create-backup", wait=False)
         assert message.startswith("nothing to back up on this unit")
         assert jobs_recorded(data_dir) == []
-
-    def test_list_backups_reads_the_manifests_on_the_storage(
-        self, ctx, deployed, data_dir, state_dir
-    ):
-        write_backup(data_dir)
-        write_backup(data_dir, "20260102T120000Z")
-        ctx.run(ctx.on.action("list-backups"), deployed())
-        assert ctx.action_results["count"] == 2
-        assert ctx.action_results["destination"] == f"{state_dir}/backups"
-        listed = json.loads(ctx.action_results["backups"])
-        assert [b["id"] for b in listed] == ["20260102T120000Z", BACKUP_ID]
-        assert listed[0]["contents"] == "mlflow.db (1 files), artifacts (2 files)"
-
-    def test_restore_of_an_unknown_backup_fails_and_stops_nothing(
-        self, ctx, deployed, data_dir, state_dir, server_running
-    ):
-        write_backup(data_dir)
-        state = deployed()
-        message = refused(ctx, state, "restore", **{"backup-id": "20250101T000000Z"})
-        assert message == f"no backup 20250101T000000Z at {state_dir}/backups (list-backups)"
-        assert jobs_recorded(data_dir) == []
-        assert server_running(state)
 
     def test_restore_stops_mlflow_and_no_hook_starts_it_until_it_ends(
         self, ctx, deployed, data_dir, state_dir, job_command, job_ends, server_running
