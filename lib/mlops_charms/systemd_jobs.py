@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import ops
 from charmhelpers.core import host
@@ -111,6 +112,31 @@ class JobPaths:
     def unit_name(self, job_id: str) -> str:
         """The systemd unit of a job."""
         return f"{self.unit_prefix}{job_id}.service"
+
+
+class ServiceHost(Protocol):
+    """What a machine charm's paths say of its service's user and its jobs' folders."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def python(self) -> str: ...
+    @property
+    def jobs_units_dir(self) -> str: ...
+    @property
+    def jobs_scripts_dir(self) -> str: ...
+
+
+def storage_job_paths(data_dir: str, host: ServiceHost, *, unit_prefix: str) -> JobPaths:
+    """The jobs of a service whose state is on its storage: recorded there, run as its user."""
+    return JobPaths(
+        jobs_dir=f"{data_dir}/jobs",
+        unit_prefix=unit_prefix,
+        user=host.user,
+        units_dir=host.jobs_units_dir,
+        scripts_dir=host.jobs_scripts_dir,
+        python=host.python,
+    )
 
 
 @dataclass(frozen=True)

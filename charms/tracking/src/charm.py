@@ -44,14 +44,7 @@ class MachineTrackingConfig(TrackingConfig):
 
 def job_paths(data_dir: str) -> JobPaths:
     """The backup and restore jobs: their folders on the storage, run as MLflow's user."""
-    return JobPaths(
-        jobs_dir=f"{data_dir}/jobs",
-        unit_prefix=JOB_UNIT_PREFIX,
-        user=PATHS.user,
-        units_dir=PATHS.jobs_units_dir,
-        scripts_dir=PATHS.jobs_scripts_dir,
-        python=PATHS.python,
-    )
+    return systemd_jobs.storage_job_paths(data_dir, PATHS, unit_prefix=JOB_UNIT_PREFIX)
 
 
 class TrackingMachineCharm(TrackingServerCharm):
