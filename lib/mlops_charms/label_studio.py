@@ -192,6 +192,11 @@ def server_command(settings: ServerSettings) -> list[str]:
         "--single-interpreter",
         "--enable-threads",
         "--die-on-term",
+        # A worker still busy 20 s into a stop is killed by uWSGI itself (its default waits
+        # 60 s): inside the machine unit's TimeoutStopSec (30 s), past which systemd kills
+        # every process and fails the unit.
+        "--worker-reload-mercy",
+        "20",
         "--vacuum",
         "--buffer-size",
         "65535",

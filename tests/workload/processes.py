@@ -1,4 +1,4 @@
-"""Real processes for the workload tests: a Pebble daemon and a PostgreSQL server.
+"""Real processes for the workload tests: a Pebble daemon, a PostgreSQL server, a systemd unit.
 
 Each is started by the test on a free loopback port (there is no systemd here) and stopped
 by its PID. A test skips, saying why, when a binary it needs is not installed; CI installs
@@ -8,16 +8,20 @@ them all (tools/install-test-deps.sh).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -25,6 +29,7 @@ from typing import NoReturn
 import pytest
 from ops import pebble
 
+from tests.systemd_units import environment_file, systemd_words
 from tests.workload.tls import ServerCertificate
 
 
@@ -56,6 +61,96 @@ def assert_systemd_verifies(path: Path) -> None:
     problems = [line for line in verified.stderr.splitlines() if str(path) in line]
     assert verified.returncode == 0, f"{path.name}: {verified.stderr}"
     assert problems == [], path.name
+
+
+# systemd's DefaultTimeoutStopSec, for a unit that does not set its own.
+DEFAULT_TIMEOUT_STOP_SEC = 90
+# systemd's default PATH for a service.
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
+
+
+def unit_environment(unit: Mapping[str, list[str]]) -> dict[str, str]:
+    """The environment systemd gives a unit's commands: its user's, then its own settings.
+
+    ``EnvironmentFile`` is read after ``Environment=`` and wins where both set a name.
+    """
+    (user,) = unit["User"]
+    home = pwd.getpwnam(user).pw_dir
+    return {
+        "PATH": SYSTEMD_PATH,
+        "HOME": home,
+        "USER": user,
+        "LOGNAME": user,
+        **dict(systemd_words(line)[0].split("=", 1) for line in unit.get("Environment", [])),
+        **{
+            name: value
+            for env_path in unit.get("EnvironmentFile", [])
+            for name, value in environment_file(Path(env_path).read_text()).items()
+        },
+    }
+
+
+@contextlib.contextmanager
+def run_unit(
+    unit: Mapping[str, list[str]],
+    ready: str | Callable[[], bool],
+    log_path: Path,
+    ready_timeout: float = 240,
+) -> Iterator[None]:
+    """Run a rendered unit's ``unit_settings`` as systemd would, until it is ``ready``.
+
+    Its ``ExecStartPre`` steps in order, then its ``ExecStart``, with its environment
+    (``unit_environment``), as its ``User`` and ``Group`` in its ``WorkingDirectory``; stopped
+    as systemd stops it: SIGTERM to the whole process group, SIGKILL after ``TimeoutStopSec``.
+    ``ready``: a URL that answers 200, or a test. What the unit prints goes to ``log_path``, a
+    file: a pipe that nobody reads fills up and blocks the server.
+    """
+    environment = unit_environment(unit)
+    run = {
+        "env": environment,
+        "cwd": unit["WorkingDirectory"][0],
+        "user": unit["User"][0],
+        "group": unit.get("Group", [None])[0],
+    }
+    is_ready = functools.partial(answers_200, ready) if isinstance(ready, str) else ready
+    with log_path.open("ab") as log:
+        for line in unit.get("ExecStartPre", []):
+            step = systemd_words(line)
+            # systemd finds a command without a folder on its own fixed search path.
+            step[0] = shutil.which(step[0], path=environment["PATH"]) or step[0]
+            subprocess.run(step, **run, check=True, stdout=log, stderr=log, timeout=600)
+        process = subprocess.Popen(
+            systemd_words(unit["ExecStart"][0]),
+            **run,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not is_ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{log_path.stem} is not ready:\n{log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        stop_timeout = int(unit.get("TimeoutStopSec", [DEFAULT_TIMEOUT_STOP_SEC])[0])
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            warnings.warn(f"{log_path.stem} ignored SIGTERM for {stop_timeout} s", stacklevel=1)
+
+
+def answers_200(url: str) -> bool:
+    """``url`` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)

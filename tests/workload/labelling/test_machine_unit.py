@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from mlops_charms import label_studio, systemd
-from tests.systemd_units import environment_file, systemd_words, unit_settings
+from tests.systemd_units import environment_file, unit_settings
 from tests.workload.labelling.harness import binaries, migrated_database, rest_call
 from tests.workload.labelling.test_sdk_client import (
     TASKS,
@@ -35,7 +33,7 @@ from tests.workload.labelling.test_sdk_client import (
     assert_session_kept_everything,
     run_sdk_session,
 )
-from tests.workload.processes import assert_systemd_verifies, free_port
+from tests.workload.processes import assert_systemd_verifies, free_port, run_unit
 
 pytestmark = pytest.mark.slow
 
@@ -107,44 +105,10 @@ def test_the_units_secrets_are_only_in_its_0600_environment_file(rendered: Rende
 @pytest.fixture(scope="module")
 def server(rendered: RenderedUnit) -> Iterator[RenderedUnit]:
     """Label Studio run as systemd would run the unit: its steps, command, environment, user."""
-    unit = rendered.settings
-    (env_path,) = unit["EnvironmentFile"]
-    environment = {
-        **environment_file(Path(env_path).read_text()),
-        **dict(systemd_words(line)[0].split("=", 1) for line in unit["Environment"]),
-        "HOME": unit["WorkingDirectory"][0],
-    }
-    (user,) = unit["User"]
-    run = {"env": environment, "cwd": unit["WorkingDirectory"][0], "user": user}
-    for line in unit["ExecStartPre"]:
-        step = systemd_words(line)
-        # systemd finds a command without a folder on its own fixed search path.
-        step[0] = shutil.which(step[0], path=environment["PATH"]) or step[0]
-        subprocess.run(step, **run, check=True, capture_output=True, timeout=600)
-    process = subprocess.Popen(
-        systemd_words(unit["ExecStart"][0]),
-        **run,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            try:
-                with urllib.request.urlopen(rendered.server.health_url, timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Label Studio did not answer: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-            time.sleep(0.5)
+    with run_unit(
+        rendered.settings, rendered.server.health_url, rendered.path.with_suffix(".log")
+    ):
         yield rendered
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=60)
 
 
 def test_the_units_label_studio_serves_the_admin_over_rest(server: RenderedUnit):

@@ -16,7 +16,6 @@ import json
 import os
 import pwd
 import re
-import subprocess
 import sys
 import time
 import urllib.request
@@ -40,10 +39,10 @@ from mlops_charms import (
 from mlops_charms import labelling_observability as observed
 from mlops_charms import registry_observability as registry_observed
 from mlops_charms.host_files import HostFiles
-from tests.systemd_units import environment_file, systemd_words, unit_settings
+from tests.systemd_units import unit_settings
 from tests.workload.labelling.harness import RunningLabelStudio, run_label_studio
 from tests.workload.pebble_backed import shared_folder
-from tests.workload.processes import assert_systemd_verifies, free_port
+from tests.workload.processes import assert_systemd_verifies, free_port, run_unit
 
 CHARM_SRC = Path(__file__).resolve().parents[3] / "charms" / "labelling" / "src"
 if str(CHARM_SRC) not in sys.path:
@@ -247,17 +246,10 @@ def test_the_machine_charms_exporter_unit_verifies_and_reads_its_token_from_the_
         unit.write_text(label_studio_unit.metrics_unit_file(settings, "labelling/0"))
     assert_systemd_verifies(unit)
     assert running.settings.admin_token not in unit.read_text()
-    options = unit_settings(unit.read_text())
-    (env_file,) = options["EnvironmentFile"]
-    environment = {"PATH": os.environ["PATH"], **environment_file(Path(env_file).read_text())}
-    (exec_start,) = options["ExecStart"]
-    exporter = subprocess.Popen(systemd_words(exec_start), env=environment, cwd=tmp_path)
-    try:
+    metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    with run_unit(unit_settings(unit.read_text()), metrics_url, unit.with_suffix(".log"), 30):
         server = dataclasses.replace(running, settings=settings)
         assert value(scrape(server), "mlops_labelling_api_up") == 1.0
-    finally:
-        exporter.terminate()
-        exporter.wait(timeout=10)
 
 
 def test_label_studio_is_down_when_it_stops(running):

@@ -12,13 +12,10 @@ rclone S3 remote, boto3.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
-import pwd
-import signal
-import subprocess
+import socket
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +25,15 @@ import pytest
 from mlops_charms import pebble, registry, registry_state
 from mlops_charms.host_files import HostFiles
 from mlops_charms.registry import Credential, RegistrySettings
-from tests.systemd_units import systemd_words, unit_settings
+from tests.systemd_units import unit_settings
 from tests.workload.pebble_backed import shared_folder, wait_until
-from tests.workload.processes import assert_systemd_verifies, free_port, missing
+from tests.workload.processes import (
+    answers_200,
+    assert_systemd_verifies,
+    free_port,
+    missing,
+    run_unit,
+)
 from tests.workload.registry.harness import (
     VENV_BIN,
     Operator,
@@ -52,8 +55,6 @@ import registry_units  # noqa: E402
 pytestmark = pytest.mark.slow
 
 JUJU_UNIT = "data-versioning/0"
-# systemd's default PATH for a service.
-SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin"
 WRITER = Credential(
     "registry", "writer-Pa55-'quote'-$dollar", "mlopsWriter0123", "writer-secret-0123", write=True
 )
@@ -147,53 +148,19 @@ def test_no_unit_holds_a_secret(rendered: MachineRegistry):
 @pytest.fixture(scope="module")
 def servers(rendered: MachineRegistry) -> Iterator[MachineRegistry]:
     """Each server unit run as systemd would run it: its command, user and folder."""
-    processes = []
-    for service in registry.services(rendered.settings):
-        unit = unit_settings(rendered.units[registry_units.server_unit(service.name)].read_text())
-        (user,) = unit["User"]
-        entry = pwd.getpwnam(user)
-        environment = {
-            "PATH": SYSTEMD_PATH,
-            "HOME": entry.pw_dir,
-            "USER": user,
-            "LOGNAME": user,
-            **dict(systemd_words(line)[0].split("=", 1) for line in unit.get("Environment", [])),
-        }
-        processes.append(
-            subprocess.Popen(
-                systemd_words(unit["ExecStart"][0]),
-                env=environment,
-                cwd=unit["WorkingDirectory"][0],
-                user=user,
-                group=unit["Group"][0],
-                start_new_session=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-    try:
-        health = f"http://127.0.0.1:{rendered.settings.git_port}/healthz"
-        wait_until(lambda: _answers(health), 30, "Apache's health URL")
+    with contextlib.ExitStack() as running:
         for service in registry.services(rendered.settings):
-            wait_until(lambda port=service.port: _accepts(port), 30, f"{service.name}'s port")
+            path = rendered.units[registry_units.server_unit(service.name)]
+            ready = functools.partial(_accepts, service.port)
+            running.enter_context(
+                run_unit(unit_settings(path.read_text()), ready, path.with_suffix(".log"), 30)
+            )
+        health = f"http://127.0.0.1:{rendered.settings.git_port}/healthz"
+        wait_until(lambda: answers_200(health), 30, "Apache's health URL")
         yield rendered
-    finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def _accepts(port: int) -> bool:
-    import socket
-
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 

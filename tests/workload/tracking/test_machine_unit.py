@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_charms import mlflow, systemd
-from tests.systemd_units import environment_file, systemd_words, unit_settings
-from tests.workload.processes import assert_systemd_verifies, free_port, missing
+from tests.systemd_units import unit_settings
+from tests.workload.processes import assert_systemd_verifies, free_port, missing, run_unit
 from tests.workload.tracking.harness import CLIENT_ENV, as_user
 from tests.workload.tracking.test_mlflow_workload import http_status, log_and_read_back
 
@@ -99,49 +97,12 @@ def test_rendered_units_pass_systemd_analyze_verify(rendered: RenderedUnit, unit
 @pytest.fixture
 def server(rendered: RenderedUnit) -> Iterator[RenderedUnit]:
     """MLflow run as systemd would run the unit: its command, environment, user and folder."""
-    unit = rendered.settings
-    (env_path,) = unit["EnvironmentFile"]
+    (env_path,) = rendered.settings["EnvironmentFile"]
     assert oct(Path(env_path).stat().st_mode & 0o777) == "0o600"
-    environment = {
-        **environment_file(Path(env_path).read_text()),
-        **dict(systemd_words(line)[0].split("=", 1) for line in unit["Environment"]),
-        "HOME": unit["WorkingDirectory"][0],
-    }
-    (user,) = unit["User"]
-    for step in unit["ExecStartPre"]:  # in order, as systemd runs them
-        subprocess.run(
-            systemd_words(step),
-            env=environment,
-            cwd=unit["WorkingDirectory"][0],
-            user=user,
-            check=True,
-        )
-    process = subprocess.Popen(
-        systemd_words(unit["ExecStart"][0]),
-        env=environment,
-        cwd=unit["WorkingDirectory"][0],
-        user=user,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{rendered.url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"MLflow did not answer: {process.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-            time.sleep(0.5)
+    with run_unit(
+        rendered.settings, f"{rendered.url}/health", rendered.path.with_suffix(".log"), 120
+    ):
         yield rendered
-    finally:
-        os.killpg(process.pid, 15)
-        process.wait(timeout=30)
 
 
 def test_the_units_mlflow_serves_the_admin_with_basic_auth(
@@ -159,31 +120,10 @@ def test_the_metrics_unit_serves_the_units_mlflow_metrics_without_a_password(
 ):
     unit = unit_settings(server.metrics_path.read_text())
     assert "EnvironmentFile" not in unit
-    (user,) = unit["User"]
-    exporter = subprocess.Popen(
-        systemd_words(unit["ExecStart"][0]),
-        cwd=unit["WorkingDirectory"][0],
-        user=user,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert http_status(f"{server.url}/api/2.0/mlflow/experiments/search") == 401
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(server.metrics_url, timeout=5) as answer:
-                    text = answer.read().decode()
-                break
-            except OSError:
-                if exporter.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"no metrics: {exporter.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-                time.sleep(0.2)
-    finally:
-        os.killpg(exporter.pid, 15)
-        exporter.wait(timeout=30)
+    assert http_status(f"{server.url}/api/2.0/mlflow/experiments/search") == 401
+    with run_unit(unit, server.metrics_url, server.metrics_path.with_suffix(".log"), 30):
+        with urllib.request.urlopen(server.metrics_url, timeout=5) as answer:
+            text = answer.read().decode()
     samples = {
         (sample.name, sample.labels.get("status")): sample.value
         for family in text_string_to_metric_families(text)
