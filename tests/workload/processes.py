@@ -135,13 +135,23 @@ def run_unit(
         yield
     finally:
         stop_timeout = int(unit.get("TimeoutStopSec", [DEFAULT_TIMEOUT_STOP_SEC])[0])
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=stop_timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-            warnings.warn(f"{log_path.stem} ignored SIGTERM for {stop_timeout} s", stacklevel=1)
+        stop_process(process, stop_timeout, group=True)
+
+
+def stop_process(process: subprocess.Popen, timeout: float, *, group: bool = False) -> None:
+    """SIGTERM to ``process`` (or its whole process group), SIGKILL if it outlives ``timeout``.
+
+    A server slow to stop is killed, as systemd and Pebble kill it, not left to fail the test
+    it served; a warning says so.
+    """
+    send = functools.partial(os.killpg, process.pid) if group else process.send_signal
+    send(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        process.wait(timeout=10)
+        warnings.warn(f"{process.args!r} ignored SIGTERM for {timeout} s", stacklevel=2)
 
 
 def answers_200(url: str) -> bool:
@@ -244,11 +254,7 @@ def run_pebble(tmp_path: Path) -> Iterator[PebbleDaemon]:
             client.stop_services([s.name for s in client.get_services() if s.is_running()])
         except (pebble.APIError, pebble.ChangeError, pebble.ConnectionError):
             pass
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process, 15)
 
 
 @dataclass(frozen=True)

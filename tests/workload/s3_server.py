@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ops import testing
 
-from tests.workload.processes import free_port, missing
+from tests.workload.processes import free_port, missing, stop_process
 from tests.workload.tls import ServerCertificate
 
 
@@ -111,5 +111,4 @@ def run_s3_server(
             tls.ca_pem if tls else None,
         )
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process, 10)

@@ -28,7 +28,7 @@ import pytest
 
 from mlops_charms import label_studio, training
 from mlops_charms.client_ca import ClientCA
-from tests.workload.processes import free_port
+from tests.workload.processes import free_port, stop_process
 from tests.workload.s3_server import S3Server, run_s3_server
 from tests.workload.tls import ServerCertificate, server_certificate
 
@@ -99,8 +99,7 @@ def _mlflow(folder: Path, tls: ServerCertificate) -> Iterator[Callable[[], str]]
     try:
         yield started
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_process(process, 30)
 
 
 def _base_env(home: Path) -> dict[str, str]:
