@@ -140,15 +140,21 @@ step "User $RUN_USER: $(id "$RUN_USER")"
 
 # --- Label Studio ------------------------------------------------------------------------------
 # Label Studio cannot share a venv with DVC; the labelling tests run it from here. The marker
-# (a copy of the requirements) is written only after a complete install.
+# (the pip pin, then the requirements) is written only after a complete install.
+# pip first, Ubuntu 24.04's as in the rock's venv: it builds a wheel of each source-only package.
+# Debian 12's pip 23.0 installs those (uWSGI among them) with the legacy setup.py instead, which
+# records none of their programs, so tests/packing could not read what the rock's venv holds.
+LABEL_STUDIO_PIP=pip==24.0
 requirements="$repo_root/requirements/label-studio.txt"
 marker="$LABEL_STUDIO_VENV/requirements.txt"
-if ! cmp -s "$requirements" "$marker" || [ ! -x "$LABEL_STUDIO_VENV/bin/label-studio" ]; then
-    step "Installing Label Studio in $LABEL_STUDIO_VENV (about a minute)"
+wanted=$(printf '# %s\n' "$LABEL_STUDIO_PIP"; cat "$requirements")
+if [ "$wanted" != "$(cat "$marker" 2>/dev/null)" ] || [ ! -x "$LABEL_STUDIO_VENV/bin/label-studio" ]; then
+    step "Installing Label Studio in $LABEL_STUDIO_VENV (about three minutes: uWSGI is compiled)"
     rm -rf "$LABEL_STUDIO_VENV"
     /usr/bin/python3 -m venv "$LABEL_STUDIO_VENV"
+    "$LABEL_STUDIO_VENV/bin/pip" install -q --disable-pip-version-check "$LABEL_STUDIO_PIP"
     "$LABEL_STUDIO_VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$marker"
+    printf '%s\n' "$wanted" > "$marker"
 fi
 step "Label Studio: $LABEL_STUDIO_VENV"
 

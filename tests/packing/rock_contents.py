@@ -208,6 +208,13 @@ def find_distribution(requirement: Requirement) -> tuple[int, importlib.metadata
         if distribution is not None and requirement.specifier.contains(
             distribution.version, prereleases=True
         ):
+            if distribution.read_text("RECORD") is None:
+                # pip's legacy ``setup.py install`` (an .egg-info) lists no programs it installed.
+                raise RockRecipeError(
+                    f"{requirement} in {distribution.locate_file('')} was installed without a "
+                    f"wheel, so its programs are not recorded: tools/install-test-deps.sh "
+                    f"installs it with a pip that builds one"
+                )
             return environment, distribution
     raise RockRecipeError(
         f"{requirement} is not installed in this environment, $LABEL_STUDIO_VENV or the "
