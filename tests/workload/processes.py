@@ -154,10 +154,10 @@ def stop_process(process: subprocess.Popen, timeout: float, *, group: bool = Fal
         warnings.warn(f"{process.args!r} ignored SIGTERM for {timeout} s", stacklevel=2)
 
 
-def answers_200(url: str) -> bool:
-    """``url`` answers 200 now."""
+def answers_200(url: str, timeout: float = 2) -> bool:
+    """``url`` answers 200 now, within ``timeout`` seconds."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
             return answer.status == 200
     except OSError:
         return False

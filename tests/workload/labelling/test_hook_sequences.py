@@ -18,7 +18,6 @@ import dataclasses
 import json
 import secrets
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from tests.workload.labelling.harness import (
     rest_call,
 )
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
-from tests.workload.processes import PostgreSQLServer, free_port
+from tests.workload.processes import PostgreSQLServer, answers_200, free_port
 from tests.workload.registry.harness import (
     RunningRegistry,
     chown_tree,
@@ -209,11 +208,7 @@ class Life:
         self.container.wait_for_checks(timeout=timeout)
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=3) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return answers_200(f"{self.url}/health", timeout=3)
 
     # --- Label Studio's REST API ------------------------------------------------------------
 

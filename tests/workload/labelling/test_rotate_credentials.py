@@ -36,7 +36,7 @@ from tests.workload.labelling.harness import (
     rest_call,
 )
 from tests.workload.pebble_backed import PebbleBackedCharm, shared_folder, wait_until
-from tests.workload.processes import free_port
+from tests.workload.processes import answers_200, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -88,11 +88,7 @@ class Unit:
         wait_until(self.healthy, 240, "Label Studio to answer")
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=3) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return answers_200(f"{self.url}/health", timeout=3)
 
     def credentials(self) -> dict[str, str]:
         results, _ = self.unit.run_action("get-admin-credentials", self.state)
